@@ -1,0 +1,47 @@
+"""The ``seminspect`` command: a thin typer layer over the Python API.
+
+Each module in this package (``data``, ``adc``, ``anomaly``, ...) defines ``register(app)`` and
+adds its commands; this file discovers them, so command groups stay independent. Heavy imports
+(torch, models) happen inside the commands, keeping ``seminspect --help`` fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+from rich.console import Console
+
+from seminspect.errors import SeminspectError
+
+app = typer.Typer(
+    name="seminspect",
+    help="Review suspected defects in multi-view SEM images: generate, import, validate, train, triage.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_commands() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console entry point: user-facing errors become one clear line and exit status 2."""
+    try:
+        app()
+    except SeminspectError as exc:
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,68 @@
+"""Registration: sub-pixel shift recovery, residual, batch/sample helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from seminspect.data.batch import collate
+from seminspect.data.registration import RegistrationError, register_batch_views, register_pair, register_sample
+from seminspect.data.sample import Sample, View
+
+
+def _texture(seed: int = 0, size: int = 96) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = ndimage.gaussian_filter(rng.random((size, size)), 2.0)
+    return ((img - img.min()) / (img.max() - img.min())).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", ["phase", "ecc"])
+def test_recovers_subpixel_shift(method: str) -> None:
+    rng = np.random.default_rng(1)
+    img = _texture()
+    for _ in range(5):
+        true = rng.uniform(-3.5, 3.5, 2)
+        target = ndimage.shift(img, true, order=3, mode="reflect")
+        reg = register_pair(target, img, method=method)
+        assert np.abs(np.array(reg.shift) - true).max() < 0.1, (reg.shift, true)
+        assert reg.residual < 0.5 * reg.residual_before
+        assert reg.warped.shape == img.shape and reg.warped.dtype == np.float32
+
+
+def test_uint8_input_and_max_shift() -> None:
+    img = (_texture(2) * 255).astype(np.uint8)
+    target = np.roll(img, (5, -3), axis=(0, 1))
+    reg = register_pair(target, img)
+    assert np.allclose(reg.shift, (5, -3), atol=0.1)
+    capped = register_pair(target, img, max_shift=2)
+    assert capped.shift == (0.0, 0.0)
+
+
+def test_bad_input() -> None:
+    with pytest.raises(RegistrationError):
+        register_pair(np.zeros((10, 10)), np.zeros((10, 12)))
+    with pytest.raises(RegistrationError):
+        register_pair(np.zeros((10, 10)), np.zeros((10, 10)), method="sift")
+    flat = register_pair(np.ones((16, 16)), np.ones((16, 16)))
+    assert flat.shift == (0.0, 0.0)
+
+
+def test_sample_and_batch_helpers() -> None:
+    img = _texture(3, 64)
+    target = ndimage.shift(img, (1.5, -2.0), order=3, mode="reflect")
+    sample = Sample("s", [View("target", 0, target), View("reference", 0, img),
+                          View("target", 1, img), View("zoom", 0, img)])
+    aligned, regs = register_sample(sample)
+    assert set(regs) == {0}
+    assert np.allclose(regs[0].shift, (1.5, -2.0), atol=0.1)
+    ref = aligned.view("reference", 0).image
+    assert np.abs(ref - target)[8:-8, 8:-8].mean() < 0.01
+    batch = collate([sample, sample])
+    out, shifts, residuals = register_batch_views(batch)
+    slot = int(((batch.roles[0] == 1) & (batch.indices[0] == 0)).nonzero()[0, 0])
+    assert torch.allclose(shifts[:, slot], torch.tensor([1.5, -2.0]), atol=0.1)
+    assert torch.isnan(residuals[:, 0]).all()  # target slots are not registered
+    assert not torch.equal(out.images, batch.images)
+    assert torch.equal(out.images[:, 0], batch.images[:, 0])  # targets untouched

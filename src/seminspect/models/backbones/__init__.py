@@ -13,12 +13,13 @@ from . import efficientnet_lite as _efficientnet_lite  # noqa: F401
 from . import mobilenetv2 as _mobilenetv2  # noqa: F401
 from . import simple_cnn as _simple_cnn  # noqa: F401
 from ._builder import FeatureBackbone, adapt_input_conv, load_state_dict_file
-from ._factory import create_backbone
+from ._factory import create_backbone, create_pretrained_full_model
 from ._registry import (
     BackboneCfg,
     BackboneError,
     WeightsCfg,
     WeightsNotFoundError,
+    create_full_model,
     get_backbone_cfg,
     list_backbones,
     locate_weights,
@@ -34,6 +35,8 @@ __all__ = [
     "WeightsNotFoundError",
     "adapt_input_conv",
     "create_backbone",
+    "create_full_model",
+    "create_pretrained_full_model",
     "get_backbone_cfg",
     "list_backbones",
     "load_state_dict_file",

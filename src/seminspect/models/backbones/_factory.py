@@ -7,7 +7,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ._registry import _lookup
+from ._builder import load_state_dict_file
+from ._registry import _lookup, create_full_model, locate_weights
 
 
 def create_backbone(
@@ -35,3 +36,15 @@ def create_backbone(
     """
     cfg, fn = _lookup(name)
     return fn(cfg, pretrained=pretrained, in_chans=in_chans, out_indices=out_indices, weights_path=weights_path)
+
+
+def create_pretrained_full_model(name: str) -> nn.Module:
+    """The whole pretrained network (RGB stem, ImageNet classifier), eval mode, loaded with ``strict=True``.
+
+    Its input is the backbone's RGB preprocessing applied by the caller (see ``get_backbone_cfg(name).mean``);
+    used to check that packaged weights are genuine (it should classify photos correctly).
+    """
+    cfg, _ = _lookup(name)
+    model = create_full_model(name)
+    model.load_state_dict(load_state_dict_file(locate_weights(cfg)), strict=True)
+    return model.eval()

@@ -75,18 +75,35 @@ class BackboneCfg:
 
 # name -> (cfg, constructor). The constructor takes (cfg, pretrained, in_chans, out_indices, weights_path).
 _REGISTRY: dict[str, tuple[BackboneCfg, Callable[..., Any]]] = {}
+# name -> builder of the full RGB architecture (random init): its state dict names the keys a weights file needs.
+_FULL_MODELS: dict[str, Callable[[], Any]] = {}
 
 
-def register_backbone(cfg: BackboneCfg) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register ``fn(cfg, pretrained, in_chans, out_indices, weights_path) -> nn.Module``."""
+def register_backbone(
+    cfg: BackboneCfg, full_model: Callable[[], Any] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register ``fn(cfg, pretrained, in_chans, out_indices, weights_path) -> nn.Module``.
+
+    ``full_model()`` builds the whole network the weights files describe (RGB stem, classifier).
+    """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         if cfg.name in _REGISTRY:
             raise BackboneError(f"backbone {cfg.name!r} registered twice")
         _REGISTRY[cfg.name] = (cfg, fn)
+        if full_model is not None:
+            _FULL_MODELS[cfg.name] = full_model
         return fn
 
     return deco
+
+
+def create_full_model(name: str) -> Any:
+    """The full RGB architecture of a backbone, randomly initialised (e.g. to write a compatible weights file)."""
+    _lookup(name)
+    if name not in _FULL_MODELS:
+        raise BackboneError(f"backbone {name!r} registers no full architecture")
+    return _FULL_MODELS[name]()
 
 
 def get_backbone_cfg(name: str) -> BackboneCfg:

@@ -131,7 +131,7 @@ def _lite_cfg(variant: str, digest: str, chans: tuple[int, ...], top1: str) -> B
 def _register(cfg: BackboneCfg) -> None:
     variant = cfg.extra["variant"]
 
-    @register_backbone(cfg)
+    @register_backbone(cfg, full_model=lambda: _full_model(variant))
     def _build(
         cfg: BackboneCfg,
         pretrained: bool = True,
@@ -155,14 +155,3 @@ def _register(cfg: BackboneCfg) -> None:
 _register(_lite_cfg("lite0", "57934424", (16, 24, 40, 112, 320), "75.1 %"))
 _register(_lite_cfg("lite1", "77cc7160", (16, 24, 40, 112, 320), "76.7 %"))
 _register(_lite_cfg("lite2", "9656183e", (16, 24, 48, 120, 352), "77.6 %"))
-
-
-def imagenet_classifier(name: str) -> nn.Module:
-    """The full pretrained Lite network (RGB input already ``(x*255-127)/128``) -> 1000 logits; for checks."""
-    from ._builder import load_state_dict_file
-    from ._registry import get_backbone_cfg, locate_weights
-
-    cfg = get_backbone_cfg(name)
-    model = _full_model(cfg.extra["variant"])
-    model.load_state_dict(load_state_dict_file(locate_weights(cfg)), strict=True)
-    return model.eval()

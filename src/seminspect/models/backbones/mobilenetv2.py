@@ -133,7 +133,7 @@ _CFG = BackboneCfg(
 )
 
 
-@register_backbone(_CFG)
+@register_backbone(_CFG, full_model=MobileNetV2)
 def mobilenetv2(
     cfg: BackboneCfg,
     pretrained: bool = True,
@@ -150,13 +150,3 @@ def mobilenetv2(
         out_indices=out_indices,
         weights_path=weights_path,
     )
-
-
-def imagenet_classifier(name: str = "mobilenetv2") -> MobileNetV2:
-    """The full pretrained network (RGB input normalised with ImageNet mean/std) -> 1000 logits; for checks."""
-    from ._builder import load_state_dict_file
-    from ._registry import get_backbone_cfg, locate_weights
-
-    model = MobileNetV2()
-    model.load_state_dict(load_state_dict_file(locate_weights(get_backbone_cfg(name))), strict=True)
-    return model.eval()

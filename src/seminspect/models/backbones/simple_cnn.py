@@ -72,7 +72,7 @@ _CFG = BackboneCfg(
 )
 
 
-@register_backbone(_CFG)
+@register_backbone(_CFG, full_model=SimpleCNN)
 def simple_cnn(
     cfg: BackboneCfg,
     pretrained: bool = True,

@@ -24,8 +24,15 @@ from seminspect.decision._thresholds import (
     NormalQuantileThreshold,
     PrecisionThreshold,
 )
+from seminspect.decision._triage import AUTO_ABNORMAL, AUTO_NORMAL, REVIEW, ROUTES, TriagePolicy, TriageResult
 
 __all__ = [
+    "AUTO_ABNORMAL",
+    "AUTO_NORMAL",
+    "REVIEW",
+    "ROUTES",
+    "TriagePolicy",
+    "TriageResult",
     "DecisionError",
     "DecisionEstimator",
     "InsufficientDataError",

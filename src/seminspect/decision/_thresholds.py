@@ -41,6 +41,9 @@ def _sweep(scores: np.ndarray, positives: np.ndarray, descending: bool) -> tuple
     ``score >= thresholds[i]`` (descending) or ``score <= thresholds[i]`` (ascending) picks
     ``n_selected[i]`` samples of which ``n_positive[i]`` are positive. Ties stay together.
     """
+    if scores.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return np.zeros(0), empty, empty
     order = np.argsort(-scores if descending else scores, kind="stable")
     s = scores[order]
     pos = np.cumsum(positives[order].astype(np.int64))

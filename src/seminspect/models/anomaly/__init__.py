@@ -1,1 +1,15 @@
-"""models/anomaly"""
+"""Unsupervised anomaly detection against the reference die: PatchCore and STPM.
+
+Pure-PyTorch modules (:mod:`.patchcore`, :mod:`.stpm`, :mod:`.features`) are separate from the
+fit/predict/save/load estimator :class:`AnomalyDetector` (:mod:`.detector`).
+"""
+
+from seminspect.models.anomaly.detector import AnomalyConfig, AnomalyDetector, AnomalyResult, fit_normal_threshold
+from seminspect.models.anomaly.features import AnomalyConfigError, TinyConvBackbone, build_backbone
+from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
+from seminspect.models.anomaly.stpm import STPMModel
+
+__all__ = [
+    "AnomalyConfig", "AnomalyConfigError", "AnomalyDetector", "AnomalyResult", "PatchCoreModel", "STPMModel",
+    "TinyConvBackbone", "build_backbone", "fit_normal_threshold", "greedy_coreset",
+]

@@ -1,0 +1,589 @@
+"""The fit/predict estimator around the pure-PyTorch anomaly models.
+
+::
+
+    det = AnomalyDetector(AnomalyConfig(model="patchcore", conditioning="reference"))
+    det.fit(SampleDataset("fab").split("train"))          # normal samples only (abnormal ones skipped)
+    scores, maps = det.predict(SampleDataset("fab").split("test"))
+    det.save("model_dir"); det = AnomalyDetector.load("model_dir")
+
+A sample is scored view by view: every target view (with the reference view of the same index,
+registered onto it) gives a map; the sample's map is the pixel-wise max over its target views and
+its score the max over views. A threshold is fitted on held-out *normal* scores
+(``NormalQuantileThreshold``: bound on the false-alarm rate, no anomalies needed), or with
+:meth:`AnomalyDetector.fit_precision_threshold` when labelled anomalies exist.
+
+Saved models are ``config.json`` + ``weights.safetensors`` (no pickle). The backbone weights are
+stored too, so a saved model scores identically without the weight packages.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
+
+from seminspect.data.imageio import to_float
+from seminspect.data.sample import Role, Sample
+from seminspect.models.anomaly.features import AnomalyConfigError, build_backbone
+from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
+from seminspect.models.anomaly.stpm import STPMModel
+from seminspect.utils.io import atomic_path, atomic_write_json
+from seminspect.utils.progress import track
+
+FORMAT = "seminspect-anomaly"
+FORMAT_VERSION = 1
+
+
+class AnomalyConfig(BaseModel):
+    """Every setting of an anomaly detector (saved with the model; YAML configs map onto it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Literal["patchcore", "stpm"] = "patchcore"
+    backbone: str = "mobilenetv2"
+    pretrained: bool = True
+    weights_path: str | None = None
+    out_indices: list[int] = Field(default_factory=lambda: [1, 2, 3])
+    # preprocessing (applied after registration, to images and masks alike)
+    crop: int | None = Field(None, description="centre crop to this square size (px)")
+    image_size: int | None = Field(None, description="resize (square) to this size after cropping")
+    registration: Literal["phase", "ecc", "off"] = "phase"
+    max_shift: float | None = None
+    # PatchCore
+    layers: list[int] = Field(default_factory=lambda: [0, 1], description="indices into the backbone outputs")
+    pool: int = 3
+    embed_dim: int | None = None
+    conditioning: Literal["none", "reference"] = "none"
+    reference_weight: float = 1.0
+    match_radius: int = 1
+    max_bank_patches: int = 16384
+    max_bank_bytes: int | None = None
+    max_pool_patches: int = 200_000
+    coreset_proj_dim: int = 128
+    # STPM
+    stpm_mode: Literal["classic", "template"] = "template"
+    layer_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
+    loss: Literal["l2", "huber"] = "l2"
+    reflect_padding: bool = True
+    epochs: int = 20
+    lr: float = 1e-3
+    # common
+    batch_size: int = 16
+    sigma: float = 4.0
+    top_k: int = 1
+    centre_sigma: float = 0.0
+    false_alarm_rate: float = 0.01
+    confidence: float = 0.95
+    calib_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class AnomalyResult:
+    """Scores with the ground truth of the scored samples (for evaluation).
+
+    ``maps`` ``(N, H, W)`` float32; ``masks`` ``(N, H, W)`` bool or None; ``labels`` ``(N,)`` 1/0/-1.
+    """
+
+    sample_ids: list[str]
+    scores: np.ndarray
+    maps: np.ndarray
+    labels: np.ndarray
+    defect_types: list[str | None]
+    masks: np.ndarray | None = None
+    images: np.ndarray | None = None
+    metadata: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Item:
+    sample_index: int
+    target: np.ndarray  # (H, W) float32
+    reference: np.ndarray | None
+    mask: np.ndarray | None
+
+
+def _fallback_quantile_threshold(scores: np.ndarray, far: float, confidence: float) -> dict[str, Any]:
+    """Order-statistic threshold with a Clopper-Pearson bound (used when seminspect.decision is absent)."""
+    from scipy import stats
+
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(s)
+    # largest number m of calibration scores allowed above the threshold with upper bound <= far
+    best_m = -1
+    for m in range(n):
+        upper = 1.0 if m >= n else float(stats.beta.ppf(confidence, m + 1, n - m))
+        if upper <= far:
+            best_m = m
+        else:
+            break
+    if best_m < 0:
+        thr = float(s[-1]) if n else math.inf
+        upper = 1.0 if n == 0 else float(stats.beta.ppf(confidence, 1, n))
+    else:
+        thr = float(s[n - 1 - best_m])
+        upper = float(stats.beta.ppf(confidence, best_m + 1, n - best_m))
+    return {"kind": "normal_quantile", "threshold": thr, "false_alarm_upper_bound": upper,
+            "false_alarm_rate": far, "confidence": confidence, "n": n, "implementation": "fallback"}
+
+
+def fit_normal_threshold(scores: np.ndarray, far: float = 0.01, confidence: float = 0.95) -> dict[str, Any]:
+    """Threshold from normal scores only: ``seminspect.decision.NormalQuantileThreshold`` when present."""
+    try:
+        from seminspect.decision import InsufficientDataError, NormalQuantileThreshold
+    except ImportError:
+        return _fallback_quantile_threshold(scores, far, confidence)
+    try:
+        t = NormalQuantileThreshold(false_alarm_rate=far, confidence=confidence).fit(np.asarray(scores))
+    except InsufficientDataError as exc:
+        # Too few held-out normals to *guarantee* the target: use the largest normal score and say
+        # what bound it actually gives, rather than refusing to produce a model.
+        out = _fallback_quantile_threshold(scores, far, confidence)
+        out["warning"] = str(exc)
+        return out
+    out = {"kind": "normal_quantile", "threshold": float(t.threshold_),
+           "false_alarm_upper_bound": float(t.false_alarm_upper_bound_), "false_alarm_rate": far,
+           "confidence": confidence, "n": len(scores), "implementation": "seminspect.decision"}
+    if hasattr(t, "to_dict"):
+        out["decision"] = t.to_dict()
+    return out
+
+
+def _to_tensor(arrays: Sequence[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32, copy=False))
+
+
+class AnomalyDetector:
+    """Fit on normal samples, predict anomaly maps and scores, save/load (see module docstring)."""
+
+    def __init__(self, config: AnomalyConfig | dict[str, Any] | None = None, backbone: nn.Module | None = None):
+        try:
+            self.config = config if isinstance(config, AnomalyConfig) else AnomalyConfig(**(config or {}))
+        except ValidationError as exc:
+            raise AnomalyConfigError(f"invalid anomaly config: {exc}") from None
+        self._custom_backbone = backbone
+        self.model: PatchCoreModel | STPMModel = self._build()
+        self.threshold: dict[str, Any] | None = None
+        self.normal_score_range: tuple[float, float] | None = None
+        self.history: dict[str, Any] = {}
+
+    # ----- construction ---------------------------------------------------------------------
+    def _backbone(self, pretrained: bool, seed: int = 0) -> nn.Module:
+        cfg = self.config
+        if self._custom_backbone is not None:
+            import copy
+
+            return copy.deepcopy(self._custom_backbone)
+        return build_backbone(cfg.backbone, pretrained=pretrained, out_indices=cfg.out_indices,
+                              weights_path=cfg.weights_path, seed=seed)
+
+    def _build(self, pretrained: bool | None = None) -> PatchCoreModel | STPMModel:
+        cfg = self.config
+        pretrained = cfg.pretrained if pretrained is None else pretrained
+        if cfg.model == "patchcore":
+            bb = self._backbone(pretrained, cfg.seed)
+            n_maps = len(bb.feature_info)
+            if any(i < 0 or i >= n_maps for i in cfg.layers):
+                raise AnomalyConfigError(f"layers {cfg.layers} out of range for a backbone with {n_maps} maps")
+            return PatchCoreModel(bb, layers=tuple(cfg.layers), pool=cfg.pool, embed_dim=cfg.embed_dim,
+                                  conditioning=cfg.conditioning, reference_weight=cfg.reference_weight,
+                                  match_radius=cfg.match_radius, sigma=cfg.sigma, top_k=cfg.top_k,
+                                  centre_sigma=cfg.centre_sigma, seed=cfg.seed)
+        teacher = self._backbone(pretrained, cfg.seed)
+        student = self._backbone(False, cfg.seed + 1000)
+        if self._custom_backbone is not None:  # a fresh student: re-initialise the copied module
+            for m in student.modules():
+                if hasattr(m, "reset_parameters") and m is not student:
+                    m.reset_parameters()
+        for p in student.parameters():
+            p.requires_grad_(True)
+        weights = cfg.layer_weights[: len(teacher.feature_info)]
+        if len(weights) != len(teacher.feature_info):
+            raise AnomalyConfigError(f"{len(cfg.layer_weights)} layer_weights for {len(teacher.feature_info)} maps")
+        return STPMModel(teacher, student, mode=cfg.stpm_mode, layer_weights=weights, loss=cfg.loss,
+                         sigma=cfg.sigma, top_k=cfg.top_k, centre_sigma=cfg.centre_sigma,
+                         reflect_padding=cfg.reflect_padding)
+
+    @property
+    def needs_reference(self) -> bool:
+        cfg = self.config
+        return (cfg.model == "patchcore" and cfg.conditioning == "reference") or (
+            cfg.model == "stpm" and cfg.stpm_mode == "template")
+
+    # ----- data -----------------------------------------------------------------------------
+    def _preprocess(self, image: np.ndarray, is_mask: bool = False) -> np.ndarray:
+        cfg = self.config
+        if cfg.crop is not None:
+            h, w = image.shape
+            c = min(cfg.crop, h, w)
+            y0, x0 = (h - c) // 2, (w - c) // 2
+            image = image[y0:y0 + c, x0:x0 + c]
+        if cfg.image_size is not None and image.shape != (cfg.image_size, cfg.image_size):
+            t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+            mode = "nearest" if is_mask else "area"
+            image = F.interpolate(t, size=(cfg.image_size,) * 2, mode=mode)[0, 0].numpy()
+        return np.ascontiguousarray(image)
+
+    def _items_of_sample(self, index: int, sample: Sample) -> Iterator[_Item]:
+        from seminspect.data.registration import register_pair
+
+        cfg = self.config
+        for tgt, ref in sample.pairs():
+            t = to_float(tgt.image)
+            r = None
+            if ref is not None and ref.image.shape == tgt.image.shape:
+                if cfg.registration != "off":
+                    r = register_pair(t, ref.image, method=cfg.registration, max_shift=cfg.max_shift).warped
+                else:
+                    r = to_float(ref.image)
+            if r is None and self.needs_reference:
+                raise AnomalyConfigError(
+                    f"sample {sample.sample_id!r}: target view {tgt.index} has no reference view of the same "
+                    f"index and size, which this reference-conditioned model needs")
+            mask = None if tgt.mask is None else self._preprocess(tgt.mask.astype(np.float32), is_mask=True) > 0.5
+            yield _Item(index, self._preprocess(t), None if r is None else self._preprocess(r), mask)
+
+    def _samples(self, data: Any) -> Iterator[tuple[int, Sample]]:
+        from seminspect.data.batch import Batch
+
+        if isinstance(data, Batch):
+            yield from enumerate(_batch_to_samples(data))
+        elif isinstance(data, Sample):
+            yield 0, data
+        else:
+            for i in range(len(data)):
+                yield i, data[i]
+
+    def _batches(self, items: Iterator[_Item]) -> Iterator[tuple[list[_Item], torch.Tensor, torch.Tensor | None]]:
+        """Group consecutive same-size items into model batches."""
+        buf: list[_Item] = []
+
+        def flush() -> tuple[list[_Item], torch.Tensor, torch.Tensor | None]:
+            t = _to_tensor([it.target for it in buf])
+            r = None
+            if all(it.reference is not None for it in buf):
+                r = _to_tensor([it.reference for it in buf])  # type: ignore[misc]
+            return list(buf), t, r
+
+        for it in items:
+            if buf and (len(buf) >= self.config.batch_size or it.target.shape != buf[0].target.shape):
+                yield flush()
+                buf.clear()
+            buf.append(it)
+        if buf:
+            yield flush()
+
+    def _normal_split(self, data: Any) -> tuple[list[Sample], list[Sample]]:
+        """Normal samples of ``data`` (labelled abnormal ones dropped), split into fit / held-out."""
+        samples = [s for _, s in self._samples(data) if s.is_abnormal is not True]
+        if not samples:
+            raise AnomalyConfigError("no normal samples to fit the anomaly model on")
+        rng = np.random.default_rng(self.config.seed)
+        order = rng.permutation(len(samples))
+        n_cal = int(round(self.config.calib_fraction * len(samples)))
+        if n_cal and len(samples) - n_cal < 1:
+            n_cal = 0
+        cal = [samples[i] for i in sorted(order[:n_cal])]
+        fit = [samples[i] for i in sorted(order[n_cal:])]
+        return fit, cal
+
+    # ----- fitting --------------------------------------------------------------------------
+    def fit(self, normal: Any, calib: Any | None = None, checkpoint_dir: str | Path | None = None) -> AnomalyDetector:
+        """Fit on normal samples (a SampleDataset, list of Samples or Batch; abnormal ones are skipped).
+
+        ``calib``: held-out normal samples for the threshold; by default ``calib_fraction`` of
+        ``normal`` is held out. ``checkpoint_dir`` (STPM): checkpoint each epoch there and resume.
+        """
+        from seminspect.utils.seed import seed_everything
+
+        seed_everything(self.config.seed)
+        if calib is None:
+            fit_samples, cal_samples = self._normal_split(normal)
+        else:
+            fit_samples = [s for _, s in self._samples(normal) if s.is_abnormal is not True]
+            cal_samples = [s for _, s in self._samples(calib) if s.is_abnormal is not True]
+        start = time.perf_counter()
+        if self.config.model == "patchcore":
+            self._fit_patchcore(fit_samples)
+        else:
+            self._fit_stpm(fit_samples, checkpoint_dir)
+        self.history["fit_seconds"] = time.perf_counter() - start
+        self.history["n_fit_samples"] = len(fit_samples)
+        if cal_samples:
+            scores, _ = self.predict(cal_samples)
+            self.fit_threshold(scores)
+        return self
+
+    def fit_threshold(self, normal_scores: np.ndarray) -> dict[str, Any]:
+        """Set the decision threshold from held-out normal scores (bounded false-alarm rate)."""
+        normal_scores = np.asarray(normal_scores, dtype=np.float64)
+        self.threshold = fit_normal_threshold(normal_scores, self.config.false_alarm_rate, self.config.confidence)
+        self.normal_score_range = (float(np.min(normal_scores)), float(np.max(normal_scores)))
+        return self.threshold
+
+    def fit_precision_threshold(self, scores: np.ndarray, labels: np.ndarray, target_precision: float = 0.99,
+                                confidence: float = 0.95) -> dict[str, Any]:
+        """Precision-constrained threshold when labelled anomalies exist (``PrecisionThreshold``)."""
+        from seminspect.decision import PrecisionThreshold
+
+        t = PrecisionThreshold(target_precision=target_precision, confidence=confidence).fit(
+            np.asarray(scores), np.asarray(labels))
+        self.threshold = {"kind": "precision", "threshold": float(t.threshold_), "precision": float(t.precision_),
+                          "precision_lower_bound": float(t.precision_lower_bound_), "recall": float(t.recall_),
+                          "target_precision": target_precision, "confidence": confidence}
+        return self.threshold
+
+    def _fit_patchcore(self, samples: list[Sample]) -> None:
+        cfg = self.config
+        model = self.model
+        assert isinstance(model, PatchCoreModel)
+        n_views = max(1, len(samples[0].targets))
+        per_image = max(1, cfg.max_pool_patches // max(1, len(samples) * n_views))
+        gen = torch.Generator().manual_seed(cfg.seed)
+        pool: list[torch.Tensor] = []
+        items = (it for i, s in track(list(enumerate(samples)), "patchcore features")
+                 for it in self._items_of_sample(i, s))
+        for _, t, r in self._batches(items):
+            emb = model.embed(t, r)
+            n, d, h, w = emb.shape
+            flat = emb.permute(0, 2, 3, 1).reshape(n, h * w, d)
+            if h * w > per_image:  # bound the pool before the coreset: random patches per image
+                idx = torch.stack([torch.randperm(h * w, generator=gen)[:per_image] for _ in range(n)])
+                flat = torch.gather(flat, 1, idx[:, :, None].expand(-1, -1, d))
+            pool.append(flat.reshape(-1, d).contiguous())
+        feats = torch.cat(pool)
+        del pool
+        limit = cfg.max_bank_patches
+        if cfg.max_bank_bytes is not None:
+            limit = min(limit, max(1, cfg.max_bank_bytes // (4 * feats.shape[1])))
+        idx = greedy_coreset(feats, min(limit, feats.shape[0]), proj_dim=cfg.coreset_proj_dim, seed=cfg.seed,
+                             progress=True)
+        model.bank = feats[idx].clone()
+        self.history.update({"pool_patches": int(feats.shape[0]), "bank_patches": int(model.bank.shape[0]),
+                             "bank_bytes": int(model.bank.numel() * 4), "embed_dim": int(feats.shape[1])})
+
+    def _fit_stpm(self, samples: list[Sample], checkpoint_dir: str | Path | None) -> None:
+        cfg = self.config
+        model = self.model
+        assert isinstance(model, STPMModel)
+        items = [it for i, s in track(list(enumerate(samples)), "stpm data") for it in self._items_of_sample(i, s)]
+        if len({it.target.shape for it in items}) != 1:
+            raise AnomalyConfigError("STPM training needs images of one size; set crop or image_size")
+        targets = _to_tensor([it.target for it in items])
+        refs = _to_tensor([it.reference for it in items]) if self.needs_reference else None  # type: ignore[misc]
+        opt = torch.optim.Adam([p for p in model.student.parameters() if p.requires_grad], lr=cfg.lr)
+        start_epoch = 0
+        losses: list[float] = []
+        ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+        if ckpt is not None and (ckpt / "checkpoint.json").is_file():
+            start_epoch, losses = _load_checkpoint(ckpt, model, opt, cfg)
+        n = targets.shape[0]
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # order fixed per epoch: resumable
+            order = torch.randperm(n, generator=gen)
+            total, count = 0.0, 0
+            steps = range(0, n, cfg.batch_size)
+            for s in track(steps, f"stpm epoch {epoch + 1}/{cfg.epochs}"):
+                idx = order[s:s + cfg.batch_size]
+                loss = model.loss(targets[idx], None if refs is None else refs[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
+            losses.append(total / max(count, 1))
+            if ckpt is not None:
+                _save_checkpoint(ckpt, model, opt, cfg, epoch + 1, losses)
+        model.eval()
+        self.history["losses"] = losses
+
+    # ----- prediction -----------------------------------------------------------------------
+    @torch.no_grad()
+    def score(self, data: Any, keep_images: bool = False) -> AnomalyResult:
+        """Scores, maps and the ground truth of ``data`` (SampleDataset, list of Samples, Batch)."""
+        self.model.eval()
+        samples_meta: dict[int, Sample] = {}
+
+        def items() -> Iterator[_Item]:
+            for i, s in track(list(self._samples(data)), "anomaly scoring"):
+                samples_meta[i] = s
+                yield from self._items_of_sample(i, s)
+
+        maps: dict[int, np.ndarray] = {}
+        masks: dict[int, np.ndarray] = {}
+        images: dict[int, np.ndarray] = {}
+        for batch_items, t, r in self._batches(items()):
+            _, m = self.model(t, r)
+            m = m[:, 0].numpy()
+            for it, mi in zip(batch_items, m, strict=True):
+                k = it.sample_index
+                maps[k] = mi if k not in maps else np.maximum(maps[k], mi)
+                if it.mask is not None:
+                    masks[k] = it.mask if k not in masks else (masks[k] | it.mask)
+                if keep_images and k not in images:
+                    images[k] = it.target
+        order = sorted(samples_meta)
+        map_arr = np.stack([maps[k] for k in order]) if order else np.zeros((0, 0, 0), np.float32)
+        scores = _scores_from_maps(map_arr, self.config.top_k)
+        mask_arr = None
+        if masks:
+            mask_arr = np.stack([masks.get(k, np.zeros(maps[k].shape, bool)) for k in order])
+        labels = np.array([-1 if samples_meta[k].is_abnormal is None else int(samples_meta[k].is_abnormal)
+                           for k in order], dtype=np.int64)
+        return AnomalyResult(
+            sample_ids=[samples_meta[k].sample_id for k in order], scores=scores, maps=map_arr, labels=labels,
+            defect_types=[samples_meta[k].defect_type for k in order], masks=mask_arr,
+            images=np.stack([images[k] for k in order]) if keep_images and order else None,
+            metadata=[dict(samples_meta[k].metadata) for k in order],
+        )
+
+    def predict(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``(image_scores (N,), anomaly_maps (N, H, W))`` for a SampleDataset, list of Samples or Batch."""
+        res = self.score(data)
+        return res.scores, res.maps
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """``(N,)`` bool: score above the fitted threshold."""
+        if self.threshold is None:
+            raise AnomalyConfigError("no threshold fitted: fit with held-out normal samples or call fit_threshold")
+        return np.asarray(scores) > self.threshold["threshold"]
+
+    # ----- persistence ----------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``weights.safetensors`` (atomically) into ``directory``."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().clone() for k, v in self.model.state_dict().items()}
+        with atomic_path(directory / "weights.safetensors") as tmp:
+            save_file(state, str(tmp))
+        atomic_write_json(directory / "config.json", {
+            "format": FORMAT, "version": FORMAT_VERSION, "config": self.config.model_dump(),
+            "threshold": self.threshold, "normal_score_range": self.normal_score_range,
+            "history": self.history, "custom_backbone": self._custom_backbone is not None,
+        })
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, backbone: nn.Module | None = None) -> AnomalyDetector:
+        """Load a saved detector; pass ``backbone`` (same architecture) if it was fitted with a custom one."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        cfg_path = directory / "config.json"
+        if not cfg_path.is_file():
+            raise AnomalyConfigError(f"{cfg_path}: not found; not a saved anomaly model folder")
+        try:
+            meta = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise AnomalyConfigError(f"{cfg_path}: not valid JSON ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise AnomalyConfigError(f"{cfg_path}: not a seminspect anomaly model (format {meta.get('format')!r})")
+        if meta.get("custom_backbone") and backbone is None:
+            raise AnomalyConfigError(f"{cfg_path}: fitted with a custom backbone module; pass it to load()")
+        det = cls.__new__(cls)
+        try:
+            det.config = AnomalyConfig(**meta["config"])
+        except ValidationError as exc:
+            raise AnomalyConfigError(f"{cfg_path}: invalid config ({exc})") from None
+        det._custom_backbone = backbone
+        det.model = det._build(pretrained=False)  # weights come from the file, not the packages
+        weights = directory / "weights.safetensors"
+        if not weights.is_file():
+            raise AnomalyConfigError(f"{weights}: not found")
+        state = load_file(str(weights))
+        if isinstance(det.model, PatchCoreModel):
+            det.model.bank = torch.empty_like(state["bank"])
+        try:
+            det.model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise AnomalyConfigError(f"{weights}: does not match the model in config.json ({exc})") from None
+        det.model.eval()
+        det.threshold = meta.get("threshold")
+        rng = meta.get("normal_score_range")
+        det.normal_score_range = None if rng is None else (float(rng[0]), float(rng[1]))
+        det.history = meta.get("history", {})
+        return det
+
+
+def _scores_from_maps(maps: np.ndarray, top_k: int) -> np.ndarray:
+    if maps.size == 0:
+        return np.zeros(0)
+    flat = maps.reshape(maps.shape[0], -1)
+    if top_k <= 1:
+        return flat.max(1).astype(np.float64)
+    k = min(top_k, flat.shape[1])
+    return np.sort(flat, axis=1)[:, -k:].mean(1).astype(np.float64)
+
+
+def _batch_to_samples(batch: Any) -> list[Sample]:
+    """Target/reference views of a :class:`~seminspect.data.batch.Batch` back as Samples (float images)."""
+    from seminspect.data.sample import View
+
+    out = []
+    for b in range(len(batch)):
+        views = []
+        for v in range(batch.roles.shape[1]):
+            code = int(batch.roles[b, v])
+            if code < 0 or code == Role.ZOOM.code:
+                continue
+            role = Role.TARGET if code == Role.TARGET.code else Role.REFERENCE
+            mask = None
+            if batch.masks is not None and role == Role.TARGET:
+                mask = batch.masks[b, v, 0].numpy() > 0.5
+            views.append(View(role, int(batch.indices[b, v]), batch.images[b, v, 0].numpy(), mask=mask))
+        lab = int(batch.is_abnormal[b])
+        out.append(Sample(batch.sample_ids[b], views, is_abnormal=None if lab < 0 else bool(lab),
+                          metadata=batch.metadata[b] if batch.metadata else {}))
+    return out
+
+
+# ----- STPM checkpoints (safetensors + JSON; optimizer state flattened, no pickle) ---------------
+def _save_checkpoint(directory: Path, model: STPMModel, opt: torch.optim.Optimizer, cfg: AnomalyConfig,
+                     epoch: int, losses: list[float]) -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"student.{k}": v.detach().contiguous().clone() for k, v in model.student.state_dict().items()}
+    for pid, st in opt.state_dict()["state"].items():
+        for name, val in st.items():
+            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(val).detach().contiguous().clone()
+    with atomic_path(directory / "checkpoint.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    atomic_write_json(directory / "checkpoint.json", {"epoch": epoch, "losses": losses,
+                                                      "config": cfg.model_dump()})
+
+
+def _load_checkpoint(directory: Path, model: STPMModel, opt: torch.optim.Optimizer,
+                     cfg: AnomalyConfig) -> tuple[int, list[float]]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((directory / "checkpoint.json").read_text(encoding="utf-8"))
+    saved = dict(meta.get("config", {}))
+    now = cfg.model_dump()
+    differs = [k for k in now if k not in ("epochs",) and saved.get(k) != now[k]]
+    if differs:
+        raise AnomalyConfigError(f"{directory}: checkpoint was written with different settings {differs}; "
+                                 "use another checkpoint folder")
+    tensors = load_file(str(directory / "checkpoint.safetensors"))
+    model.student.load_state_dict({k[len("student."):]: v for k, v in tensors.items() if k.startswith("student.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, val in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = val
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    return int(meta["epoch"]), list(meta.get("losses", []))

@@ -1,0 +1,172 @@
+"""PatchCore (Roth et al., CVPR 2022) with optional conditioning on the registered reference die.
+
+Pure PyTorch: :class:`PatchCoreModel` embeds patches and scores them against a memory bank;
+filling the bank (greedy coreset under a memory bound) is :func:`greedy_coreset`, driven by the
+fit/predict wrapper in :mod:`seminspect.models.anomaly.detector`.
+
+Reference conditioning (``conditioning="reference"``): each target patch feature ``f_t`` is
+paired with the closest reference feature ``f_r`` in a small window at the same place (after
+image registration) and the embedding becomes ``[f_t, w * (f_t - f_r)]``. On a normal site the
+difference half is near zero wherever the dies agree, so the bank learns what normal die-to-die
+differences look like (noise, residual misalignment) and a defect -- present in the target but
+not in the reference -- lands far from every bank entry even when its texture alone looks
+normal (e.g. a missing or extra feature that is a legitimate pattern elsewhere).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seminspect.models.anomaly.features import (
+    best_local_match,
+    centre_prior,
+    freeze,
+    gaussian_blur,
+    image_score,
+    patch_embedding,
+)
+
+CONDITIONINGS = ("none", "reference")
+
+
+def chunked_min_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 4096,
+                         bank_chunk: int = 65536) -> torch.Tensor:
+    """``(Q,)`` Euclidean distance of each query to its nearest bank row, in bounded memory.
+
+    ``queries`` ``(Q, D)``, ``bank`` ``(M, D)``; temporary memory is ``chunk x bank_chunk`` floats.
+    """
+    out = torch.empty(queries.shape[0], dtype=queries.dtype)
+    for qs in range(0, queries.shape[0], chunk):
+        q = queries[qs:qs + chunk]
+        best = torch.full((q.shape[0],), math.inf, dtype=q.dtype)
+        for bs in range(0, bank.shape[0], bank_chunk):
+            d = torch.cdist(q, bank[bs:bs + bank_chunk])
+            best = torch.minimum(best, d.min(1).values)
+        out[qs:qs + chunk] = best
+    return out
+
+
+def greedy_coreset(features: torch.Tensor, n_select: int, proj_dim: int = 128, seed: int = 0,
+                   chunk: int = 65536, progress: bool = False) -> torch.Tensor:
+    """Indices of a greedy k-center coreset of ``features`` ``(N, D)``.
+
+    Distances are computed on a seeded Gaussian random projection to ``proj_dim`` dimensions
+    (Johnson-Lindenstrauss: distances roughly kept, cost cut); only the ``(N,)`` vector of
+    distances to the selected set is kept and updated chunk by chunk, so memory is
+    ``O(N * proj_dim)`` regardless of ``n_select``.
+    """
+    n = features.shape[0]
+    if n_select >= n:
+        return torch.arange(n)
+    gen = torch.Generator().manual_seed(seed)
+    if proj_dim and proj_dim < features.shape[1]:
+        proj = torch.randn(features.shape[1], proj_dim, generator=gen) / math.sqrt(proj_dim)
+        reduced = torch.cat([features[s:s + chunk] @ proj for s in range(0, n, chunk)])
+    else:
+        reduced = features
+    selected = torch.empty(n_select, dtype=torch.long)
+    selected[0] = int(torch.randint(n, (1,), generator=gen))
+    min_d = torch.full((n,), math.inf)
+    steps = range(1, n_select + 1)
+    if progress:
+        from seminspect.utils.progress import track
+
+        steps = track(steps, "coreset", total=n_select)
+    for k in steps:
+        centre = reduced[selected[k - 1]].unsqueeze(0)
+        if n <= chunk:
+            torch.minimum(min_d, (reduced - centre).pow(2).sum(1), out=min_d)
+        else:
+            for s in range(0, n, chunk):
+                d = (reduced[s:s + chunk] - centre).pow(2).sum(1)
+                torch.minimum(min_d[s:s + chunk], d, out=min_d[s:s + chunk])
+        if k < n_select:
+            selected[k] = int(torch.argmax(min_d))
+    return selected
+
+
+class PatchCoreModel(nn.Module):
+    """Patch embedding + memory-bank scoring.
+
+    Args:
+        backbone: frozen feature extractor returning a list of maps.
+        layers: which returned maps to combine (indices into the backbone's output list).
+        pool: local averaging neighbourhood (patch context), in feature cells.
+        embed_dim: if set, a fixed seeded random projection to this many dimensions (bank memory).
+        conditioning: ``"none"`` or ``"reference"`` (see module docstring).
+        reference_weight: weight ``w`` of the difference half of a conditioned embedding.
+        match_radius: search radius (feature cells) for the reference match.
+        sigma: Gaussian smoothing of the anomaly map, in image pixels.
+        top_k: image score = mean of the top-k map pixels (1 = max).
+        centre_sigma: if > 0, multiply maps by a centre prior of this width (fraction of size).
+    """
+
+    def __init__(self, backbone: nn.Module, layers: tuple[int, ...] = (0, 1), pool: int = 3,
+                 embed_dim: int | None = None, conditioning: str = "none", reference_weight: float = 1.0,
+                 match_radius: int = 1, sigma: float = 4.0, top_k: int = 1, centre_sigma: float = 0.0,
+                 seed: int = 0):
+        super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
+        self.backbone = freeze(backbone)
+        self.layers = tuple(layers)
+        self.pool = pool
+        self.conditioning = conditioning
+        self.reference_weight = reference_weight
+        self.match_radius = match_radius
+        self.sigma = sigma
+        self.top_k = top_k
+        self.centre_sigma = centre_sigma
+        raw_dim = sum(backbone.feature_info[i]["num_chs"] for i in self.layers)
+        if conditioning == "reference":
+            raw_dim *= 2
+        self.raw_dim = raw_dim
+        if embed_dim and embed_dim < raw_dim:
+            gen = torch.Generator().manual_seed(seed + 1)
+            proj = torch.randn(raw_dim, embed_dim, generator=gen) / math.sqrt(embed_dim)
+        else:
+            proj = torch.empty(0)
+        self.register_buffer("projection", proj)
+        self.register_buffer("bank", torch.empty(0, embed_dim if proj.numel() else raw_dim))
+
+    @property
+    def dim(self) -> int:
+        return self.projection.shape[1] if self.projection.numel() else self.raw_dim
+
+    def train(self, mode: bool = True) -> PatchCoreModel:  # the backbone stays frozen in eval mode
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    @torch.no_grad()
+    def embed(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, D, h, w)`` patch embeddings of ``(N, 1, H, W)`` targets (and registered references)."""
+        f_t = patch_embedding(self.backbone(target), self.layers, self.pool)
+        if self.conditioning == "reference":
+            if reference is None:
+                raise ValueError("conditioning='reference' needs a reference image for every target")
+            f_r = patch_embedding(self.backbone(reference), self.layers, self.pool)
+            f_r = best_local_match(f_t, f_r, self.match_radius)
+            f_t = torch.cat([f_t, self.reference_weight * (f_t - f_r)], dim=1)
+        if self.projection.numel():
+            f_t = torch.einsum("nchw,cd->ndhw", f_t, self.projection)
+        return f_t
+
+    @torch.no_grad()
+    def forward(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score images: returns ``(scores (N,), maps (N, 1, H, W))`` (maps in feature-distance units)."""
+        if self.bank.numel() == 0:
+            raise RuntimeError("PatchCore memory bank is empty: fit the model first")
+        emb = self.embed(target, reference)
+        n, d, h, w = emb.shape
+        flat = emb.permute(0, 2, 3, 1).reshape(-1, d)
+        dist = chunked_min_distance(flat, self.bank).view(n, 1, h, w)
+        maps = F.interpolate(dist, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        maps = gaussian_blur(maps, self.sigma)
+        if self.centre_sigma > 0:
+            maps = maps * centre_prior(tuple(target.shape[-2:]), self.centre_sigma).to(maps)
+        return image_score(maps, self.top_k), maps

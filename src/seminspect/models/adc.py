@@ -1,0 +1,308 @@
+"""Multi-view automatic defect classification (ADC): one shared backbone, die comparison, fusion, heads.
+
+Data flow for one batch (shapes, ``B`` samples, ``V`` view slots, ``g`` the pooled grid size)::
+
+    images (B, V, 1, H, W) --[backbone, real views only]--> per-scale maps
+        --[adaptive avg-pool each scale to g x g, concat channels]--> view features (B, V, C, g, g)
+        --[1x1 projection]--> (B, V, D, g, g)
+    per target slot:   [ target , target - reference(same index) ]  (learned "no reference" map if absent)
+        --[3x3 conv, GELU, 1x1 conv]--> avg+max pool --> angle token (B, V, D)
+    angles --[fusion: mean | attention | gru, masked by view_mask]--> (B, D)
+    zooms  --[pool, masked mean; learned "no zoom" vector when absent]--> (B, D)
+    [angles, zooms] --> MLP --> abnormal_logit (B,), type_logits (B, L), level_logits {level: (B, n)}
+
+The pooled view features (``encode``) are all that depends on the backbone: with a frozen
+backbone they can be computed once and cached (:mod:`seminspect.training.feature_cache`), and
+:meth:`MultiViewADC.forward_features` trains the rest on them. The model knows nothing about
+training loops; losses live in :mod:`seminspect.training.losses`.
+
+Registration of reference to target happens before the model, once, at the data level
+(:func:`seminspect.data.registration.register_sample`): the model assumes aligned views.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seminspect.data.taxonomy import Taxonomy
+
+ROLE_TARGET, ROLE_REFERENCE, ROLE_ZOOM, ROLE_PAD = 0, 1, 2, -1
+FUSIONS = ("mean", "attention", "gru")
+MAX_INDEX = 16  # detector / angle indices are clamped into an embedding of this size
+
+
+class TinyBackbone(nn.Module):
+    """A small from-scratch CNN with the backbone interface (list of maps + ``feature_info``).
+
+    Used by tests and as a stand-in when :mod:`seminspect.models.backbones` is unavailable.
+    Input ``(N, in_chans, H, W)`` float32 in [0, 1]; outputs maps at reductions 2, 4, 8.
+    """
+
+    def __init__(self, in_chans: int = 1, width: int = 8) -> None:
+        super().__init__()
+        chans = [width, width * 2, width * 4]
+        layers = []
+        prev = in_chans
+        for c in chans:
+            layers.append(nn.Sequential(nn.Conv2d(prev, c, 3, stride=2, padding=1), nn.BatchNorm2d(c), nn.ReLU()))
+            prev = c
+        self.stages = nn.ModuleList(layers)
+        self.feature_info = [{"num_chs": c, "reduction": 2 ** (i + 1)} for i, c in enumerate(chans)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = (x - 0.5) / 0.25
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+
+def build_backbone(
+    name: str,
+    pretrained: bool = True,
+    out_indices: Sequence[int] = (1, 2, 3),
+    weights_path: str | None = None,
+) -> nn.Module:
+    """A backbone from the registry (:func:`seminspect.models.backbones.create_backbone`), or ``tiny``."""
+    if name == "tiny":
+        return TinyBackbone()
+    from seminspect.models.backbones import create_backbone
+
+    return create_backbone(name, pretrained=pretrained, in_chans=1, out_indices=tuple(out_indices),
+                           weights_path=weights_path)
+
+
+def reference_slots(roles: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``(B, V)`` int64: for each target slot the slot of the same-index reference, else -1.
+
+    Same rule as :meth:`seminspect.data.batch.Batch.reference_slot`, on raw tensors.
+    """
+    is_t = roles == ROLE_TARGET
+    is_r = roles == ROLE_REFERENCE
+    same = (indices[:, :, None] == indices[:, None, :]) & is_t[:, :, None] & is_r[:, None, :]
+    has = same.any(-1)
+    slot = same.float().argmax(-1)
+    return torch.where(has, slot, torch.full_like(slot, -1))
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x (B, V, D)`` over slots where ``mask (B, V)``; zeros where no slot is set."""
+    w = mask.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+class MultiViewADC(nn.Module):
+    """Multi-view defect classifier.
+
+    Args:
+        backbone_name: registry name (``mobilenetv2``, ``efficientnet_lite0``, ``simple_cnn``, ``tiny``).
+        pretrained: load the backbone's packaged ImageNet weights.
+        taxonomy: category tree; gives the number of leaf types and per-level heads. If None,
+            ``num_types`` leaf types and no intermediate levels.
+        num_types: number of leaf types when no taxonomy is given.
+        out_indices: backbone stages whose maps are used (multi-scale).
+        grid: each scale is pooled to ``grid x grid`` cells before comparison; keeps the
+            die comparison spatial while making cached features small.
+        pool: grid pooling, ``avg``, ``max`` or ``avgmax`` (both, concatenated).
+        dim: token width ``D``.
+        fusion: ``mean``, ``attention`` or ``gru`` (fusion across target angles).
+        backbone: a ready module (overrides ``backbone_name``; used by tests).
+        weights_path: user weights file for the backbone.
+        dropout: dropout before the heads.
+    """
+
+    def __init__(
+        self,
+        backbone_name: str = "mobilenetv2",
+        pretrained: bool = True,
+        taxonomy: Taxonomy | None = None,
+        num_types: int | None = None,
+        out_indices: Sequence[int] = (1, 2, 3),
+        grid: int = 8,
+        dim: int = 128,
+        fusion: str = "attention",
+        backbone: nn.Module | None = None,
+        weights_path: str | None = None,
+        dropout: float = 0.1,
+        pool: str = "avgmax",
+    ) -> None:
+        super().__init__()
+        if pool not in ("avg", "max", "avgmax"):
+            raise ValueError(f"unknown grid pooling {pool!r}; use avg, max or avgmax")
+        self.pool = pool
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}; use one of {FUSIONS}")
+        self.backbone = backbone if backbone is not None else build_backbone(
+            backbone_name, pretrained, out_indices, weights_path)
+        self.feature_channels = int(sum(f["num_chs"] for f in self.backbone.feature_info)) * (
+            2 if pool == "avgmax" else 1)
+        self.grid = int(grid)
+        self.dim = int(dim)
+        self.fusion = fusion
+        if taxonomy is not None:
+            self.num_types = taxonomy.num_leaves
+            self.level_names = list(taxonomy.levels[:-1])
+            level_sizes = [len(taxonomy.nodes(lv)) for lv in self.level_names]
+            for name in self.level_names:
+                self.register_buffer(f"membership_{name}", torch.from_numpy(taxonomy.membership(name)),
+                                     persistent=False)
+        else:
+            if num_types is None:
+                raise ValueError("give a taxonomy or num_types")
+            self.num_types = int(num_types)
+            self.level_names = []
+            level_sizes = []
+        d = self.dim
+        # A per-scale-agnostic linear projection; difference after projection equals projection
+        # of the difference (linear), so projecting each view once is enough.
+        self.proj = nn.Conv2d(self.feature_channels, d, 1)
+        self.no_reference = nn.Parameter(torch.zeros(1, d, 1, 1))
+        self.pair = nn.Sequential(
+            nn.Conv2d(2 * d, d, 3, padding=1), nn.GroupNorm(8 if d % 8 == 0 else 1, d), nn.GELU(),
+            nn.Conv2d(d, d, 1),
+        )
+        self.angle_out = nn.Sequential(nn.Linear(2 * d, d), nn.GELU())
+        self.index_embed = nn.Embedding(MAX_INDEX, d)
+        if fusion == "attention":
+            self.attn = nn.MultiheadAttention(d, num_heads=4 if d % 4 == 0 else 1, batch_first=True)
+            self.attn_norm = nn.LayerNorm(d)
+            self.attn_score = nn.Linear(d, 1)
+        elif fusion == "gru":
+            self.gru = nn.GRU(d, d // 2, batch_first=True, bidirectional=True)
+        self.zoom_out = nn.Sequential(nn.Linear(2 * d, d), nn.GELU())
+        self.no_zoom = nn.Parameter(torch.zeros(d))
+        self.trunk = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Dropout(dropout))
+        self.abnormal_head = nn.Linear(d, 1)
+        self.type_head = nn.Linear(d, self.num_types)
+        self.level_heads = nn.ModuleList([nn.Linear(d, n) for n in level_sizes])
+
+    # ----- backbone part (cacheable) ---------------------------------------------------------
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone + grid pooling: ``(N, 1, H, W)`` -> ``(N, C, grid, grid)`` float32."""
+        maps = self.backbone(images)
+        pooled = []
+        if self.pool in ("avg", "avgmax"):
+            pooled += [F.adaptive_avg_pool2d(m, self.grid) for m in maps]
+        if self.pool in ("max", "avgmax"):
+            # max keeps a 1-3 px particle's response that averaging over a cell would dilute
+            pooled += [F.adaptive_max_pool2d(m, self.grid) for m in maps]
+        return torch.cat(pooled, dim=1)
+
+    def encode_views(self, images: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        """Run the backbone once over the real views only: ``(B, V, 1, H, W)`` -> ``(B, V, C, g, g)``."""
+        bsz, nv = view_mask.shape
+        flat = images.reshape(bsz * nv, *images.shape[2:])
+        real = view_mask.reshape(-1)
+        feats = self.encode(flat[real])
+        out = feats.new_zeros(bsz * nv, *feats.shape[1:])
+        out[real] = feats
+        return out.reshape(bsz, nv, *feats.shape[1:])
+
+    # ----- head part --------------------------------------------------------------------------
+    def forward(
+        self,
+        batch_or_images: Any,
+        roles: torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
+        view_mask: torch.Tensor | None = None,
+    ) -> dict[str, Any]:
+        """Forward a :class:`~seminspect.data.batch.Batch` or its tensors.
+
+        Returns a dict: ``abnormal_logit (B,)``, ``type_logits (B, L)``, ``level_logits``
+        ``{level: (B, n_level)}`` (per-level heads) and ``embedding (B, D)``.
+        """
+        if roles is None:
+            b = batch_or_images
+            images, roles, indices, view_mask = b.images, b.roles, b.indices, b.view_mask
+        else:
+            images = batch_or_images
+            if view_mask is None:
+                view_mask = roles != ROLE_PAD
+        feats = self.encode_views(images, view_mask)
+        return self.forward_features(feats, roles, indices, view_mask)
+
+    def forward_features(
+        self, feats: torch.Tensor, roles: torch.Tensor, indices: torch.Tensor, view_mask: torch.Tensor
+    ) -> dict[str, Any]:
+        """Heads on pooled view features ``(B, V, C, g, g)`` (live or cached)."""
+        feats = feats.float()
+        bsz, nv = roles.shape
+        roles = torch.where(view_mask, roles, torch.full_like(roles, ROLE_PAD))
+        p = self.proj(feats.reshape(bsz * nv, *feats.shape[2:])).reshape(bsz, nv, self.dim, *feats.shape[3:])
+        ref = reference_slots(roles, indices)  # (B, V)
+        has_ref = ref >= 0
+        gathered = torch.gather(p, 1, ref.clamp_min(0)[:, :, None, None, None].expand_as(p))
+        diff = torch.where(has_ref[:, :, None, None, None], p - gathered,
+                           self.no_reference.unsqueeze(0).expand_as(p))
+        pair_in = torch.cat([p, diff], dim=2).reshape(bsz * nv, 2 * self.dim, *p.shape[3:])
+        h = self.pair(pair_in)
+        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1).reshape(bsz, nv, 2 * self.dim)
+        idx = indices.clamp(0, MAX_INDEX - 1)
+        tokens = self.angle_out(pooled) + self.index_embed(idx)  # (B, V, D)
+        is_target = (roles == ROLE_TARGET) & view_mask
+        angles = self._fuse(tokens, is_target)
+
+        is_zoom = (roles == ROLE_ZOOM) & view_mask
+        zp = torch.cat([p.mean((3, 4)), p.amax((3, 4))], dim=2)  # zooms: own pooled stream
+        ztok = self.zoom_out(zp)
+        has_zoom = is_zoom.any(1, keepdim=True)
+        zoom = torch.where(has_zoom, _masked_mean(ztok, is_zoom), self.no_zoom.expand(bsz, -1))
+
+        emb = self.trunk(torch.cat([angles, zoom], dim=1))
+        return {
+            "abnormal_logit": self.abnormal_head(emb).squeeze(1),
+            "type_logits": self.type_head(emb),
+            "level_logits": {name: head(emb) for name, head in zip(self.level_names, self.level_heads, strict=True)},
+            "embedding": emb,
+        }
+
+    def _fuse(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Fuse target-angle tokens ``(B, V, D)`` over slots in ``mask (B, V)`` -> ``(B, D)``."""
+        if self.fusion == "mean":
+            return _masked_mean(tokens, mask)
+        any_valid = mask.any(1)
+        # A row with no target at all would make attention NaN: let it attend to slot 0 and zero it.
+        safe = mask.clone()
+        safe[~any_valid, 0] = True
+        if self.fusion == "attention":
+            ctx, _ = self.attn(tokens, tokens, tokens, key_padding_mask=~safe, need_weights=False)
+            x = self.attn_norm(tokens + ctx)
+            score = self.attn_score(x).squeeze(-1).masked_fill(~safe, float("-inf"))
+            w = torch.softmax(score, dim=1).unsqueeze(-1)
+            out = (w * x).sum(1)
+        else:  # gru over the angles in slot order (canonical order: by index)
+            order = torch.argsort((~safe).to(torch.int8), dim=1, stable=True)
+            seq = torch.gather(tokens, 1, order[:, :, None].expand_as(tokens))
+            lengths = safe.sum(1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(seq, lengths, batch_first=True, enforce_sorted=False)
+            _, hidden = self.gru(packed)  # (2, B, D/2)
+            out = torch.cat([hidden[0], hidden[1]], dim=1)
+        return out * any_valid.unsqueeze(1).to(out.dtype)
+
+    # ----- probabilities ----------------------------------------------------------------------
+    def membership(self, level: str) -> torch.Tensor:
+        return getattr(self, f"membership_{level}")
+
+    @torch.no_grad()
+    def predict_proba(self, out: dict[str, Any]) -> dict[str, Any]:
+        """Probabilities from a forward output: ``abnormal (B,)``, ``types (B, L)``,
+        ``levels {level: (B, n)}`` obtained by summing leaf probabilities through the tree
+        (so a predicted family always contains the predicted type's family probability mass).
+        """
+        types = torch.softmax(out["type_logits"].float(), dim=1)
+        levels = {name: types @ self.membership(name).T for name in self.level_names}
+        return {"abnormal": torch.sigmoid(out["abnormal_logit"].float()), "types": types, "levels": levels}
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Every trainable parameter outside the backbone."""
+        return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
+
+    def backbone_stages(self) -> list[nn.Module]:
+        """The backbone's child modules in order (for unfreezing the last ones)."""
+        return [m for m in self.backbone.children() if any(True for _ in m.parameters())]

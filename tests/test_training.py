@@ -1,0 +1,128 @@
+"""ADC training: learning beats chance, kill-and-resume, feature cache, CLI train/evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from seminspect.data.batch import collate
+from seminspect.data.dataset import SampleDataset
+from seminspect.training.adc_trainer import _stratified_holdout, evaluate, predict_features, train, train_heads
+from seminspect.training.config import ADCConfig
+from seminspect.training.feature_cache import PrepareSample, compute_features, dihedral, load_features, save_features
+from seminspect.training.sampler import ClassBalancedSampler, balanced_weights, class_keys
+from test_adc import TAX, make_dataset, tiny_model
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("adc") / "ds", n=160)
+
+
+def _cfg(ds: Path, out: Path, **train) -> ADCConfig:
+    t = {"epochs": 40, "batch_size": 16, "lr": 0.01, **train}
+    return ADCConfig.model_validate({
+        "data": {"path": str(ds)}, "image": {"crop": None}, "model": {"backbone": "tiny", "grid": 4, "dim": 16},
+        "train": t, "triage": {"min_train_samples": 5}, "output": str(out), "threads": 1,
+    })
+
+
+def test_feature_cache_equals_live_features(dataset, tmp_path):
+    ds = SampleDataset(dataset).split("test")
+    model = tiny_model().eval()
+    fs = compute_features(model, ds, TAX, PrepareSample(crop=None), ops=(0, 5), batch_size=7)
+    save_features(fs, tmp_path / "f.safetensors")
+    fs2 = load_features(tmp_path / "f.safetensors")
+    assert fs2 is not None and fs2.sample_ids == fs.sample_ids and fs2.ops == [0, 5]
+    prep = PrepareSample(crop=None)
+    batch = collate([prep(ds[i]) for i in range(5)], TAX)
+    with torch.no_grad():
+        live = model(batch)
+        live5 = model(dihedral(batch.images, 5), batch.roles, batch.indices, batch.view_mask)
+        idx = torch.arange(5)
+        cached = model.forward_features(fs2.feats[0, idx], fs2.roles[idx], fs2.indices[idx], fs2.view_mask[idx])
+        cached5 = model.forward_features(fs2.feats[1, idx], fs2.roles[idx], fs2.indices[idx], fs2.view_mask[idx])
+    # float16 storage: agreement to ~1e-3 relative
+    torch.testing.assert_close(cached["abnormal_logit"], live["abnormal_logit"], atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(cached5["type_logits"], live5["type_logits"], atol=2e-3, rtol=2e-3)
+    assert not torch.allclose(live["type_logits"], live5["type_logits"])
+
+
+def test_training_beats_chance_and_writes_artefact(dataset, tmp_path):
+    result = train(_cfg(dataset, tmp_path / "run"), log=None)
+    m = result.metrics["test"]
+    assert m["auroc"] > 0.9  # chance is 0.5
+    assert m["type_accuracy"] > 0.5  # chance is 1/6
+    assert m["level_accuracy"]["family"] >= m["type_accuracy"] - 1e-9
+    for name in ("weights.safetensors", "config.yaml", "thresholds.json", "metrics.json", "taxonomy.yaml"):
+        assert (tmp_path / "run" / name).is_file()
+    th = json.loads((tmp_path / "run" / "thresholds.json").read_text())
+    assert "precision_threshold" in th
+    # the saved artefact reproduces the in-memory model
+    again = evaluate(tmp_path / "run", dataset, split="test")
+    assert again["auroc"] == pytest.approx(m["auroc"], abs=1e-6)
+    assert again["type_accuracy"] == pytest.approx(m["type_accuracy"], abs=1e-6)
+
+
+def test_kill_and_resume_equals_uninterrupted(dataset, tmp_path):
+    ds = SampleDataset(dataset).split("train")
+    cfg = _cfg(dataset, tmp_path, epochs=6, patience=100, hard_mining=True)
+    base = tiny_model()
+    fs = compute_features(base, ds, TAX, PrepareSample(crop=None), ops=(0, 4))
+    keys = class_keys(fs.is_abnormal.numpy(), fs.type_index.numpy())
+    tr, va = _stratified_holdout(keys, 0.2, 0)
+    train_fs, val_fs = fs.subset(tr), fs.subset(va)
+
+    torch.manual_seed(123)
+    a = tiny_model()
+    train_heads(a, train_fs, val_fs, cfg, checkpoint=tmp_path / "a.pt")
+
+    torch.manual_seed(123)
+    b = tiny_model()
+    train_heads(b, train_fs, val_fs, cfg, checkpoint=tmp_path / "b.pt", stop_after=2)  # "killed" after 2 epochs
+    torch.manual_seed(999)  # the restarted process has other RNG state
+    b2 = tiny_model()
+    hist = train_heads(b2, train_fs, val_fs, cfg, checkpoint=tmp_path / "b.pt")
+    assert len(hist.epochs) == 6
+    for (k, va_), (_, vb) in zip(a.state_dict().items(), b2.state_dict().items(), strict=True):
+        torch.testing.assert_close(va_, vb, msg=k)
+    pa = predict_features(a, val_fs)
+    pb = predict_features(b2, val_fs)
+    np.testing.assert_allclose(pa["abnormal"], pb["abnormal"], rtol=1e-6)
+
+
+def test_class_balanced_sampler_balances_and_is_deterministic():
+    keys = class_keys([0] * 90 + [1] * 10, [-1] * 90 + [0] * 5 + [1] * 5)
+    w = balanced_weights(keys, power=1.0, abnormal_share=0.5)
+    assert w[keys == 0].sum() == pytest.approx(0.5)
+    assert w[keys == 1].sum() == pytest.approx(0.25)
+    s = ClassBalancedSampler(keys, num_samples=4000, power=1.0, seed=3)
+    draws = np.array(list(s))
+    assert abs((keys[draws] == 0).mean() - 0.5) < 0.04
+    s.set_epoch(0)
+    assert list(s) == list(ClassBalancedSampler(keys, num_samples=4000, power=1.0, seed=3))
+
+
+def test_cli_train_and_evaluate(dataset, tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from seminspect.cli import app
+
+    cfg = _cfg(dataset, tmp_path / "art", epochs=5).model_dump(mode="json")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", str(tmp_path / "c.yaml")])
+    assert res.exit_code == 0, res.output
+    assert "artefact:" in res.output and (tmp_path / "art" / "weights.safetensors").is_file()
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "art"), str(dataset), "--drop-role", "reference",
+                              "--report", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "r.json").read_text())
+    assert m["n"] == 40
+    res = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), str(dataset)])
+    assert res.exit_code != 0

@@ -269,3 +269,49 @@ def test_html_report_is_valid_and_self_contained(tmp_path):
     assert not list((tmp_path / "out").glob(".*"))
     with pytest.raises(ReportError):
         rep.add_image_strip([np.zeros((2, 2, 2))], ["bad"])
+
+
+# ----- displays ---------------------------------------------------------------------------------
+def test_displays_compute_once_plot_anywhere(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from seminspect.evaluation import (
+        ConfusionMatrixDisplay,
+        HtmlReport,
+        LevelAccuracyDisplay,
+        PRCurveDisplay,
+        ROCCurveDisplay,
+        TriageRouteDisplay,
+    )
+
+    rng = np.random.default_rng(0)
+    y = rng.random(400) < 0.5
+    s = np.where(y, rng.normal(3, 1, 400), rng.normal(0, 1, 400))
+    op = recall_at_precision(y, s, 0.95)
+    pr = PRCurveDisplay.from_predictions(y, s, operating_point=op)
+    assert pr.point["recall"] == pytest.approx(op.recall) and pr.point["precision"] == pytest.approx(op.precision)
+    assert pr.target_precision == 0.95 and pr.average_precision == pytest.approx(average_precision(y, s))
+    roc = ROCCurveDisplay.from_predictions(y, s, operating_point=op.threshold)
+    assert roc.point["recall"] == pytest.approx(op.recall)
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4))
+    pr.plot(axes[0])
+    roc.plot(axes[1])
+    assert pr.figure_ is fig and roc.ax_ is axes[1]
+    cm = ConfusionMatrixDisplay.from_predictions([0, 1, 2, 2, -1], [0, 2, 2, 2, 0], ["a", "b", "c"])
+    np.testing.assert_array_equal(cm.matrix, [[1, 0, 0], [0, 0, 1], [0, 0, 2]])
+    cm.plot(axes[2])
+    tax = Taxonomy.builtin("sem_default")
+    LevelAccuracyDisplay.from_predictions(tax, [0, 1, 15], [0, 2, 15]).plot(axes[3])
+    route = np.array(["auto_abnormal", "review", "auto_normal", "auto_normal"])
+    res = TriageResult(route, np.full(4, -1), np.zeros((4, 0), np.int64), np.zeros((4, 0)), np.zeros(4))
+    routes = TriageRouteDisplay.from_result(res, [1, 0, 0, 1])
+    assert routes.counts["auto_normal"] == {"normal": 1, "abnormal": 1}
+    routes.plot(axes[4])
+    rep = HtmlReport("displays").add_figure(fig)
+    assert "data:image/png;base64," in rep.to_html()
+    single = PRCurveDisplay.from_predictions(y, s).plot()  # its own figure when no axis is given
+    assert single.figure_ is not fig and single.point is None
+    plt.close("all")

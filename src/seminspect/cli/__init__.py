@@ -25,14 +25,22 @@ app = typer.Typer(
 )
 
 
+# Command groups that failed to import: the other groups still work, the failure is reported on
+# stderr when the CLI runs, and tests/test_cli.py asserts this stays empty.
+LOAD_ERRORS: dict[str, str] = {}
+
+
 def _register_commands() -> None:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        register = getattr(module, "register", None)
-        if register is not None:
-            register(app)
+        try:
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            register = getattr(module, "register", None)
+            if register is not None:
+                register(app)
+        except Exception as exc:  # a broken group must not take the whole CLI down
+            LOAD_ERRORS[info.name] = f"{type(exc).__name__}: {exc}"
 
 
 _register_commands()
@@ -40,6 +48,8 @@ _register_commands()
 
 def main() -> None:
     """Console entry point: user-facing errors become one clear line and exit status 2."""
+    for name, error in LOAD_ERRORS.items():
+        Console(stderr=True).print(f"[yellow]warning:[/] command group {name!r} failed to load ({error})")
     try:
         app()
     except SeminspectError as exc:

@@ -70,6 +70,8 @@ def greedy_coreset(features: torch.Tensor, n_select: int, proj_dim: int = 128, s
         reduced = features
     selected = torch.empty(n_select, dtype=torch.long)
     selected[0] = int(torch.randint(n, (1,), generator=gen))
+    # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one matrix-vector product per step (BLAS), no (N, D) temporary
+    sq_norms = torch.cat([reduced[s:s + chunk].pow(2).sum(1) for s in range(0, n, chunk)])
     min_d = torch.full((n,), math.inf)
     steps = range(1, n_select + 1)
     if progress:
@@ -77,13 +79,12 @@ def greedy_coreset(features: torch.Tensor, n_select: int, proj_dim: int = 128, s
 
         steps = track(steps, "coreset", total=n_select)
     for k in steps:
-        centre = reduced[selected[k - 1]].unsqueeze(0)
-        if n <= chunk:
-            torch.minimum(min_d, (reduced - centre).pow(2).sum(1), out=min_d)
-        else:
-            for s in range(0, n, chunk):
-                d = (reduced[s:s + chunk] - centre).pow(2).sum(1)
-                torch.minimum(min_d[s:s + chunk], d, out=min_d[s:s + chunk])
+        c_idx = int(selected[k - 1])
+        centre = reduced[c_idx]
+        for s in range(0, n, chunk):
+            d = torch.addmv(sq_norms[s:s + chunk], reduced[s:s + chunk], centre, alpha=-2.0)
+            d += sq_norms[c_idx]
+            torch.minimum(min_d[s:s + chunk], d, out=min_d[s:s + chunk])
         if k < n_select:
             selected[k] = int(torch.argmax(min_d))
     return selected

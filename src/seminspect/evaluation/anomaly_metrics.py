@@ -1,0 +1,89 @@
+"""Metrics of an anomaly detector: image AUROC/AP, pixel AUROC, AUPRO, false-alarm rate.
+
+Generic metrics come from :mod:`seminspect.evaluation.metrics` (``auroc``, ``average_precision``,
+``pixel_auroc``, ``aupro``); this module applies them to an
+:class:`~seminspect.models.anomaly.AnomalyResult`, overall and per defect type (each type against
+all normal samples).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from seminspect.evaluation.metrics import MetricError, aupro, auroc, average_precision, pixel_auroc
+
+
+def _safe(fn: Any, *args: Any) -> float:
+    try:
+        return float(fn(*args))
+    except MetricError:
+        return float("nan")
+
+
+def anomaly_metrics(scores: np.ndarray, labels: np.ndarray, maps: np.ndarray | None = None,
+                    masks: np.ndarray | None = None, threshold: float | None = None,
+                    max_pixels: int = 4_000_000) -> dict[str, float]:
+    """Metrics over one set of samples.
+
+    Args:
+        scores: ``(N,)`` image scores; labels: ``(N,)`` 1 abnormal / 0 normal (-1 rows ignored).
+        maps, masks: ``(N, H, W)`` anomaly maps and defect masks (pixel metrics need both).
+        threshold: decision threshold; gives the false-alarm rate (normals above it) and recall.
+        max_pixels: maps are subsampled on a regular grid beyond this many pixels (memory).
+
+    Returns a dict with ``image_auroc``, ``image_ap``, ``pixel_auroc``, ``aupro``, counts and,
+    with a threshold, ``false_alarm_rate`` and ``recall``. Undefined values are NaN.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels)
+    keep = labels >= 0
+    s, y = scores[keep], labels[keep].astype(bool)
+    out: dict[str, float] = {"n_normal": int((~y).sum()), "n_abnormal": int(y.sum())}
+    out["image_auroc"] = _safe(auroc, y, s)
+    out["image_ap"] = _safe(average_precision, y, s)
+    if maps is not None and masks is not None:
+        m, a = np.asarray(masks)[keep].astype(bool), np.asarray(maps)[keep]
+        step = 1
+        while a.size / (step * step) > max_pixels:
+            step += 1
+        if step > 1:
+            m, a = m[:, ::step, ::step], a[:, ::step, ::step]
+        out["pixel_auroc"] = _safe(pixel_auroc, m, a)
+        out["aupro"] = _safe(aupro, m, a)
+    if threshold is not None:
+        flagged = s > threshold
+        out["threshold"] = float(threshold)
+        out["false_alarm_rate"] = float(flagged[~y].mean()) if (~y).any() else float("nan")
+        out["recall"] = float(flagged[y].mean()) if y.any() else float("nan")
+    return out
+
+
+def per_type_metrics(result: Any, threshold: float | None = None) -> dict[str, dict[str, float]]:
+    """``{"all": {...}, type: {...}}``: each defect type scored against all normal samples.
+
+    ``result`` is an :class:`~seminspect.models.anomaly.AnomalyResult`.
+    """
+    labels = np.asarray(result.labels)
+    types = np.array([t or "" for t in result.defect_types], dtype=object)
+    report = {"all": anomaly_metrics(result.scores, labels, result.maps, result.masks, threshold)}
+    normal = labels == 0
+    for t in sorted({t for t, lab in zip(types, labels, strict=True) if lab == 1 and t}):
+        sel = normal | ((labels == 1) & (types == t))
+        report[t] = anomaly_metrics(result.scores[sel], labels[sel], result.maps[sel],
+                                    None if result.masks is None else result.masks[sel], threshold)
+    return report
+
+
+def metrics_table(report: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (formatted strings) for a per-type report."""
+    cols = ["n_abnormal", "image_auroc", "image_ap", "pixel_auroc", "aupro", "recall", "false_alarm_rate"]
+    rows = []
+    for name, m in report.items():
+        row = [name]
+        for c in cols:
+            v = m.get(c, float("nan"))
+            row.append(str(int(v)) if c == "n_abnormal" else ("-" if v != v else f"{v:.3f}"))
+        rows.append(row)
+    return ["set", *cols], rows

@@ -11,6 +11,7 @@ Parquet manifest, the same numbering of its rows). The rules are listed in docs/
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -235,7 +236,6 @@ def _read_manifest_lenient(root: Path, out: _Collector) -> tuple[pd.DataFrame | 
     except Exception as exc:  # pandas raises many types for malformed files
         out.add("no_manifest", f"cannot read manifest ({type(exc).__name__}: {exc})".replace("\n", " "), path)
         return None, path
-    df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         out.add("missing_column", f"missing required column(s) {missing}; have {list(df.columns)}", path)
@@ -291,8 +291,9 @@ def validate_dataset(root: str | Path, taxonomy: str | Taxonomy | None = None,
     sids = df["sample_id"].str.strip().tolist()
     roles_raw = df["role"].tolist()
     index_raw = df["index"].tolist()
-    paths = df["path"].str.strip().tolist()
-    masks = df["mask"].str.strip().tolist() if "mask" in df.columns else [""] * len(df)
+    # Paths and types are checked exactly as SampleDataset will use them (no stripping).
+    paths = df["path"].tolist()
+    masks = df["mask"].tolist() if "mask" in df.columns else [""] * len(df)
 
     # --- per-row structure -----------------------------------------------------------------
     roles: list[Role | None] = []
@@ -310,17 +311,13 @@ def validate_dataset(root: str | Path, taxonomy: str | Taxonomy | None = None,
                 out.add("bad_role", f"role {roles_raw[i]!r} is not one of target/reference/zoom", mpath, row, sid)
         roles.append(role)
         index = None
-        raw = index_raw[i].strip()
-        if raw:
-            # Parquet/float round trips give "3.0"; accept integral values written that way.
-            try:
-                value = float(raw)
-            except ValueError:
-                value = float("nan")
-            if not np.isfinite(value) or value != int(value):
-                out.add("bad_index", f"index {raw!r} is not a whole number", mpath, row, sid)
+        raw = index_raw[i]
+        if raw.strip():
+            # Same rule as read_manifest: digits only (no sign, no spaces, no "3.0").
+            if not re.fullmatch(r"\d+", raw):
+                out.add("bad_index", f"index {raw!r} is not a whole number >= 0 (digits only)", mpath, row, sid)
             else:
-                index = int(value)
+                index = int(raw)
                 if not 0 <= index < MAX_VIEWS_PER_ROLE:
                     out.add("index_out_of_range", f"index {index} is outside 0..{MAX_VIEWS_PER_ROLE - 1}",
                             mpath, row, sid)
@@ -382,7 +379,7 @@ def validate_dataset(root: str | Path, taxonomy: str | Taxonomy | None = None,
                         f"{col} is {df[col].iat[odd].strip()!r} here but {values.iat[0]!r} in row {rows[first]}",
                         mpath, rows[odd], sid)
         label = df["label"].iat[first].strip().lower() if "label" in df.columns else ""
-        dtype_ = df["defect_type"].iat[first].strip() if "defect_type" in df.columns else ""
+        dtype_ = df["defect_type"].iat[first] if "defect_type" in df.columns else ""
         label_counts[label] += 1
         if label and label not in VALID_LABELS:
             out.add("bad_label", f"label {label!r} is not 'normal' or 'abnormal' (leave empty if unlabelled)",
@@ -414,7 +411,7 @@ def validate_dataset(root: str | Path, taxonomy: str | Taxonomy | None = None,
     shapes: dict[int, tuple[int, ...]] = {}
     size_counts: Counter[str] = Counter()
     dtype_counts: Counter[str] = Counter()
-    depth_col = df["depth"].str.strip().tolist() if "depth" in df.columns else [""] * len(df)
+    depth_col = df["depth"].tolist() if "depth" in df.columns else [""] * len(df)
     checked_depth: dict[str, tuple[int, ...] | None] = {}
     order = range(len(df))
     for i in track(order, "validating files") if progress else order:

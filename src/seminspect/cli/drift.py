@@ -1,0 +1,68 @@
+"""``seminspect drift A B`` and ``seminspect drift-matrix DATA``: is this data still like that data?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from seminspect.cli._common import console
+
+
+def drift(
+    a: Path = typer.Argument(..., help="Dataset folder A (e.g. the training data)."),
+    b: Path = typer.Argument(..., help="Dataset folder B (e.g. this week's data)."),
+    split_a: str | None = typer.Option(None, help="Only this split of A."),
+    split_b: str | None = typer.Option(None, help="Only this split of B."),
+    backbone: str = typer.Option("mobilenetv2", help="Backbone for the embeddings ('tiny' = random conv)."),
+    image_size: int = typer.Option(128, help="Views are resized to this square size."),
+    max_samples: int | None = typer.Option(300, help="Random subset per set (speed); 0 = all."),
+    n_permutations: int = typer.Option(200, help="Permutations for the p-value."),
+    seed: int = typer.Option(0),
+    alpha: float = typer.Option(0.01, help="Report drift when p < alpha."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the result as JSON."),
+) -> None:
+    """Sliced Wasserstein distance between pooled backbone embeddings of A and B, with a permutation p-value."""
+    from seminspect.data.dataset import SampleDataset
+    from seminspect.drift import dataset_embeddings, drift_test
+    from seminspect.utils.io import atomic_write_json
+
+    sets = []
+    for root, split in ((a, split_a), (b, split_b)):
+        ds = SampleDataset(root)
+        sets.append(ds.split(split) if split else ds)
+    kw = dict(backbone=backbone, pretrained=backbone != "tiny", image_size=image_size,
+              max_samples=max_samples or None, seed=seed)
+    ea, eb = (dataset_embeddings(s, **kw) for s in sets)
+    res = drift_test(ea, eb, n_permutations=n_permutations, seed=seed)
+    verdict = "[bold red]drift[/]" if res.p_value < alpha else "no significant drift"
+    console.print(f"SWD {res.distance:.4f} (null mean {res.null_mean:.4f}, 95% {res.null_q95:.4f}), "
+                  f"p = {res.p_value:.4g} with {res.n_a} vs {res.n_b} samples: {verdict}")
+    if out is not None:
+        atomic_write_json(out, {"a": str(a), "b": str(b), **res.to_dict(), "alpha": alpha, "backbone": backbone})
+
+
+def drift_matrix(
+    data: Path = typer.Argument(..., help="Dataset folder with a grouping column and train/test splits."),
+    group_by: str = typer.Option("product", help="Metadata column to group by (product, lot, tool)."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Anomaly YAML config."),
+    n_permutations: int = typer.Option(100),
+    out: Path = typer.Option(..., "--out", "-o", help="Markdown report (a .json is written beside it)."),
+) -> None:
+    """Cross-group transfer matrix: fit an anomaly model per group, test on each, SWD beside it."""
+    import yaml
+
+    from seminspect.drift import transfer_markdown, transfer_matrix
+    from seminspect.utils.io import atomic_write_json, atomic_write_text
+
+    cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config else {}
+    m = transfer_matrix(data, group_by=group_by, config=cfg, n_permutations=n_permutations)
+    md = transfer_markdown(m)
+    atomic_write_text(out, md)
+    atomic_write_json(out.with_suffix(".json"), m)
+    console.print(md)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("drift")(drift)
+    app.command("drift-matrix")(drift_matrix)

@@ -42,7 +42,7 @@ def test_cli_fit_predict_evaluate(tmp_path, fab) -> None:
 
     assert len(df) == len(SampleDataset(fab).split("test")) and df["score"].notna().all()
     res = runner.invoke(app, ["anomaly", "evaluate", str(tmp_path / "m"), str(fab), "-o", str(tmp_path / "ev"),
-                              "--split", "test", "--n-figures", "4"])
+                              "--split", "", "--n-figures", "4"])
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
     assert 0.0 <= metrics["all"]["image_auroc"] <= 1.0

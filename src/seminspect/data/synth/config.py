@@ -23,7 +23,7 @@ STRENGTH_RANGE: dict[str, tuple[float, float]] = {
     "hard": (0.0, 0.45),
 }
 # Primary-beam dose in electrons per pixel at unit SE yield (shot noise ~ 1/sqrt(dose * yield)).
-DEFAULT_DOSE: dict[str, float] = {"easy": 80.0, "medium": 40.0, "hard": 20.0}
+DEFAULT_DOSE: dict[str, float] = {"easy": 200.0, "medium": 120.0, "hard": 60.0}
 
 
 class FabConfigError(SeminspectError, ValueError):

@@ -100,9 +100,10 @@ def generate_sample(config: FabConfig, defect_type: str | None, seed: int, sampl
     strength = float(rng.uniform(*config.strength_range)) if defect_type else float("nan")
 
     mask_canvas = None
-    for attempt in range(12):
-        if attempt % 4 == 0:  # a fresh layout now and then, in case this one has no suitable feature
-            family = str(rng.choice(families))
+    first = int(rng.integers(len(families)))
+    for attempt in range(24):
+        if attempt % 4 == 0:  # a fresh layout (next family) now and then, in case this one has no suitable feature
+            family = families[(first + attempt // 4) % len(families)]
             layout = make_layout(family, canvas, scale, rng)
             tgt = DieState.from_binary(layout.binary, nuisance_bias(
                 layout.binary.shape, config.width_variation_px, config.ler_px, rng, scale))
@@ -133,7 +134,7 @@ def generate_sample(config: FabConfig, defect_type: str | None, seed: int, sampl
     def acquisition(gain_scale: float = 1.0, offset_shift: float = 0.0) -> Acquisition:
         return Acquisition(dose=dose, beam_sigma_px=config.beam_sigma_px * blur_f,
                            scan_jitter_px=config.scan_jitter_px, charging=config.charging,
-                           gain=0.62 * gain_f * gain_scale, offset=0.06 + offset_d + offset_shift)
+                           gain=0.8 * gain_f * gain_scale, offset=0.05 + offset_d + offset_shift)
 
     views: list[View] = []
     nbh = max(5, int(layout.pitch * 0.8))

@@ -166,9 +166,10 @@ def _turns(canvas: int, scale: float, rng: np.random.Generator) -> Layout:
     k_max = int(canvas / pitch) + 2
     feats = []
     for k in range(-k_max, k_max + 1):
-        y, x = cy + k * pitch, cx + k * pitch
-        feats.append(Feature(y, -pitch, y + lw, x + lw, "line"))  # horizontal arm
-        feats.append(Feature(y, x, canvas + pitch, x + lw, "line"))  # vertical arm
+        # Wire k comes down at x, turns at y and runs right: corners step down-left, so wires nest.
+        y, x = cy + k * pitch, cx - k * pitch
+        feats.append(Feature(-pitch, x, y + lw, x + lw, "line"))  # vertical arm
+        feats.append(Feature(y, x, y + lw, canvas + pitch, "line"))  # horizontal arm
     feats = _dihedral(feats, canvas, rng, flips=True)
     return Layout("turns", np.zeros(0), feats, pitch, lw)
 

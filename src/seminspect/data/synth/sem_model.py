@@ -40,11 +40,11 @@ class Detector:
 
 
 DETECTORS: tuple[Detector, ...] = (
-    Detector("in-lens", 0.0, 90.0, 2.6, 0.0, 0.35),
-    Detector("side-E", 0.0, 35.0, 1.6, 1.0, 0.55),
-    Detector("side-S", 90.0, 40.0, 1.6, 0.9, 0.5),
-    Detector("side-W", 180.0, 35.0, 1.6, 1.0, 0.55),
-    Detector("side-N", 270.0, 40.0, 1.6, 0.9, 0.5),
+    Detector("in-lens", 0.0, 90.0, 1.6, 0.0, 0.35),
+    Detector("side-E", 0.0, 35.0, 1.2, 0.9, 0.55),
+    Detector("side-S", 90.0, 40.0, 1.2, 0.8, 0.5),
+    Detector("side-W", 180.0, 35.0, 1.2, 0.9, 0.55),
+    Detector("side-N", 270.0, 40.0, 1.2, 0.8, 0.5),
 )
 
 
@@ -105,8 +105,8 @@ class Acquisition:
     beam_sigma_px: float
     scan_jitter_px: float
     charging: float
-    gain: float = 0.62
-    offset: float = 0.06
+    gain: float = 0.8
+    offset: float = 0.05
     flicker: float = 0.01
 
 

@@ -45,7 +45,7 @@ class ImageConfig(_Strict):
     crop: int | None = 224  # centre crop at native resolution (None = whole image)
     resize: int | None = None  # then resize to this size (None = keep)
     registration: bool = True  # align each reference to its target (phase correlation), once
-    registration_method: Literal["phase", "ecc"] = "phase"
+    registration_method: Literal["integer", "phase", "ecc"] = "integer"
     max_shift: float = 24.0
 
 

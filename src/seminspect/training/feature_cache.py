@@ -37,15 +37,46 @@ def _centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top:top + size, left:left + size]
 
 
+def integer_shift(target: np.ndarray, reference: np.ndarray, max_shift: int) -> tuple[int, int]:
+    """Integer ``(dy, dx)`` that best aligns ``reference`` onto ``target`` (phase correlation).
+
+    ``target[y, x] ~= reference[y - dy, x - dx]``. Hann-windowed, zero-mean; a peak beyond
+    ``max_shift`` (e.g. a false peak on a periodic layout) gives (0, 0). ~1 ms at 150 px, against
+    ~100 ms for sub-pixel registration: the fast path for caching thousands of sites.
+    """
+    t = np.asarray(target, dtype=np.float32)
+    r = np.asarray(reference, dtype=np.float32)
+    win = np.outer(np.hanning(t.shape[0]), np.hanning(t.shape[1])).astype(np.float32)
+    ft = np.fft.rfft2((t - t.mean()) * win)
+    fr = np.fft.rfft2((r - r.mean()) * win)
+    cross = ft * np.conj(fr)
+    cross /= np.abs(cross) + 1e-6
+    corr = np.fft.irfft2(cross, s=t.shape)
+    dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    dy = dy - t.shape[0] if dy > t.shape[0] // 2 else dy
+    dx = dx - t.shape[1] if dx > t.shape[1] // 2 else dx
+    if max(abs(dy), abs(dx)) > max_shift:
+        return 0, 0
+    return int(dy), int(dx)
+
+
+def _crop_at(image: np.ndarray, size: int, dy: int = 0, dx: int = 0) -> np.ndarray:
+    """``size`` x ``size`` window centred on the image centre moved by ``(-dy, -dx)`` (clamped)."""
+    h, w = image.shape
+    top = min(max(0, (h - size) // 2 - dy), max(0, h - size))
+    left = min(max(0, (w - size) // 2 - dx), max(0, w - size))
+    return image[top:top + size, left:left + size]
+
+
 class PrepareSample:
     """Register references to targets (once), then centre-crop every view.
 
-    Registration runs on a crop with ``max_shift`` margin (cheaper than the full 460 px image and
-    enough to recover the die-to-die offset); integer-free sub-pixel shifts come from
-    :func:`seminspect.data.registration.register_pair`.
+    ``method="integer"`` (default; fast): integer phase correlation on the central crop, and the
+    shift is applied by moving the reference's crop window -- no resampling at all.
+    ``"phase"``/``"ecc"``: sub-pixel :func:`seminspect.data.registration.register_pair` (slower).
     """
 
-    def __init__(self, crop: int | None = 224, register: bool = True, method: str = "phase",
+    def __init__(self, crop: int | None = 224, register: bool = True, method: str = "integer",
                  max_shift: float = 24.0) -> None:
         self.crop, self.register, self.method, self.max_shift = crop, register, method, max_shift
 
@@ -54,16 +85,22 @@ class PrepareSample:
         views: list[View] = []
         for v in sample.views:
             img = v.image
-            if self.register and v.role == Role.REFERENCE:
-                t = sample.view(Role.TARGET, v.index)
-                if t is not None and t.image.shape == img.shape:
+            t = sample.view(Role.TARGET, v.index) if v.role == Role.REFERENCE else None
+            aligned = False
+            if self.register and t is not None and t.image.shape == img.shape:
+                big = None if self.crop is None else self.crop + 2 * margin
+                tc = t.image if big is None else _centre_crop(t.image, big)
+                rc = img if big is None else _centre_crop(img, big)
+                if self.method == "integer" and self.crop is not None:
+                    dy, dx = integer_shift(tc, rc, margin)
+                    img = _crop_at(img, self.crop, dy, dx)
+                    aligned = True
+                else:
                     from seminspect.data.registration import register_pair
 
-                    big = None if self.crop is None else self.crop + 2 * margin
-                    tc = t.image if big is None else _centre_crop(t.image, big)
-                    rc = img if big is None else _centre_crop(img, big)
-                    img = register_pair(tc, rc, method=self.method, upsample=1, max_shift=self.max_shift).warped
-            if self.crop is not None:
+                    method = "phase" if self.method == "integer" else self.method
+                    img = register_pair(tc, rc, method=method, upsample=4, max_shift=self.max_shift).warped
+            if self.crop is not None and not aligned:
                 img = _centre_crop(img, self.crop)
             mask = None if v.mask is None or self.crop is None else _centre_crop(v.mask, self.crop)
             views.append(View(role=v.role, index=v.index, image=np.ascontiguousarray(img), mask=mask,

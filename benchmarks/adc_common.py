@@ -1,0 +1,95 @@
+"""Shared helpers of the ADC benchmarks: train on cached features, head-only variants, result tables."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seminspect.training.adc_trainer import (
+    _stratified_holdout,
+    build_model,
+    compute_metrics,
+    features_for,
+    open_dataset,
+    predict_features,
+    split_or_none,
+    train_heads,
+)
+from seminspect.training.config import ADCConfig
+from seminspect.training.feature_cache import FeatureSet
+from seminspect.training.sampler import class_keys
+
+
+def machine() -> str:
+    load = os.getloadavg()
+    return (f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU; load average at end "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (other helpers' jobs running concurrently)")
+
+
+def cached_splits(cfg: ADCConfig, cache_dir: Path) -> dict[str, Any]:
+    """Model (fresh heads) and cached features of train (minus val), val, calib and test."""
+    ds = open_dataset(cfg.data.path, cfg.data.roles)
+    tax = ds.taxonomy
+    model = build_model(cfg, tax)
+    out: dict[str, Any] = {"taxonomy": tax, "model": model}
+    t0 = time.perf_counter()
+    tr = features_for(model, ds.split(cfg.data.train_split), cfg, cfg.train.augment, cache_dir, "train")
+    keys = class_keys(tr.is_abnormal.numpy(), tr.type_index.numpy())
+    a, b = _stratified_holdout(keys, cfg.data.val_fraction, cfg.seed)
+    out["train_all"] = tr
+    out["train"], out["val"] = tr.subset(a), tr.subset(b)
+    out["val"].feats, out["val"].ops = out["val"].feats[:1], out["val"].ops[:1]
+    for name, split in (("calib", cfg.data.calib_split), ("test", cfg.data.test_split)):
+        sds = split_or_none(ds, split)
+        out[name] = None if sds is None else features_for(model, sds, cfg, cfg.train.tta, cache_dir, name)
+    out["encode_seconds"] = time.perf_counter() - t0
+    return out
+
+
+def fit_heads(cfg: ADCConfig, tax: Any, train_fs: FeatureSet, val_fs: FeatureSet, seed: int = 0,
+              **model_overrides: Any) -> tuple[Any, float]:
+    """Fresh heads (on the shared frozen backbone weights) trained on cached features."""
+    c = cfg.model_copy(deep=True)
+    for k, v in model_overrides.items():
+        if hasattr(c.model, k):
+            setattr(c.model, k, v)
+        else:
+            setattr(c.train, k, v)
+    c.seed = seed
+    torch.manual_seed(seed)
+    model = build_model(c, tax)
+    t0 = time.perf_counter()
+    train_heads(model, train_fs, val_fs, c)
+    return model, time.perf_counter() - t0
+
+
+def metrics_of(model: Any, fs: FeatureSet, tax: Any, ops: list[int] | None = None,
+               preds: dict | None = None) -> dict[str, Any]:
+    p = preds if preds is not None else predict_features(model, fs, ops)
+    return compute_metrics(p, (fs.is_abnormal.numpy(), fs.type_index.numpy()), tax)
+
+
+def average_preds(preds: list[dict]) -> dict:
+    return {"abnormal": np.mean([p["abnormal"] for p in preds], 0), "types": np.mean([p["types"] for p in preds], 0),
+            "levels": {k: np.mean([p["levels"][k] for p in preds], 0) for k in preds[0]["levels"]}}
+
+
+def row(name: str, m: dict[str, Any], seconds: float | None = None, note: str = "") -> str:
+    rap = m.get("recall_at_precision", {})
+    rb = m.get("recall_at_precision_bound", {})
+    lo, hi = rap.get("recall_ci", (float("nan"), float("nan")))
+    return (f"| {name} | {m.get('auroc', float('nan')):.4f} | {rap.get('recall', 0):.3f} [{lo:.3f}, {hi:.3f}] | "
+            f"{rap.get('precision_lower_bound', float('nan')):.3f} | {rb.get('recall', 0):.3f} | "
+            f"{m.get('type_macro_f1', float('nan')):.3f} | {m.get('type_accuracy', float('nan')):.3f} | "
+            f"{'' if seconds is None else f'{seconds:.1f}'} | {note} |")
+
+
+HEADER = ("| variant | AUROC | recall @ precision >= 99 % [95 % CI] | precision lower bound (95 %) at that point | "
+          "recall where the precision lower bound >= 99 % | type macro-F1 | type accuracy | head training s | note |\n"
+          "|---|---|---|---|---|---|---|---|---|")

@@ -141,3 +141,16 @@ def test_bad_arguments():
         Augment(max_shift=-1)
     with pytest.raises(ValueError):
         resize_sample(_sample(), 0)
+
+
+def test_zoom_views_get_flips_but_not_pixel_shifts_by_default():
+    s = _sample()
+    zoom = np.arange(16 * 16, dtype=np.uint8).reshape(16, 16)
+    s = Sample("z", s.views + [View("zoom", 0, zoom)], is_abnormal=True, defect_type="bridge")
+    op = GeometricOp(flip_h=True, k=1, shift=(2, -1))
+    for shift_zooms, expect in ((False, GeometricOp(flip_h=True, k=1)), (True, op)):
+        aug = _geom_only(shift_zooms=shift_zooms)
+        aug.draw_geometry = lambda rng, op=op: op  # fix the draw to compare exactly
+        out = aug(s)
+        assert np.array_equal(out.zooms[0].image, expect.apply(zoom))
+        assert np.array_equal(out.targets[0].image, op.apply(s.targets[0].image))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from seminspect.data.sample import Sample, View
+from seminspect.data.sample import Role, Sample, View
 
 __all__ = ["Augment", "GeometricOp", "center_crop_sample", "resize_sample"]
 
@@ -84,12 +84,16 @@ class Augment:
         poisson_peak: if set, shot noise as if the brightest pixel collected about this many
             electrons (smaller = noisier), drawn per view; ``None`` disables it.
         p_photometric: probability that a view gets the photometric changes at all.
+        shift_zooms: also shift zoom views by the same number of pixels. Off by default: a zoom
+            view has a different pixel scale, so the same pixel shift would not be the same
+            physical shift (zooms still get the same flips and rotations).
         seed: seed of the internal generator (deterministic sequence of draws).
     """
 
     def __init__(self, hflip: float = 0.5, vflip: float = 0.5, rot90: bool = True, max_shift: int = 4,
                  brightness: float = 0.05, contrast: float = 0.1, noise_std: float = 0.01,
-                 poisson_peak: float | None = None, p_photometric: float = 0.8, seed: int = 0) -> None:
+                 poisson_peak: float | None = None, p_photometric: float = 0.8, shift_zooms: bool = False,
+                 seed: int = 0) -> None:
         for name, p in (("hflip", hflip), ("vflip", vflip), ("p_photometric", p_photometric)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} is a probability in [0, 1], got {p}")
@@ -99,7 +103,7 @@ class Augment:
             raise ValueError("poisson_peak must be > 0 (or None)")
         self.hflip, self.vflip, self.rot90, self.max_shift = hflip, vflip, rot90, int(max_shift)
         self.brightness, self.contrast, self.noise_std = brightness, contrast, noise_std
-        self.poisson_peak, self.p_photometric = poisson_peak, p_photometric
+        self.poisson_peak, self.p_photometric, self.shift_zooms = poisson_peak, p_photometric, shift_zooms
         self.rng = np.random.default_rng(seed)
 
     def draw_geometry(self, rng: np.random.Generator) -> GeometricOp:
@@ -132,7 +136,14 @@ class Augment:
     def __call__(self, sample: Sample, rng: np.random.Generator | None = None) -> Sample:
         rng = self.rng if rng is None else rng
         op = self.draw_geometry(rng)
-        return apply_to_sample(sample, op.apply, image_fn=lambda im: self.photometric(op.apply(im), rng))
+        zoom_op = op if self.shift_zooms else replace(op, shift=(0, 0))
+        views = []
+        for v in sample.views:
+            geo = zoom_op if v.role == Role.ZOOM else op
+            views.append(View(role=v.role, index=v.index, image=self.photometric(geo.apply(v.image), rng),
+                              mask=None if v.mask is None else geo.apply(v.mask), source=v.source))
+        depth = None if sample.depth is None else op.apply(sample.depth)
+        return replace(sample, views=views, depth=depth, metadata=dict(sample.metadata))
 
     def __repr__(self) -> str:
         return (f"Augment(hflip={self.hflip}, vflip={self.vflip}, rot90={self.rot90}, max_shift={self.max_shift}, "

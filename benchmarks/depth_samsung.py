@@ -59,7 +59,8 @@ def evaluate(out: Path, data_path: str | None) -> None:
     for s in scores[1:]:
         plot_sites(val.x.numpy(), true, preds[s.name], s.site_rmse, out / f"depth_samsung_{s.name}.png",
                    ids=val.ids, title=f"Samsung validation, {s.name}: best and worst sites")
-    timing = {n: json.loads((out / n / "timing.json").read_text()) for n in CONFIGS if (out / n / "timing.json").is_file()}
+    timing = {n: json.loads((out / n / "timing.json").read_text())
+              for n in CONFIGS if (out / n / "timing.json").is_file()}
     (out / "metrics.json").write_text(json.dumps({"scores": [s.row() for s in scores], "timing": timing,
                                                   "n_train": len(train), "n_val": len(val)}, indent=2))
     (out / "results.md").write_text(results_table(scores, "Samsung depth units") + "\n" + json.dumps(timing, indent=2))

@@ -317,6 +317,19 @@ class DepthPredictor:
         with atomic_path(path) as tmp:
             torch.save(self.state(), tmp)
 
+    def export_onnx(self, path: str | Path, height: int, width: int) -> Path:
+        """Export generator + normalisation for ``(batch, C, height, width)`` inputs in [0, 1] (ONNX Runtime).
+
+        The file maps SEM in [0, 1] straight to depth in the data's units; the batch axis is
+        dynamic, the image size fixed (the pad-and-crop is traced for this size).
+        """
+        from seminspect.export import export_onnx
+
+        module = _NormalisedGenerator(self.generator, self.norm).eval()
+        example = torch.rand(2, self.generator.in_channels, height, width)
+        return export_onnx(module, example, path, input_names=["sem"], output_names=["depth"],
+                           dynamic_axes={"sem": {0: "batch"}}, dynamo=False)
+
     @classmethod
     def load(cls, path: str | Path) -> DepthPredictor:
         path = Path(path)
@@ -327,11 +340,24 @@ class DepthPredictor:
         except Exception as exc:
             raise DepthConfigError(f"{path}: not a depth model ({type(exc).__name__}: {exc})") from None
         if not isinstance(st, dict) or st.get("kind") != MODEL_KIND:
-            raise DepthConfigError(f"{path}: not a seminspect depth model (kind {st.get('kind') if isinstance(st, dict) else None!r})")
+            kind = st.get("kind") if isinstance(st, dict) else None
+            raise DepthConfigError(f"{path}: not a seminspect depth model (kind {kind!r})")
         m = st["model"]
         g = UNet(m["in_channels"], 1, m["levels"], m["width"], m["norm"])
         g.load_state_dict(st["state_dict"])
         return cls(g, Normaliser(**st["norm"]), st.get("meta", {}))
+
+
+class _NormalisedGenerator(torch.nn.Module):
+    """SEM in [0, 1] ``(N, C, H, W)`` -> depth ``(N, H, W)`` in data units (what ONNX exports)."""
+
+    def __init__(self, generator: UNet, norm: Normaliser) -> None:
+        super().__init__()
+        self.generator, self.norm = generator, norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.generator((x - self.norm.x_mean) / self.norm.x_std)
+        return y[:, 0] * self.norm.y_std + self.norm.y_mean
 
 
 # ----- training --------------------------------------------------------------------------------

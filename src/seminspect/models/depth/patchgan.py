@@ -26,7 +26,7 @@ class PatchGAN(nn.Module):
     def __init__(self, in_channels: int = 4, depth_channels: int = 1, width: int = 32, n_layers: int = 2) -> None:
         super().__init__()
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels + depth_channels, width, 4, stride=2, padding=1, padding_mode="reflect"),
+            nn.Conv2d(in_channels + depth_channels, width, 4, stride=2, padding=1),
             nn.LeakyReLU(0.2, inplace=True),
         ]
         ch = width
@@ -34,12 +34,12 @@ class PatchGAN(nn.Module):
             nxt = min(width * 2**i, width * 8)
             stride = 2 if i < n_layers else 1
             layers += [
-                nn.Conv2d(ch, nxt, 4, stride=stride, padding=1, padding_mode="reflect", bias=False),
+                nn.Conv2d(ch, nxt, 4, stride=stride, padding=1, bias=False),
                 nn.InstanceNorm2d(nxt, affine=True),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
             ch = nxt
-        layers.append(nn.Conv2d(ch, 1, 4, stride=1, padding=1, padding_mode="reflect"))
+        layers.append(nn.Conv2d(ch, 1, 4, stride=1, padding=1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, sem: torch.Tensor, depth: torch.Tensor) -> torch.Tensor:

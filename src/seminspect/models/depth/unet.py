@@ -85,7 +85,7 @@ class UNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"UNet expects (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
-        x = pad_to_multiple(x, self.multiple)
+        x = pad_to_multiple(x, self.multiple, minimum=2 * self.multiple)
         skips = []
         for block in self.down:
             x = block(x)
@@ -97,14 +97,16 @@ class UNet(nn.Module):
         return self.head(x)[..., :h, :w]
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad bottom/right of ``(N, C, H, W)`` to a multiple of ``multiple``.
+def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 1) -> torch.Tensor:
+    """Pad bottom/right of ``(N, C, H, W)`` to a multiple of ``multiple`` and at least ``minimum``.
 
     Reflect padding where the image is large enough (it keeps the texture statistics of the
-    border), replicate padding otherwise (reflect needs pad < size).
+    border), replicate padding otherwise (reflect needs pad < size). ``minimum`` keeps the
+    bottleneck at least 2x2, which the reflect-padded 3x3 convolutions need.
     """
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
+    ph = max((-h) % multiple, minimum - h)
+    pw = max((-w) % multiple, minimum - w)
     if ph == 0 and pw == 0:
         return x
     mode = "reflect" if ph < h and pw < w else "replicate"

@@ -1,0 +1,184 @@
+"""``seminspect depth train|predict|evaluate|export``: depth maps from SEM images (U-Net / pix2pix).
+
+Data is either the Samsung ``train.npz`` file (4 acquisitions per site, fixed 90/10 split) or a
+dataset folder whose samples carry target views and a depth map (``split`` column train/val).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import typer
+
+from seminspect.cli._common import console
+
+depth_app = typer.Typer(help="Depth maps from SEM images: train, predict, evaluate, export.", no_args_is_help=True)
+
+
+def _data_section(cfg, data: Path | None, val_split: str | None):  # noqa: ANN001, ANN202 - typed in training
+    """The config's data section, pointed at ``data`` (a .npz file or a dataset folder) if given."""
+    if data is not None:
+        cfg.data.path = str(data)
+        cfg.data.source = "samsung_npz" if data.suffix == ".npz" else "dataset"
+    if val_split:
+        cfg.data.val_split = val_split
+    return cfg
+
+
+def _load_config(config: Path | None):  # noqa: ANN202
+    from seminspect.training.depth import DepthConfig
+
+    return DepthConfig.load(config) if config else DepthConfig()
+
+
+@depth_app.command("train")
+def train(
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config (configs/depth_*.yaml)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: best.pt, last.pt, history.json."),
+    data: Path = typer.Option(None, help="train.npz or a dataset folder (overrides the config)."),
+    val_split: str = typer.Option(None, help="Validation split name of a dataset folder (val, calib)."),
+    epochs: int = typer.Option(None, help="Override optim.epochs."),
+    threads: int = typer.Option(None, help="Torch threads (override)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from <out>/last.pt if present."),
+) -> None:
+    """Train a depth U-Net (L1) or pix2pix model; resumes after a kill."""
+    from seminspect.training.depth import train_depth
+    from seminspect.utils.io import atomic_write_text
+
+    cfg = _data_section(_load_config(config), data, val_split)
+    if epochs:
+        cfg.optim.epochs = epochs
+    if threads:
+        cfg.threads = threads
+    out.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    r = train_depth(cfg, out, resume=resume)
+    console.print(f"best validation RMSE {r.best_rmse:.3f} at epoch {r.best_epoch} ({r.epochs_run} epochs, "
+                  f"{r.steps} steps); model: {out / 'best.pt'}")
+
+
+def _load_inputs(data: Path, split: str | None, channels: int | None):  # noqa: ANN202
+    """``(x (N, C, H, W) in [0, 1], depth or None, ids)`` from a .npz file or a dataset folder."""
+    from seminspect.training.depth import DepthDataError, dataset_to_tensors, load_samsung_npz
+
+    if data.suffix == ".npz":
+        tr, va = load_samsung_npz(data, channels=channels)
+        d = {"train": tr, "val": va}.get(split or "val")
+        if d is None:
+            raise DepthDataError(f"{data}: split must be train or val, not {split!r}")
+        return d.x, d.y.numpy(), d.ids
+    from seminspect.data.dataset import SampleDataset
+
+    ds = SampleDataset(data, roles=["target"])
+    if split:
+        ds = ds.split(split)
+    has_depth = all(ds.manifest.groupby("sample_id", sort=False)["depth"].first().astype(bool))
+    d = dataset_to_tensors(ds, channels, require_depth=False)
+    return d.x, (d.y.numpy() if has_depth else None), d.ids
+
+
+@depth_app.command("predict")
+def predict(
+    model: Path = typer.Option(..., "--model", "-m", help="best.pt from `seminspect depth train`."),
+    data: Path = typer.Option(..., help="Dataset folder (target views) or train.npz."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <sample_id>.tiff float32 depth maps."),
+    split: str = typer.Option(None, help="Only this split (default: all samples; val for .npz)."),
+) -> None:
+    """Write one float32 TIFF depth map per sample and ``predictions.csv`` (sample_id, path)."""
+    import numpy as np
+    import pandas as pd
+    import tifffile
+
+    from seminspect.training.depth import DepthPredictor
+    from seminspect.utils.io import atomic_path
+
+    predictor = DepthPredictor.load(model)
+    x, _, ids = _load_inputs(data, split, predictor.generator.in_channels)
+    pred = predictor.predict(x)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for sid, p in zip(ids, pred, strict=True):
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", sid) + ".tiff"
+        with atomic_path(out / name) as tmp:
+            tifffile.imwrite(tmp, np.asarray(p, np.float32))
+        rows.append({"sample_id": sid, "depth": name})
+    with atomic_path(out / "predictions.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    console.print(f"wrote {len(rows)} depth maps to {out}")
+
+
+@depth_app.command("evaluate")
+def evaluate(
+    model: list[Path] = typer.Option(..., "--model", "-m", help="One or more best.pt files (name = folder)."),
+    data: Path = typer.Option(..., help="train.npz or a dataset folder with depth maps."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for results.md, metrics.json, figures."),
+    train_split: str = typer.Option("train", help="Split whose mean depth map is the baseline."),
+    val_split: str = typer.Option("val", help="Split evaluated (val; calib or test for the virtual fab)."),
+) -> None:
+    """RMSE/MAE per site and overall for each model and the training mean-map baseline; figures."""
+    import numpy as np
+    import pandas as pd
+
+    from seminspect.training.depth import DepthDataError, DepthPredictor
+    from seminspect.training.depth_eval import mean_map, plot_sites, results_table, score_depth
+    from seminspect.utils.io import atomic_path, atomic_write_json, atomic_write_text
+
+    predictors = [DepthPredictor.load(m) for m in model]
+    ch = predictors[0].generator.in_channels
+    _, train_y, _ = _load_inputs(data, train_split, ch)
+    x, true, ids = _load_inputs(data, val_split, ch)
+    if true is None or train_y is None:
+        raise DepthDataError(f"{data}: samples have no depth maps to evaluate against")
+    scores = [score_depth(np.broadcast_to(mean_map(train_y), true.shape), true, "training mean depth map")]
+    names = []
+    for path, p in zip(model, predictors, strict=True):
+        name = path.parent.name if path.name == "best.pt" else path.stem
+        while name in names:
+            name += "_"
+        names.append(name)
+        pred = p.predict(x)
+        s = score_depth(pred, true, name)
+        scores.append(s)
+        plot_sites(x.numpy(), true, pred, s.site_rmse, out / f"depth_{name}.png", ids=ids,
+                   title=f"{data.name} {val_split}: {name}, best and worst sites")
+    out.mkdir(parents=True, exist_ok=True)
+    per_site = pd.DataFrame({"sample_id": ids, **{f"rmse_{s.name}": s.site_rmse for s in scores},
+                             **{f"mae_{s.name}": s.site_mae for s in scores}})
+    with atomic_path(out / "per_site.csv") as tmp:
+        per_site.to_csv(tmp, index=False)
+    units = predictors[0].meta.get("units", "")
+    atomic_write_json(out / "metrics.json", {"data": str(data), "split": val_split, "n_sites": len(ids),
+                                             "units": units, "scores": [s.row() for s in scores]})
+    table = results_table(scores, units)
+    atomic_write_text(out / "results.md", table)
+    console.print(table)
+    console.print(json.dumps({s.name: round(s.rmse, 4) for s in scores}))
+
+
+@depth_app.command("export")
+def export(
+    model: Path = typer.Option(..., "--model", "-m", help="best.pt"),
+    out: Path = typer.Option(..., "--out", "-o", help="ONNX file to write."),
+    height: int = typer.Option(66, help="Input height the file is exported for."),
+    width: int = typer.Option(45, help="Input width."),
+) -> None:
+    """Export the generator (with its normalisation) to ONNX and check parity with torch."""
+    import numpy as np
+    import torch
+
+    from seminspect.export import OnnxModule
+    from seminspect.training.depth import DepthPredictor
+
+    p = DepthPredictor.load(model)
+    p.export_onnx(out, height, width)
+    x = torch.rand(3, p.generator.in_channels, height, width)
+    diff = float(np.max(np.abs(OnnxModule(out)(x)[0] - p.predict(x))))
+    console.print(f"wrote {out}; max |onnx - torch| = {diff:.2e} depth units")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(depth_app, name="depth")

@@ -95,29 +95,20 @@ def window(state: DieState, sl: tuple[slice, slice]) -> DieState:
 
 
 def smooth_field(shape: tuple[int, int], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Zero-mean, unit-sd random field with correlation length ``sigma`` px (computed coarse, upsampled)."""
+    """Zero-mean, unit-sd random field ``(H, W)`` float32 with correlation length about ``sigma`` px."""
     if sigma < 4:
         field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode="wrap")
-    else:  # coarse grid, bilinear upsampling as two small matrix products (much cheaper than zoom)
-        step = sigma / 2
-        small = (int(shape[0] / step) + 3, int(shape[1] / step) + 3)
-        coarse = ndimage.gaussian_filter(rng.standard_normal(small), 2.0, mode="wrap")
-        field = (_interp_matrix(shape[0], small[0]) @ coarse @ _interp_matrix(shape[1], small[1]).T)
+    else:  # a sum of random separable waves (outer products: no large filter, no BLAS)
+        field = np.zeros(shape, np.float32)
+        yy, xx = np.arange(shape[0], dtype=np.float32), np.arange(shape[1], dtype=np.float32)
+        for _ in range(6):
+            fy, fx = rng.normal(0, 1 / (2 * np.pi * sigma), 2)
+            py, px = rng.uniform(0, 2 * np.pi, 2)
+            field += np.multiply.outer(np.cos(2 * np.pi * fy * yy + py), np.cos(2 * np.pi * fx * xx + px))
     field = field.astype(np.float32, copy=False)
     field -= field.mean()
     field /= float(field.std()) or 1.0
     return field
-
-
-def _interp_matrix(n: int, m: int) -> np.ndarray:
-    """``(n, m)`` matrix of linear interpolation weights from an ``m``-point grid onto ``n`` points."""
-    pos = np.linspace(0, m - 1, n)
-    i0 = np.minimum(pos.astype(int), m - 2)
-    f = pos - i0
-    w = np.zeros((n, m))
-    w[np.arange(n), i0] = 1 - f
-    w[np.arange(n), i0 + 1] = f
-    return w
 
 
 _TEXTURES: dict[tuple[int, int], np.ndarray] = {}

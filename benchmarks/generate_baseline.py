@@ -3,10 +3,10 @@
     nice -n 10 env PYTHONPATH=src python benchmarks/generate_baseline.py --per-type 10 --normals 150
 
 For each difficulty it generates sites with one target and one reference view (in-lens
-detector, 460x460), aligns the reference to the target (integer shift from phase correlation,
-then mean/sd matching), smooths |target - reference| with a Gaussian (sigma 2 px) and scores
-the image by its maximum (8 px border excluded). AUROC: the sites of one type against all
-normal sites. Writes benchmarks/results/generate_baseline.md.
+detector, 460x460), aligns the reference to the target (shift from phase correlation,
+refined to sub-pixel by a parabolic peak fit, bilinear shift, then mean/sd matching), smooths
+|target - reference| with a Gaussian (sigma 2 px) and scores the image by its maximum (8 px
+border excluded). AUROC: the sites of one type against all normal sites. Writes benchmarks/results/generate_baseline.md.
 """
 
 from __future__ import annotations
@@ -27,23 +27,30 @@ from seminspect.data.synth.generator import sample_seed
 OUT = Path(__file__).resolve().parent / "results" / "generate_baseline.md"
 
 
-def align_shift(t: np.ndarray, r: np.ndarray) -> tuple[int, int]:
-    """Integer (dy, dx) such that r(y, x) ~ t(y + dy, x + dx), by phase correlation."""
+def align_shift(t: np.ndarray, r: np.ndarray) -> tuple[float, float]:
+    """Sub-pixel (dy, dx) such that r(y, x) ~ t(y + dy, x + dx): phase correlation + parabolic peak fit."""
     ft, fr = np.fft.rfft2(t - t.mean()), np.fft.rfft2(r - r.mean())
     cross = ft * np.conj(fr)
     corr = np.fft.irfft2(cross / (np.abs(cross) + 1e-9), s=t.shape)
-    dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    py, px = np.unravel_index(int(np.argmax(corr)), corr.shape)
     h, w = t.shape
-    dy = dy - h if dy > h // 2 else dy
-    dx = dx - w if dx > w // 2 else dx
-    return int(dy), int(dx)
+
+    def refine(c_m: float, c_0: float, c_p: float) -> float:
+        den = c_m - 2 * c_0 + c_p
+        return 0.0 if den >= 0 else float(np.clip(0.5 * (c_m - c_p) / den, -0.5, 0.5))
+
+    fy = refine(corr[(py - 1) % h, px], corr[py, px], corr[(py + 1) % h, px])
+    fx = refine(corr[py, (px - 1) % w], corr[py, px], corr[py, (px + 1) % w])
+    dy = (py - h if py > h // 2 else py) + fy
+    dx = (px - w if px > w // 2 else px) + fx
+    return float(dy), float(dx)
 
 
 def diff_score(t: np.ndarray, r: np.ndarray, border: int = 8) -> float:
     t = t.astype(np.float32)
     r = r.astype(np.float32)
     dy, dx = align_shift(t, r)
-    r_al = np.roll(r, (dy, dx), axis=(0, 1))  # r_al(y, x) = r(y - dy, x - dx) ~ t(y, x)
+    r_al = ndimage.shift(r, (dy, dx), order=1, mode="nearest")  # r_al(y, x) = r(y - dy, x - dx) ~ t(y, x)
     m = border + 4
     a, b = t[m:-m, m:-m], r_al[m:-m, m:-m]
     b = (b - b.mean()) / (b.std() + 1e-6) * a.std() + a.mean()
@@ -102,7 +109,8 @@ def main() -> None:
         "Per difficulty: "
         f"{args.per_type} sites per defect type and {args.normals} normal sites; 460x460, one in-lens target view "
         "and its reference view. Score = max of Gaussian-smoothed (sigma 2 px) |target - aligned reference| "
-        "(integer phase-correlation alignment, mean/sd matched). AUROC = one type vs all normal sites "
+        "(phase-correlation alignment with a parabolic sub-pixel peak fit, bilinear shift, mean/sd matched). "
+        "AUROC = one type vs all normal sites "
         f"(with {args.per_type} positives per type the AUROC has a standard error of roughly 0.03-0.08).",
         "",
         "| defect type | easy | medium | hard |",

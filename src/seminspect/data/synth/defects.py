@@ -367,12 +367,12 @@ def particle_cluster(die: DieState, ctx: DefectContext) -> None:
 
 
 def residue(die: DieState, ctx: DefectContext) -> None:
-    """A thin film of leftover material (0.5-6 nm), slightly darker, with an irregular outline."""
+    """A thin film of leftover material (0.5-10 nm), darker, with an irregular outline."""
     r = ctx.lerp(8.0, 30.0) * ctx.scale
     sl, yy, xx = _window(die.binary.shape, ctx.cy, ctx.cx, 1.6 * r)
     blob = _blob(ctx.rng, yy, xx, r)
-    die.extra_height[sl] += np.float32(ctx.lerp(0.5, 6.0)) * blob
-    _add_material(die, sl, blob > 0.5, RESIDUE, -ctx.lerp(0.025, 0.15), weight=blob)
+    die.extra_height[sl] += np.float32(ctx.lerp(0.5, 10.0)) * blob
+    _add_material(die, sl, blob > 0.5, RESIDUE, -ctx.lerp(0.025, 0.22), weight=blob)
 
 
 def stain(die: DieState, ctx: DefectContext) -> None:
@@ -383,7 +383,7 @@ def stain(die: DieState, ctx: DefectContext) -> None:
     rim = np.clip(blob * (1 - blob) * 4, 0, 1)  # drying stains have a ring
     sign = -1.0 if ctx.rng.random() < 0.7 else 1.0
     weight = blob + 0.6 * rim
-    _add_material(die, sl, blob > 0.5, STAIN, sign * ctx.lerp(0.03, 0.14), weight=weight)
+    _add_material(die, sl, blob > 0.5, STAIN, sign * ctx.lerp(0.03, 0.22), weight=weight)
 
 
 def blister(die: DieState, ctx: DefectContext) -> None:
@@ -392,8 +392,9 @@ def blister(die: DieState, ctx: DefectContext) -> None:
     sl, yy, xx = _window(die.binary.shape, ctx.cy, ctx.cx, r)
     rho = np.clip(np.sqrt(yy * yy + xx * xx) / np.float32(r), 0, 1)
     prof = np.cos(rho * np.pi / 2) ** 2
-    die.extra_height[sl] += np.float32(ctx.lerp(4.0, 40.0)) * prof
-    die.yield_delta[sl] += np.float32(ctx.lerp(0.0, 0.06)) * prof
+    die.extra_height[sl] += np.float32(ctx.lerp(4.0, 50.0)) * prof
+    # the lifted film charges: brighter
+    die.yield_delta[sl] += np.float32(ctx.lerp(0.01, 0.12)) * prof
 
 
 def scratch(die: DieState, ctx: DefectContext) -> None:
@@ -417,12 +418,12 @@ def crack(die: DieState, ctx: DefectContext) -> None:
 
 def pit_void(die: DieState, ctx: DefectContext) -> None:
     """A round depression (void / pit): dark floor, bright rim."""
-    r = ctx.lerp(1.0, 7.0) * max(ctx.scale, 0.6)
+    r = ctx.lerp(1.0, 9.0) * max(ctx.scale, 0.6)
     sl, yy, xx = _window(die.binary.shape, ctx.cy, ctx.cx, r + 1)
     r2 = (yy * yy + xx * xx) / np.float32(r * r)
     bowl = np.clip(1.0 - r2, 0.0, 1.0)
-    die.extra_height[sl] -= np.float32(ctx.lerp(8.0, 45.0)) * bowl
-    _add_material(die, sl, bowl > 0.3, SUBSTRATE, -ctx.lerp(0.02, 0.08), weight=bowl)
+    die.extra_height[sl] -= np.float32(ctx.lerp(8.0, 60.0)) * bowl
+    _add_material(die, sl, bowl > 0.3, SUBSTRATE, -ctx.lerp(0.02, 0.15), weight=bowl)
 
 
 INJECTORS: dict[str, Injector] = {

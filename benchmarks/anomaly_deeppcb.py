@@ -88,6 +88,8 @@ def main() -> None:
     ap.add_argument("--max-test", type=int, default=300)
     ap.add_argument("--stpm-epochs", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--runs", default="none,reference", help="comma list: none,reference,difference,stpm")
+    ap.add_argument("--append", action="store_true", help="append rows to an existing --out table")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_deeppcb.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -105,14 +107,16 @@ def main() -> None:
     base = dict(backbone="mobilenetv2", out_indices=[1, 2, 3], layers=[0, 1], registration="phase", max_shift=4,
                 max_bank_patches=10000, max_pool_patches=60000, coreset_proj_dim=64, sigma=4.0,
                 calib_fraction=0.2, batch_size=16)
-    runs = {
-        "patchcore, unconditioned": dict(base, conditioning="none"),
-        "patchcore, template-conditioned": dict(base, conditioning="reference"),
+    all_runs = {
+        "none": ("patchcore, unconditioned", dict(base, conditioning="none")),
+        "reference": ("patchcore, template-conditioned [f_t, f_t - f_r]", dict(base, conditioning="reference")),
+        "difference": ("patchcore, template-conditioned difference f_t - f_r", dict(base, conditioning="difference")),
     }
-    if args.stpm_epochs:
-        stpm = dict(base, model="stpm", epochs=args.stpm_epochs, lr=1e-3, layer_weights=[1, 1, 1])
-        runs["stpm classic"] = dict(stpm, stpm_mode="classic")
-        runs["stpm template-conditioned"] = dict(stpm, stpm_mode="template")
+    stpm = dict(base, model="stpm", epochs=args.stpm_epochs or 5, lr=1e-3, layer_weights=[1, 1, 1])
+    all_runs["stpm_classic"] = (f"stpm classic ({stpm['epochs']} epochs)", dict(stpm, stpm_mode="classic"))
+    all_runs["stpm_template"] = (f"stpm template-conditioned ({stpm['epochs']} epochs)",
+                                 dict(stpm, stpm_mode="template"))
+    runs = dict(all_runs[k] for k in args.runs.split(","))
     rows = []
     for name, cfg in runs.items():
         t0 = time.perf_counter()
@@ -135,7 +139,7 @@ def main() -> None:
         "other helpers' jobs were running at the same time (load average ~10), so times are pessimistic.",
         f"- command: `nice -n 10 python benchmarks/anomaly_deeppcb.py --train-pairs {args.train_pairs} "
         f"--test-pairs {args.test_pairs} --crop {args.crop} --max-test {args.max_test} "
-        f"--stpm-epochs {args.stpm_epochs}`",
+        f"--stpm-epochs {args.stpm_epochs} --runs {args.runs}`",
         f"- data: ../shared/data/deeppcb, pairs sorted by name; first {args.train_pairs} pairs -> "
         f"{len(train)} box-free normal crops of {args.crop} px (20 % held out for the threshold); next "
         f"{args.test_pairs} pairs -> {len(test)} test crops (abnormal = around a box, mask = boxes; normal = "
@@ -152,6 +156,14 @@ def main() -> None:
                      f"{r['aupro']:.4f} | {r['false_alarm_rate']:.3f} | {r['recall']:.3f} | {r['fit_s']:.0f} | "
                      f"{r['predict_img_per_s']:.1f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.append and args.out.is_file():
+        extra = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| run")]
+        note = (f"\nRows below added by: `nice -n 10 python benchmarks/anomaly_deeppcb.py --runs {args.runs} "
+                f"--append` (same data and split; peak RSS {peak:.0f} MiB)\n\n"
+                "| run | image AUROC | image AP | pixel AUROC | AUPRO | false-alarm rate @thr | recall @thr | fit s | "
+                "predict img/s |\n|---|---|---|---|---|---|---|---|---|\n")
+        args.out.write_text(args.out.read_text() + note + "\n".join(extra) + "\n")
+        return
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

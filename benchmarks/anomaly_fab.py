@@ -75,18 +75,21 @@ def main() -> None:
           f"test {int((test_lab == 1).sum())} abnormal + {int((test_lab == 0).sum())} normal", flush=True)
     base = dict(backbone="mobilenetv2", out_indices=[1, 2, 3], layers=[0, 1], max_bank_patches=args.bank,
                 max_pool_patches=60000, coreset_proj_dim=64, sigma=4.0, batch_size=16)
+    best = dict(base, conditioning="difference", centre_sigma=0.2)
     runs = [
         ("patchcore unconditioned", dict(base, conditioning="none"), False),
-        ("patchcore ref-conditioned, registration on", dict(base, conditioning="reference"), False),
-        ("patchcore ref-conditioned, registration off", dict(base, conditioning="reference", registration="off"),
-         False),
-        ("patchcore ref-conditioned, registration on, +4-8 px injected", dict(base, conditioning="reference"), True),
-        ("patchcore ref-conditioned, registration off, +4-8 px injected",
-         dict(base, conditioning="reference", registration="off"), True),
+        ("patchcore unconditioned + centre prior", dict(base, conditioning="none", centre_sigma=0.2), False),
+        ("patchcore [f_t, f_t - f_r] + centre prior", dict(base, conditioning="reference", centre_sigma=0.2), False),
+        ("patchcore difference + centre prior, registration on", best, False),
+        ("patchcore difference + centre prior, registration off", dict(best, registration="off"), False),
+        ("patchcore difference + centre prior, registration on, +4-8 px injected", best, True),
+        ("patchcore difference + centre prior, registration off, +4-8 px injected", dict(best, registration="off"),
+         True),
     ]
     if args.stpm_epochs:
         stpm = dict(base, model="stpm", epochs=args.stpm_epochs, layer_weights=[1, 1, 1])
-        runs.append(("stpm template-conditioned, registration on", dict(stpm, stpm_mode="template"), False))
+        runs.append(("stpm template-conditioned + centre prior", dict(stpm, stpm_mode="template", centre_sigma=0.2),
+                     False))
         runs.append(("stpm classic", dict(stpm, stpm_mode="classic"), False))
     results = []
     per_type_best = None
@@ -107,7 +110,7 @@ def main() -> None:
                         "pixel_auroc": a["pixel_auroc"], "aupro": a["aupro"], "far": a["false_alarm_rate"],
                         "recall": a["recall"], "fit_s": fit_s, "ips": len(te) / pred_s})
         print(json.dumps(results[-1]), flush=True)
-        if name == "patchcore ref-conditioned, registration on":
+        if name == "patchcore difference + centre prior, registration on":
             per_type_best = rep
     lines = [
         "# Anomaly detection on the virtual fab (normal samples only)",
@@ -132,7 +135,7 @@ def main() -> None:
         lines.append(f"| {r['run']} | {r['image_auroc']:.4f} | {r['image_ap']:.4f} | {r['pixel_auroc']:.4f} | "
                      f"{r['aupro']:.4f} | {r['far']:.3f} | {r['recall']:.3f} | {r['fit_s']:.0f} | {r['ips']:.1f} |")
     if per_type_best:
-        lines += ["", "Per defect type (reference-conditioned, registration on; each type vs all test normals; "
+        lines += ["", "Per defect type (difference + centre prior, registration on; each type vs all test normals; "
                   "few samples per type, so single values are noisy):", "",
                   "| type | n | image AUROC | pixel AUROC |", "|---|---|---|---|"]
         for t, m in per_type_best.items():

@@ -65,7 +65,7 @@ def tiny_cfg(**kw) -> AnomalyConfig:
     return AnomalyConfig(**base)
 
 
-@pytest.mark.parametrize("conditioning", ["none", "reference"])
+@pytest.mark.parametrize("conditioning", ["none", "reference", "difference"])
 def test_patchcore_detects_blob(data, conditioning: str) -> None:
     det = AnomalyDetector(tiny_cfg(conditioning=conditioning)).fit(data["train"])
     res = det.score(data["test"])

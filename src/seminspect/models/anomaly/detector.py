@@ -64,7 +64,7 @@ class AnomalyConfig(BaseModel):
     layers: list[int] = Field(default_factory=lambda: [0, 1], description="indices into the backbone outputs")
     pool: int = 3
     embed_dim: int | None = None
-    conditioning: Literal["none", "reference"] = "none"
+    conditioning: Literal["none", "reference", "difference"] = "none"
     reference_weight: float = 1.0
     match_radius: int = 1
     max_bank_patches: int = 16384
@@ -218,7 +218,7 @@ class AnomalyDetector:
     @property
     def needs_reference(self) -> bool:
         cfg = self.config
-        return (cfg.model == "patchcore" and cfg.conditioning == "reference") or (
+        return (cfg.model == "patchcore" and cfg.conditioning != "none") or (
             cfg.model == "stpm" and cfg.stpm_mode == "template")
 
     # ----- data -----------------------------------------------------------------------------

@@ -11,6 +11,10 @@ difference half is near zero wherever the dies agree, so the bank learns what no
 differences look like (noise, residual misalignment) and a defect -- present in the target but
 not in the reference -- lands far from every bank entry even when its texture alone looks
 normal (e.g. a missing or extra feature that is a legitimate pattern elsewhere).
+
+``conditioning="difference"`` keeps only ``f_t - f_r``: the bank then models normal die-to-die
+differences alone (noise, charging, residual misalignment), which ignores how common the
+target's pattern is -- the classic die-to-die comparison, learned.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from seminspect.models.anomaly.features import (
     patch_embedding,
 )
 
-CONDITIONINGS = ("none", "reference")
+CONDITIONINGS = ("none", "reference", "difference")
 
 
 def chunked_min_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 4096,
@@ -124,7 +128,7 @@ class PatchCoreModel(nn.Module):
         self.centre_sigma = centre_sigma
         raw_dim = sum(backbone.feature_info[i]["num_chs"] for i in self.layers)
         if conditioning == "reference":
-            raw_dim *= 2
+            raw_dim *= 2  # [f_t, w (f_t - f_r)]
         self.raw_dim = raw_dim
         if embed_dim and embed_dim < raw_dim:
             gen = torch.Generator().manual_seed(seed + 1)
@@ -147,12 +151,15 @@ class PatchCoreModel(nn.Module):
     def embed(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, D, h, w)`` patch embeddings of ``(N, 1, H, W)`` targets (and registered references)."""
         f_t = patch_embedding(self.backbone(target), self.layers, self.pool)
-        if self.conditioning == "reference":
+        if self.conditioning != "none":
             if reference is None:
-                raise ValueError("conditioning='reference' needs a reference image for every target")
+                raise ValueError(f"conditioning={self.conditioning!r} needs a reference image for every target")
             f_r = patch_embedding(self.backbone(reference), self.layers, self.pool)
             f_r = best_local_match(f_t, f_r, self.match_radius)
-            f_t = torch.cat([f_t, self.reference_weight * (f_t - f_r)], dim=1)
+            if self.conditioning == "reference":
+                f_t = torch.cat([f_t, self.reference_weight * (f_t - f_r)], dim=1)
+            else:
+                f_t = f_t - f_r
         if self.projection.numel():
             f_t = torch.einsum("nchw,cd->ndhw", f_t, self.projection)
         return f_t

@@ -19,8 +19,11 @@ def demo(
     seed: int = typer.Option(0, help="Seed for everything."),
     workers: int = typer.Option(0, help="Generator processes (0 = all cores)."),
 ) -> None:
-    """Generate a virtual-fab dataset, validate it, render a contact sheet, train the multi-view
-    classifier, calibrate its triage thresholds, evaluate on held-out sites and write the report."""
+    """The main job: generate, validate, contact sheet, train, calibrate, evaluate, report.
+
+    Generates a virtual-fab dataset, validates it, renders a contact sheet, trains the multi-view
+    classifier, calibrates its triage thresholds, evaluates on held-out sites and writes the report.
+    """
     from seminspect.pipeline import run_demo
 
     result = run_demo(out, n_samples=n_samples, image_size=size, n_zooms=zooms, difficulty=difficulty,

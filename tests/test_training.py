@@ -126,3 +126,18 @@ def test_cli_train_and_evaluate(dataset, tmp_path):
     assert m["n"] == 40
     res = runner.invoke(app, ["evaluate", str(tmp_path / "nope"), str(dataset)])
     assert res.exit_code != 0
+
+
+def test_finetune_updates_only_the_last_backbone_stages(dataset, tmp_path):
+    from seminspect.training.adc_trainer import finetune
+
+    ds = SampleDataset(dataset).split("train").subset(SampleDataset(dataset).split("train").sample_ids[:16])
+    cfg = _cfg(dataset, tmp_path, finetune_epochs=1, finetune_stages=1, batch_size=64)
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    seconds = finetune(model, ds, cfg, TAX, PrepareSample(crop=None))
+    assert seconds > 0
+    after = model.backbone.state_dict()
+    assert torch.equal(before["stages.0.0.weight"], after["stages.0.0.weight"])  # frozen stage
+    assert not torch.equal(before["stages.2.0.weight"], after["stages.2.0.weight"])  # fine-tuned stage
+    assert not any(p.requires_grad for p in model.backbone.parameters())  # frozen again afterwards

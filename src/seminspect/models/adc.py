@@ -5,7 +5,9 @@ Data flow for one batch (shapes, ``B`` samples, ``V`` view slots, ``g`` the pool
     images (B, V, 1, H, W) --[backbone, real views only]--> per-scale maps
         --[adaptive avg-pool each scale to g x g, concat channels]--> view features (B, V, C, g, g)
         --[1x1 projection]--> (B, V, D, g, g)
-    per target slot:   [ target , target - reference(same index) ]  (learned "no reference" map if absent)
+    per target slot: pooled (target map - reference map of the same index), taken at full map
+        resolution before pooling (learned "no reference" map if absent)
+    per target slot:   [ target , target - reference ]
         --[3x3 conv, GELU, 1x1 conv]--> avg+max pool --> angle token (B, V, D)
     angles --[fusion: mean | attention | gru, masked by view_mask]--> (B, D)
     zooms  --[pool, masked mean; learned "no zoom" vector when absent]--> (B, D)
@@ -140,8 +142,13 @@ class MultiViewADC(nn.Module):
             raise ValueError(f"unknown fusion {fusion!r}; use one of {FUSIONS}")
         self.backbone = backbone if backbone is not None else build_backbone(
             backbone_name, pretrained, out_indices, weights_path)
-        self.feature_channels = int(sum(f["num_chs"] for f in self.backbone.feature_info)) * (
-            2 if pool == "avgmax" else 1)
+        backbone_chs = int(sum(f["num_chs"] for f in self.backbone.feature_info))
+        self.view_channels = backbone_chs * (2 if pool == "avgmax" else 1)
+        # Die comparison happens on the full-resolution maps, before pooling: a 1-3 px particle
+        # is a strong local difference that a pooled-then-subtracted feature would average away.
+        # Per target slot: [avg(t - r), max|t - r|] per scale.
+        self.diff_channels = 2 * backbone_chs
+        self.feature_channels = self.view_channels + self.diff_channels
         self.grid = int(grid)
         self.dim = int(dim)
         self.fusion = fusion
@@ -161,7 +168,8 @@ class MultiViewADC(nn.Module):
         d = self.dim
         # A per-scale-agnostic linear projection; difference after projection equals projection
         # of the difference (linear), so projecting each view once is enough.
-        self.proj = nn.Conv2d(self.feature_channels, d, 1)
+        self.proj = nn.Conv2d(self.view_channels, d, 1)
+        self.proj_diff = nn.Conv2d(self.diff_channels, d, 1)
         self.no_reference = nn.Parameter(torch.zeros(1, d, 1, 1))
         self.pair = nn.Sequential(
             nn.Conv2d(2 * d, d, 3, padding=1), nn.GroupNorm(8 if d % 8 == 0 else 1, d), nn.GELU(),
@@ -185,7 +193,11 @@ class MultiViewADC(nn.Module):
     # ----- backbone part (cacheable) ---------------------------------------------------------
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone + grid pooling: ``(N, 1, H, W)`` -> ``(N, C, grid, grid)`` float32."""
-        maps = self.backbone(images)
+        return self.pool_maps(self.backbone(images))
+
+    def pool_maps(self, maps: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Grid pooling of backbone maps ``[(N, C_i, h_i, w_i)]`` -> ``(N, C, grid, grid)``
+        (separate from the backbone so an exported backbone can feed it)."""
         pooled = []
         if self.pool in ("avg", "avgmax"):
             pooled += [F.adaptive_avg_pool2d(m, self.grid) for m in maps]
@@ -194,12 +206,38 @@ class MultiViewADC(nn.Module):
             pooled += [F.adaptive_max_pool2d(m, self.grid) for m in maps]
         return torch.cat(pooled, dim=1)
 
-    def encode_views(self, images: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
-        """Run the backbone once over the real views only: ``(B, V, 1, H, W)`` -> ``(B, V, C, g, g)``."""
+    def encode_views(self, images: torch.Tensor, view_mask: torch.Tensor, roles: torch.Tensor | None = None,
+                     indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Backbone once over the real views only: ``(B, V, 1, H, W)`` -> ``(B, V, C, g, g)``.
+
+        Channels ``[:view_channels]`` hold each view's pooled maps; ``[view_channels:]`` hold, for
+        target slots with a same-index reference, the pooled full-resolution difference
+        ``target - reference`` (zeros elsewhere, or when ``roles`` is not given).
+        """
         bsz, nv = view_mask.shape
         flat = images.reshape(bsz * nv, *images.shape[2:])
         real = view_mask.reshape(-1)
-        feats = self.encode(flat[real])
+        maps = self.backbone(flat[real])
+        base = self.pool_maps(maps)
+        n = base.shape[0]
+        diff = base.new_zeros(n, self.diff_channels, self.grid, self.grid)
+        if roles is not None and indices is not None:
+            roles = torch.where(view_mask, roles, torch.full_like(roles, ROLE_PAD))
+            ref = reference_slots(roles, indices).reshape(-1)
+            pos = torch.full((bsz * nv,), -1, dtype=torch.long, device=images.device)
+            pos[real] = torch.arange(n, device=images.device)
+            slots = torch.arange(bsz * nv, device=images.device)
+            has = (ref >= 0) & real
+            if bool(has.any()):
+                t_idx = pos[slots[has]]
+                r_idx = pos[(slots[has] // nv) * nv + ref[has]]
+                keep = r_idx >= 0
+                t_idx, r_idx = t_idx[keep], r_idx[keep]
+                d_maps = [m[t_idx] - m[r_idx] for m in maps]
+                pooled = [F.adaptive_avg_pool2d(d, self.grid) for d in d_maps]
+                pooled += [F.adaptive_max_pool2d(d.abs(), self.grid) for d in d_maps]
+                diff[t_idx] = torch.cat(pooled, dim=1)
+        feats = torch.cat([base, diff], dim=1)
         out = feats.new_zeros(bsz * nv, *feats.shape[1:])
         out[real] = feats
         return out.reshape(bsz, nv, *feats.shape[1:])
@@ -224,7 +262,7 @@ class MultiViewADC(nn.Module):
             images = batch_or_images
             if view_mask is None:
                 view_mask = roles != ROLE_PAD
-        feats = self.encode_views(images, view_mask)
+        feats = self.encode_views(images, view_mask, roles, indices)
         return self.forward_features(feats, roles, indices, view_mask)
 
     def forward_features(
@@ -234,12 +272,11 @@ class MultiViewADC(nn.Module):
         feats = feats.float()
         bsz, nv = roles.shape
         roles = torch.where(view_mask, roles, torch.full_like(roles, ROLE_PAD))
-        p = self.proj(feats.reshape(bsz * nv, *feats.shape[2:])).reshape(bsz, nv, self.dim, *feats.shape[3:])
-        ref = reference_slots(roles, indices)  # (B, V)
-        has_ref = ref >= 0
-        gathered = torch.gather(p, 1, ref.clamp_min(0)[:, :, None, None, None].expand_as(p))
-        diff = torch.where(has_ref[:, :, None, None, None], p - gathered,
-                           self.no_reference.unsqueeze(0).expand_as(p))
+        flat = feats.reshape(bsz * nv, *feats.shape[2:])
+        p = self.proj(flat[:, :self.view_channels]).reshape(bsz, nv, self.dim, *feats.shape[3:])
+        dp = self.proj_diff(flat[:, self.view_channels:]).reshape(bsz, nv, self.dim, *feats.shape[3:])
+        has_ref = reference_slots(roles, indices) >= 0  # (B, V): a same-index reference is present
+        diff = torch.where(has_ref[:, :, None, None, None], dp, self.no_reference.unsqueeze(0).expand_as(p))
         pair_in = torch.cat([p, diff], dim=2).reshape(bsz * nv, 2 * self.dim, *p.shape[3:])
         h = self.pair(pair_in)
         pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1).reshape(bsz, nv, 2 * self.dim)
@@ -304,5 +341,23 @@ class MultiViewADC(nn.Module):
         return [p for n, p in self.named_parameters() if not n.startswith("backbone.")]
 
     def backbone_stages(self) -> list[nn.Module]:
-        """The backbone's child modules in order (for unfreezing the last ones)."""
-        return [m for m in self.backbone.children() if any(True for _ in m.parameters())]
+        """The backbone's blocks in forward order, for unfreezing the last ones.
+
+        Descends through single containers (``features``, ``stages``) and takes the longest list
+        of parameterised children (e.g. MobileNetV2's 14 ``features`` blocks, EfficientNet's
+        ``_blocks``).
+        """
+        best: list[nn.Module] = []
+
+        def visit(m: nn.Module, depth: int) -> None:
+            nonlocal best
+            kids = [c for c in m.children() if any(True for _ in c.parameters())]
+            if len(kids) > len(best):
+                best = kids
+            if depth < 2:
+                for c in kids:
+                    if len(list(c.children())) > 1:
+                        visit(c, depth + 1)
+
+        visit(self.backbone, 0)
+        return best

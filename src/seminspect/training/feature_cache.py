@@ -199,7 +199,8 @@ def compute_features(
             batch = collate(samples, taxonomy)
             images = resize_batch(batch.images, resize)
             for k, op in enumerate(ops):
-                chunks[k].append(model.encode_views(dihedral(images, op), batch.view_mask).to(torch.float16))
+                chunks[k].append(model.encode_views(dihedral(images, op), batch.view_mask, batch.roles,
+                                                     batch.indices).to(torch.float16))
             vmax = max(vmax, batch.roles.shape[1])
             roles.append(batch.roles)
             indices.append(batch.indices)

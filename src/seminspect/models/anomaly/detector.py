@@ -60,6 +60,7 @@ class AnomalyConfig(BaseModel):
     image_size: int | None = Field(None, description="resize (square) to this size after cropping")
     registration: Literal["phase", "ecc", "off"] = "phase"
     max_shift: float | None = None
+    match_intensity: bool = Field(False, description="give the reference the target's mean and std (gain drift)")
     # PatchCore
     layers: list[int] = Field(default_factory=lambda: [0, 1], description="indices into the backbone outputs")
     pool: int = 3
@@ -247,6 +248,8 @@ class AnomalyDetector:
                     r = register_pair(t, ref.image, method=cfg.registration, max_shift=cfg.max_shift).warped
                 else:
                     r = to_float(ref.image)
+                if cfg.match_intensity:  # detector gain / brightness drift between the dies is not a defect
+                    r = ((r - r.mean()) / (r.std() + 1e-6) * t.std() + t.mean()).astype(np.float32)
             if r is None and self.needs_reference:
                 raise AnomalyConfigError(
                     f"sample {sample.sample_id!r}: target view {tgt.index} has no reference view of the same "

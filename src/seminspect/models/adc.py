@@ -168,13 +168,12 @@ class MultiViewADC(nn.Module):
         d = self.dim
         # A per-scale-agnostic linear projection; difference after projection equals projection
         # of the difference (linear), so projecting each view once is enough.
-        self.proj = nn.Conv2d(self.view_channels, d, 1)
-        self.proj_diff = nn.Conv2d(self.diff_channels, d, 1)
-        self.no_reference = nn.Parameter(torch.zeros(1, d, 1, 1))
-        self.pair = nn.Sequential(
-            nn.Conv2d(2 * d, d, 3, padding=1), nn.GroupNorm(8 if d % 8 == 0 else 1, d), nn.GELU(),
-            nn.Conv2d(d, d, 1),
-        )
+        # Per-cell linear layers on channels-last grids: on 4x4-8x8 grids with large batches a
+        # matmul is ~10x faster than a (mkldnn) convolution on CPU.
+        self.proj = nn.Linear(self.view_channels, d)
+        self.proj_diff = nn.Linear(self.diff_channels, d)
+        self.no_reference = nn.Parameter(torch.zeros(d))
+        self.pair = nn.Sequential(nn.Linear(2 * d, d), nn.LayerNorm(d), nn.GELU(), nn.Linear(d, d))
         self.angle_out = nn.Sequential(nn.Linear(2 * d, d), nn.GELU())
         self.index_embed = nn.Embedding(MAX_INDEX, d)
         if fusion == "attention":
@@ -272,21 +271,20 @@ class MultiViewADC(nn.Module):
         feats = feats.float()
         bsz, nv = roles.shape
         roles = torch.where(view_mask, roles, torch.full_like(roles, ROLE_PAD))
-        flat = feats.reshape(bsz * nv, *feats.shape[2:])
-        p = self.proj(flat[:, :self.view_channels]).reshape(bsz, nv, self.dim, *feats.shape[3:])
-        dp = self.proj_diff(flat[:, self.view_channels:]).reshape(bsz, nv, self.dim, *feats.shape[3:])
+        cl = feats.permute(0, 1, 3, 4, 2)  # (B, V, g, g, C) channels last
+        p = self.proj(cl[..., :self.view_channels])  # (B, V, g, g, D)
+        dp = self.proj_diff(cl[..., self.view_channels:])
         has_ref = reference_slots(roles, indices) >= 0  # (B, V): a same-index reference is present
-        diff = torch.where(has_ref[:, :, None, None, None], dp, self.no_reference.unsqueeze(0).expand_as(p))
-        pair_in = torch.cat([p, diff], dim=2).reshape(bsz * nv, 2 * self.dim, *p.shape[3:])
-        h = self.pair(pair_in)
-        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1).reshape(bsz, nv, 2 * self.dim)
+        diff = torch.where(has_ref[:, :, None, None, None], dp, self.no_reference.expand_as(dp))
+        h = self.pair(torch.cat([p, diff], dim=-1))  # (B, V, g, g, D)
+        pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=-1)  # (B, V, 2D)
         idx = indices.clamp(0, MAX_INDEX - 1)
         tokens = self.angle_out(pooled) + self.index_embed(idx)  # (B, V, D)
         is_target = (roles == ROLE_TARGET) & view_mask
         angles = self._fuse(tokens, is_target)
 
         is_zoom = (roles == ROLE_ZOOM) & view_mask
-        zp = torch.cat([p.mean((3, 4)), p.amax((3, 4))], dim=2)  # zooms: own pooled stream
+        zp = torch.cat([p.mean((2, 3)), p.amax((2, 3))], dim=-1)  # zooms: own pooled stream
         ztok = self.zoom_out(zp)
         has_zoom = is_zoom.any(1, keepdim=True)
         zoom = torch.where(has_zoom, _masked_mean(ztok, is_zoom), self.no_zoom.expand(bsz, -1))

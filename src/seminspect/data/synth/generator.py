@@ -266,11 +266,13 @@ def _work(job: tuple[dict[str, Any], str, str | None, int, str, str]) -> list[di
     sample.metadata["split"] = split
     rows = save_sample(sample, root, config.image_format)
     # Written last: its presence means every file of the sample is complete (resume marker).
-    atomic_write_json(root / "images" / sample_id / "rows.json", {"seed": sseed, "rows": rows})
+    atomic_write_json(root / "images" / sample_id / "rows.json",
+                      {"seed": sseed, "defect_type": defect_type, "split": split, "rows": rows})
     return rows
 
 
-def _done_rows(root: Path, sample_id: str, sseed: int) -> list[dict[str, Any]] | None:
+def _done_rows(root: Path, sample_id: str, sseed: int, defect_type: str | None,
+               split: str) -> list[dict[str, Any]] | None:
     marker = root / "images" / sample_id / "rows.json"
     if not marker.is_file():
         return None
@@ -278,7 +280,7 @@ def _done_rows(root: Path, sample_id: str, sseed: int) -> list[dict[str, Any]] |
         data = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    if data.get("seed") != sseed:
+    if (data.get("seed"), data.get("defect_type"), data.get("split")) != (sseed, defect_type, split):
         return None
     return list(data["rows"])
 
@@ -322,7 +324,7 @@ def generate_dataset(out_dir: str | Path, n_samples: int, config: FabConfig | No
     jobs = []
     cfg = config.model_dump()
     for sid, dtype, sseed, split in plan:
-        done = _done_rows(root, sid, sseed)
+        done = _done_rows(root, sid, sseed, dtype, split)
         if done is not None:
             rows_by_id[sid] = done
         else:

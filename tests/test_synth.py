@@ -217,3 +217,18 @@ def test_show_works_with_a_target_only_dataset(tmp_path):
     assert res.exit_code == 0, res.output
     with Image.open(sheet) as im:
         assert im.size[0] > 100
+
+
+@pytest.mark.parametrize("n", [20, 60, 200, 761])
+def test_split_quotas_hold_for_defects_and_normals(n):
+    """Per-type rounding must not starve the small splits of defects (60 sites once gave test 0 defects)."""
+    from collections import Counter
+
+    from seminspect.data.synth.generator import plan_dataset
+
+    fractions = {"train": 0.6, "calib": 0.2, "test": 0.2}
+    plan = plan_dataset(n, 0.5, 0, fractions)
+    for subset in ([p for p in plan if p[1] is not None], [p for p in plan if p[1] is None], plan):
+        counts = Counter(split for *_, split in subset)
+        for split, frac in fractions.items():
+            assert abs(counts[split] - frac * len(subset)) <= 1.0, (n, split, counts)

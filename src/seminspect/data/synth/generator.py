@@ -221,22 +221,39 @@ def sample_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-def _split_counts(n: int, splits: dict[str, float]) -> dict[str, int]:
-    """Largest-remainder split of ``n`` items, at least one per split when ``n`` allows."""
+def _stratified_split_counts(group_sizes: list[int], splits: dict[str, float]) -> list[dict[str, int]]:
+    """Split counts per group (defect type), stratified, with the global quotas kept.
+
+    Rounding each group on its own always hands the remainders to the largest split, so with
+    1-2 samples per type the small splits got almost no defects. Here the rounding carries over
+    from group to group: after each group, every split is owed ``seen * fraction`` samples and
+    the group's samples go to the splits most behind. A group with at least one sample per
+    split still gets one in each.
+    """
     names = list(splits)
     w = np.array([splits[s] for s in names], float)
     w = w / w.sum()
-    raw = n * w
-    counts = np.floor(raw).astype(int)
-    for i in np.argsort(-(raw - counts))[: n - counts.sum()]:
-        counts[i] += 1
-    if n >= len(names):
-        for i in range(len(names)):
-            while counts[i] == 0:
-                j = int(np.argmax(counts))
-                counts[j] -= 1
-                counts[i] += 1
-    return dict(zip(names, counts.tolist(), strict=True))
+    assigned = np.zeros(len(names))
+    seen = 0
+    out = []
+    for size in group_sizes:
+        seen += size
+        owed = np.clip(seen * w - assigned, 0.0, None)
+        counts = np.minimum(np.floor(owed).astype(int), size)
+        while counts.sum() > size:  # clipping can over-fill: take from the least-owed split
+            i = min((i for i in range(len(names)) if counts[i] > 0), key=lambda i: owed[i] - counts[i])
+            counts[i] -= 1
+        for i in np.argsort(-(owed - counts), kind="stable")[: size - counts.sum()]:
+            counts[i] += 1
+        if size >= len(names):
+            for i in range(len(names)):
+                while counts[i] == 0:
+                    j = int(np.argmax(counts))
+                    counts[j] -= 1
+                    counts[i] += 1
+        assigned += counts
+        out.append(dict(zip(names, counts.tolist(), strict=True)))
+    return out
 
 
 def plan_dataset(n_samples: int, abnormal_fraction: float, seed: int,
@@ -249,9 +266,9 @@ def plan_dataset(n_samples: int, abnormal_fraction: float, seed: int,
     order = rng.permutation(n_samples)
     types = [types[i] for i in order]
     split_of: list[str] = [""] * n_samples
-    for t in [*DEFECT_TYPES, None]:
-        idx = [i for i, x in enumerate(types) if x == t]
-        labels = [s for s, c in _split_counts(len(idx), splits).items() for _ in range(c)]
+    groups = [[i for i, x in enumerate(types) if x == t] for t in [*DEFECT_TYPES, None]]
+    for idx, counts in zip(groups, _stratified_split_counts([len(g) for g in groups], splits), strict=True):
+        labels = [s for s, c in counts.items() for _ in range(c)]
         labels = [labels[i] for i in rng.permutation(len(labels))]
         for i, s in zip(idx, labels, strict=True):
             split_of[i] = s

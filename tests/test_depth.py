@@ -271,3 +271,16 @@ def test_samsung_loader() -> None:
     # The mean-map baseline on this split (the notes: about 9.6).
     s = score_depth(np.broadcast_to(mean_map(train.y.numpy()), val.y.shape), val.y.numpy())
     assert s.rmse == pytest.approx(10.12, abs=0.01)
+
+
+def test_init_from_starts_at_the_saved_model(tmp_path: Path) -> None:
+    train, val = _tiny_data(16, 0), _tiny_data(8, 1)
+    first = train_depth(_cfg(), tmp_path / "a", data=(train, val), verbose=False)
+    cfg = _cfg(optim={"epochs": 1, "lr": 1e-9, "warmup_steps": 0}, init_from=str(tmp_path / "a" / "best.pt"))
+    second = train_depth(cfg, tmp_path / "b", data=(train, val), verbose=False)
+    # With a negligible learning rate the fine-tuned model scores like its start (BN statistics
+    # move a little in train mode, hence the tolerance), far below an untrained net.
+    assert second.best_rmse == pytest.approx(first.best_rmse, rel=0.1)
+    with pytest.raises(DepthConfigError, match="channels/levels/width"):
+        train_depth(_cfg(model={"width": 6}, init_from=str(tmp_path / "a" / "best.pt")), tmp_path / "c",
+                    data=(train, val), verbose=False)

@@ -103,6 +103,7 @@ class DepthConfig(_Strict):
     threads: int | None = None
     checkpoint_every: int = Field(200, ge=1)  # steps between last.pt saves (also at each epoch end)
     channels_last: bool = True  # faster convolutions on CPU
+    init_from: str | None = None  # start from this best.pt (fine-tuning); its normalisation is kept
 
     @classmethod
     def load(cls, path: str | Path) -> DepthConfig:
@@ -429,7 +430,19 @@ def train_depth(cfg: DepthConfig, out_dir: str | Path, data: tuple[DepthData, De
     xt = (train.x - norm.x_mean) / norm.x_std
     yt = ((train.y - norm.y_mean) / norm.y_std)[:, None]
     mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    gen = UNet(train.channels, 1, cfg.model.levels, cfg.model.width, cfg.model.norm).to(memory_format=mem)
+    gen = UNet(train.channels, 1, cfg.model.levels, cfg.model.width, cfg.model.norm)
+    if cfg.init_from:
+        init = DepthPredictor.load(cfg.init_from)
+        g0 = init.generator
+        if (g0.in_channels, g0.levels, g0.width) != (train.channels, cfg.model.levels, cfg.model.width):
+            raise DepthConfigError(f"{cfg.init_from}: model has channels/levels/width "
+                                   f"{(g0.in_channels, g0.levels, g0.width)}, the config asks for "
+                                   f"{(train.channels, cfg.model.levels, cfg.model.width)}")
+        gen.load_state_dict(g0.state_dict())
+        norm = init.norm
+        xt = (train.x - norm.x_mean) / norm.x_std
+        yt = ((train.y - norm.y_mean) / norm.y_std)[:, None]
+    gen = gen.to(memory_format=mem)
     opt = torch.optim.AdamW(gen.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     n_batches = math.ceil(len(train) / cfg.optim.batch_size)
     total = cfg.optim.epochs * n_batches

@@ -66,8 +66,8 @@ def main(backbones: list[str]) -> None:
                     sess = onnx_session(path, threads=2)
 
                     def run_onnx_fast(x=x, sess=sess, model=model):
-                        f = model.pool_maps([torch.from_numpy(a) for a in sess(x[0].numpy())])
-                        return model.forward_features(f.reshape(1, 10, *f.shape[1:]), roles, idx, vm)
+                        f = model.features_from_maps([torch.from_numpy(a) for a in sess(x[0].numpy())], vm, roles, idx)
+                        return model.forward_features(f, roles, idx, vm)
 
                     t_onnx = time_it(run_onnx_fast, 3 if size == 460 else 10)
                     a = model(x, roles, idx, vm)["abnormal_logit"]

@@ -215,17 +215,24 @@ class MultiViewADC(nn.Module):
         """
         bsz, nv = view_mask.shape
         flat = images.reshape(bsz * nv, *images.shape[2:])
+        return self.features_from_maps(self.backbone(flat[view_mask.reshape(-1)]), view_mask, roles, indices)
+
+    def features_from_maps(self, maps: Sequence[torch.Tensor], view_mask: torch.Tensor,
+                           roles: torch.Tensor | None = None, indices: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`encode_views` after the backbone: ``maps`` hold the real views in slot order
+        (e.g. from an exported ONNX backbone)."""
+        bsz, nv = view_mask.shape
         real = view_mask.reshape(-1)
-        maps = self.backbone(flat[real])
+        dev = maps[0].device
         base = self.pool_maps(maps)
         n = base.shape[0]
         diff = base.new_zeros(n, self.diff_channels, self.grid, self.grid)
         if roles is not None and indices is not None:
             roles = torch.where(view_mask, roles, torch.full_like(roles, ROLE_PAD))
             ref = reference_slots(roles, indices).reshape(-1)
-            pos = torch.full((bsz * nv,), -1, dtype=torch.long, device=images.device)
-            pos[real] = torch.arange(n, device=images.device)
-            slots = torch.arange(bsz * nv, device=images.device)
+            pos = torch.full((bsz * nv,), -1, dtype=torch.long, device=dev)
+            pos[real] = torch.arange(n, device=dev)
+            slots = torch.arange(bsz * nv, device=dev)
             has = (ref >= 0) & real
             if bool(has.any()):
                 t_idx = pos[slots[has]]

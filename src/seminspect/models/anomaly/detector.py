@@ -331,6 +331,9 @@ class AnomalyDetector:
     def fit_threshold(self, normal_scores: np.ndarray) -> dict[str, Any]:
         """Set the decision threshold from held-out normal scores (bounded false-alarm rate)."""
         normal_scores = np.asarray(normal_scores, dtype=np.float64)
+        if not np.isfinite(normal_scores).all():
+            raise AnomalyConfigError(f"{int((~np.isfinite(normal_scores)).sum())} held-out normal scores are NaN/inf: "
+                                     "the model produces non-finite maps (for STPM: an untrained or diverged student)")
         self.threshold = fit_normal_threshold(normal_scores, self.config.false_alarm_rate, self.config.confidence)
         self.normal_score_range = (float(np.min(normal_scores)), float(np.max(normal_scores)))
         return self.threshold
@@ -401,6 +404,9 @@ class AnomalyDetector:
             for s in track(steps, f"stpm epoch {epoch + 1}/{cfg.epochs}"):
                 idx = order[s:s + cfg.batch_size]
                 loss = model.loss(targets[idx], None if refs is None else refs[idx])
+                if not torch.isfinite(loss):
+                    raise AnomalyConfigError(f"STPM training diverged (non-finite loss) in epoch {epoch + 1}; "
+                                             "lower lr or use loss: huber")
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

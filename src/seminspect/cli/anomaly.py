@@ -16,17 +16,11 @@ def _load_config(path: Path | None, overrides: list[str]) -> dict:
     import yaml
 
     from seminspect.models.anomaly.features import AnomalyConfigError
+    from seminspect.utils.io import read_yaml_mapping
 
     cfg: dict = {}
     if path is not None:
-        if not path.is_file():
-            raise AnomalyConfigError(f"{path}: config file not found")
-        try:
-            cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise AnomalyConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(cfg, dict):
-            raise AnomalyConfigError(f"{path}: expected a mapping of settings")
+        cfg = read_yaml_mapping(path, AnomalyConfigError)
     for item in overrides:
         if "=" not in item:
             raise AnomalyConfigError(f"--set {item!r}: use key=value")

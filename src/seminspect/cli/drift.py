@@ -50,12 +50,11 @@ def drift_matrix(
     out: Path = typer.Option(..., "--out", "-o", help="Markdown report (a .json is written beside it)."),
 ) -> None:
     """Cross-group transfer matrix: fit an anomaly model per group, test on each, SWD beside it."""
-    import yaml
-
     from seminspect.drift import transfer_markdown, transfer_matrix
-    from seminspect.utils.io import atomic_write_json, atomic_write_text
+    from seminspect.models.anomaly.features import AnomalyConfigError
+    from seminspect.utils.io import atomic_write_json, atomic_write_text, read_yaml_mapping
 
-    cfg = yaml.safe_load(config.read_text(encoding="utf-8")) if config else {}
+    cfg = read_yaml_mapping(config, AnomalyConfigError) if config else {}
     m = transfer_matrix(data, group_by=group_by, config=cfg, n_permutations=n_permutations)
     md = transfer_markdown(m)
     atomic_write_text(out, md)

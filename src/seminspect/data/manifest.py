@@ -39,7 +39,7 @@ import yaml
 from seminspect.data.imageio import write_image
 from seminspect.data.sample import Sample
 from seminspect.errors import SeminspectError
-from seminspect.utils.io import atomic_path, atomic_write_text
+from seminspect.utils.io import atomic_path, atomic_write_text, read_yaml_mapping
 
 REQUIRED_COLUMNS = ("sample_id", "role", "index", "path")
 SAMPLE_COLUMNS = ("label", "defect_type", "depth")
@@ -66,12 +66,7 @@ class DatasetInfo:
         path = root / "dataset.yaml"
         if not path.is_file():
             return cls()
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ManifestError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise ManifestError(f"{path}: expected a mapping")
+        data = read_yaml_mapping(path, ManifestError, what="dataset.yaml")
         known = {k: data.pop(k) for k in ("taxonomy", "description", "depth_units") if k in data}
         return cls(**{k: str(v) for k, v in known.items()}, extra=data)
 

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from seminspect.errors import SeminspectError
+from seminspect.utils.io import read_yaml_mapping
 
 
 class TaxonomyError(SeminspectError, ValueError):
@@ -71,15 +72,7 @@ class Taxonomy:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Taxonomy:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise TaxonomyError(f"{path}: taxonomy file not found") from None
-        except yaml.YAMLError as exc:
-            raise TaxonomyError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise TaxonomyError(f"{path}: expected a mapping at the top level")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_yaml_mapping(path, TaxonomyError, what="taxonomy"), source=str(path))
 
     @classmethod
     def builtin(cls, name: str = "sem_default") -> Taxonomy:

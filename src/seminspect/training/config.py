@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seminspect.errors import SeminspectError
+from seminspect.utils.io import read_yaml_mapping
 
 
 class ConfigError(SeminspectError):
@@ -114,14 +115,7 @@ class ADCConfig(_Strict):
     @classmethod
     def from_yaml(cls, path: str | Path) -> ADCConfig:
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = read_yaml_mapping(path, ConfigError)
         try:
             cfg = cls.model_validate(data)
         except ValidationError as exc:

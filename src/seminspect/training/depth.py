@@ -29,12 +29,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seminspect.errors import SeminspectError
 from seminspect.models.depth import PatchGAN, UNet
-from seminspect.utils.io import atomic_path, atomic_write_json
+from seminspect.utils.io import atomic_path, atomic_write_json, read_yaml_mapping
 from seminspect.utils.progress import make_progress
 
 MODEL_KIND = "seminspect.depth.unet/1"
@@ -108,13 +107,9 @@ class DepthConfig(_Strict):
     @classmethod
     def load(cls, path: str | Path) -> DepthConfig:
         path = Path(path)
-        if not path.is_file():
-            raise DepthConfigError(f"{path}: config file not found")
+        data = read_yaml_mapping(path, DepthConfigError)
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             return cls.model_validate(data)
-        except yaml.YAMLError as exc:
-            raise DepthConfigError(f"{path}: not valid YAML ({exc})") from None
         except ValidationError as exc:
             msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise DepthConfigError(f"{path}: invalid depth config: {msgs}") from None

@@ -51,3 +51,25 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_yaml_mapping(path: str | Path, error: type[Exception], what: str = "config") -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping; an empty file gives ``{}``.
+
+    A missing file, invalid YAML (or text) and a non-mapping top level raise ``error`` with a
+    one-line message naming the file, e.g. ``runs/x.yaml: config file not found``.
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: {what} file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid YAML ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data

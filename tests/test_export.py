@@ -116,3 +116,64 @@ def test_runner_errors(tmp_path):
 def test_forced_dynamo_without_onnxscript_is_a_clear_error(tmp_path):
     with pytest.raises(ExportError, match="dynamo exporter"):
         export_onnx(nn.Conv2d(1, 2, 3), torch.rand(1, 1, 8, 8), tmp_path / "c.onnx", dynamo=True)
+
+
+def test_export_restores_each_submodule_mode(tmp_path):
+    """Exporting a fresh (training-mode) wrapper must not flip the wrapped eval model into training
+    mode: BatchNorm would then use batch statistics and drift, and Torch would disagree with ONNX."""
+    from torch import nn
+
+    from seminspect.export import export_onnx
+
+    inner = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Dropout(0.5)).eval()
+
+    class Wrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)
+
+    wrapper = Wrapper()
+    assert wrapper.training and not inner.training
+    export_onnx(wrapper, torch.rand(2, 1, 16, 16), tmp_path / "w.onnx", input_names=("x",), output_names=("y",),
+                dynamo=False)
+    assert wrapper.training, "the wrapper's own mode is restored"
+    assert not any(m.training for m in inner.modules()), "the wrapped model stays in eval mode"
+
+
+def test_adc_logits_torch_vs_onnx_backbone(tmp_path):
+    """End to end: the ADC model on an exported ONNX backbone gives the Torch logits."""
+    from torch import nn
+
+    from seminspect.data.taxonomy import Taxonomy
+    from seminspect.export import export_onnx, onnx_session
+    from seminspect.models.adc import MultiViewADC
+
+    torch.manual_seed(0)
+    model = MultiViewADC("simple_cnn", pretrained=False, taxonomy=Taxonomy.builtin(), grid=2, dim=16).eval()
+    roles = torch.tensor([[0, 0, 1, 1]])
+    idx = torch.tensor([[0, 1, 0, 1]])
+    vm = torch.ones(1, 4, dtype=torch.bool)
+    x = torch.rand(1, 4, 1, 48, 48)
+
+    class Encoder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = model.backbone
+
+        def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+            return self.backbone(images)
+
+    names = tuple(f"map{i}" for i in range(len(model.backbone.feature_info)))
+    path = export_onnx(Encoder(), torch.rand(4, 1, 48, 48), tmp_path / "enc.onnx", input_names=("image",),
+                       output_names=names, dynamo=False)
+    sess = onnx_session(path, threads=1)
+    with torch.no_grad():
+        ref = model(x, roles, idx, vm)["abnormal_logit"]
+        feats = model.features_from_maps([torch.from_numpy(a) for a in sess(x[0].numpy())], vm, roles, idx)
+        got = model.forward_features(feats, roles, idx, vm)["abnormal_logit"]
+        again = model(x, roles, idx, vm)["abnormal_logit"]
+    assert torch.equal(ref, again)
+    assert float((ref - got).abs().max()) < 1e-4

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,23 @@ def _dynamic_shapes(
     return tuple(shapes)
 
 
+@contextmanager
+def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
+    """Put ``module`` in eval mode and afterwards restore EVERY submodule's own flag.
+
+    ``module.train(was_training)`` would be wrong: it is recursive, so a freshly built (training)
+    wrapper around an eval-mode model would leave the model in training mode after export, with
+    BatchNorm then using batch statistics and updating its running averages on every call.
+    """
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield module
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 def export_onnx(
     module: nn.Module,
     example_inputs: torch.Tensor | Sequence[torch.Tensor],
@@ -76,10 +94,8 @@ def export_onnx(
     """
     path = Path(path)
     args = _to_tuple(example_inputs)
-    was_training = module.training
-    module.eval()
     errors: list[str] = []
-    try:
+    with eval_mode(module):
         for use_dynamo in ([True, False] if dynamo is None else [dynamo]):
             try:
                 with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
@@ -113,8 +129,6 @@ def export_onnx(
             except Exception as exc:  # noqa: BLE001 - try the other exporter, report both if both fail
                 errors.append(f"{'dynamo' if use_dynamo else 'torchscript'} exporter: {type(exc).__name__}: {exc}")
                 log.info("ONNX export attempt failed: %s", errors[-1])
-    finally:
-        module.train(was_training)
     raise ExportError(f"{path}: ONNX export failed; " + " | ".join(e[:500] for e in errors))
 
 
@@ -198,13 +212,8 @@ def compare_outputs(
     """Run both on ``inputs`` (torch in eval mode, no grad) and measure the differences."""
     runner = onnx_module if isinstance(onnx_module, OnnxModule) else OnnxModule(onnx_module)
     args = _to_tuple(inputs)
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            ref = [t.float().numpy() for t in _flatten(module(*args))]
-    finally:
-        module.train(was_training)
+    with eval_mode(module), torch.no_grad():
+        ref = [t.float().numpy() for t in _flatten(module(*args))]
     got = runner(*args)
     if len(ref) != len(got) or any(a.shape != b.shape for a, b in zip(ref, got, strict=False)):
         return ParityReport(max_abs_diff=[float("inf")], shapes_match=False)

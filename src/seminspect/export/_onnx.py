@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from torch import nn
 
 from seminspect.errors import SeminspectError
 from seminspect.utils.io import atomic_path
+from seminspect.utils.modules import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +50,6 @@ def _dynamic_shapes(
         names = axes if isinstance(axes, Mapping) else {a: f"{input_names[i]}_dim{a}" for a in axes}
         shapes.append({int(a): torch.export.Dim(str(n), min=1) for a, n in names.items()})
     return tuple(shapes)
-
-
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[nn.Module]:
-    """Put ``module`` in eval mode and afterwards restore EVERY submodule's own flag.
-
-    ``module.train(was_training)`` would be wrong: it is recursive, so a freshly built (training)
-    wrapper around an eval-mode model would leave the model in training mode after export, with
-    BatchNorm then using batch statistics and updating its running averages on every call.
-    """
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield module
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def export_onnx(

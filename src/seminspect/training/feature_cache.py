@@ -25,6 +25,7 @@ from seminspect.data.batch import Batch, collate
 from seminspect.data.sample import Role, Sample, View
 from seminspect.data.taxonomy import Taxonomy
 from seminspect.utils.io import atomic_path, atomic_write_json
+from seminspect.utils.modules import eval_mode
 from seminspect.utils.progress import make_progress
 
 
@@ -184,13 +185,11 @@ def compute_features(
     description: str = "encoding views",
 ) -> FeatureSet:
     """Encode every real view of every sample once per dihedral op (backbone in eval mode)."""
-    was_training = model.training
-    model.eval()
     n = len(dataset)
     chunks: list[list[torch.Tensor]] = [[] for _ in ops]
     roles, indices, masks, ab, ti, ids = [], [], [], [], [], []
     vmax = 0
-    with make_progress() as progress:
+    with eval_mode(model), make_progress() as progress:
         task = progress.add_task(description, total=n)
         for start in range(0, n, batch_size):
             samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
@@ -209,7 +208,6 @@ def compute_features(
             ti.append(batch.type_index)
             ids.extend(batch.sample_ids)
             progress.advance(task, len(samples))
-    model.train(was_training)
 
     def pad(t: torch.Tensor, value: float) -> torch.Tensor:
         extra = vmax - t.shape[1]

@@ -66,12 +66,21 @@ class Batch:
 
     def reference_slot(self) -> torch.Tensor:
         """``(B, V)`` int64: for each target slot, the slot of the reference with the same index, else -1."""
-        is_t = self.roles == Role.TARGET.code
-        is_r = self.roles == Role.REFERENCE.code
-        same = (self.indices[:, :, None] == self.indices[:, None, :]) & is_t[:, :, None] & is_r[:, None, :]
-        has = same.any(-1)
-        slot = same.float().argmax(-1)
-        return torch.where(has, slot, torch.full_like(slot, -1))
+        return reference_slots(self.roles, self.indices)
+
+
+def reference_slots(roles: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """``(B, V)`` int64: for each target slot the slot of the same-index reference view, else -1.
+
+    ``roles`` holds role codes (:data:`~seminspect.data.sample.ROLE_CODES`, -1 padding) and
+    ``indices`` detector indices, both ``(B, V)``. The one pairing rule of target and reference.
+    """
+    is_t = roles == Role.TARGET.code
+    is_r = roles == Role.REFERENCE.code
+    same = (indices[:, :, None] == indices[:, None, :]) & is_t[:, :, None] & is_r[:, None, :]
+    has = same.any(-1)
+    slot = same.float().argmax(-1)
+    return torch.where(has, slot, torch.full_like(slot, -1))
 
 
 def collate(samples: Sequence[Sample], taxonomy: Taxonomy | None = None) -> Batch:

@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seminspect.data.batch import reference_slots
+from seminspect.data.sample import PAD_ROLE, Role
 from seminspect.data.taxonomy import Taxonomy
 
-ROLE_TARGET, ROLE_REFERENCE, ROLE_ZOOM, ROLE_PAD = 0, 1, 2, -1
+ROLE_TARGET, ROLE_REFERENCE, ROLE_ZOOM, ROLE_PAD = Role.TARGET.code, Role.REFERENCE.code, Role.ZOOM.code, PAD_ROLE
 FUSIONS = ("mean", "attention", "gru")
 MAX_INDEX = 16  # detector / angle indices are clamped into an embedding of this size
 
@@ -78,19 +80,6 @@ def build_backbone(
 
     return create_backbone(name, pretrained=pretrained, in_chans=1, out_indices=tuple(out_indices),
                            weights_path=weights_path)
-
-
-def reference_slots(roles: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """``(B, V)`` int64: for each target slot the slot of the same-index reference, else -1.
-
-    Same rule as :meth:`seminspect.data.batch.Batch.reference_slot`, on raw tensors.
-    """
-    is_t = roles == ROLE_TARGET
-    is_r = roles == ROLE_REFERENCE
-    same = (indices[:, :, None] == indices[:, None, :]) & is_t[:, :, None] & is_r[:, None, :]
-    has = same.any(-1)
-    slot = same.float().argmax(-1)
-    return torch.where(has, slot, torch.full_like(slot, -1))
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

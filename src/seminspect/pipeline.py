@@ -72,7 +72,7 @@ def run_demo(out: str | Path = "runs/demo", n_samples: int = 760, image_size: in
     from seminspect.data.dataset import SampleDataset
 
     ds = SampleDataset(dataset)
-    # One normal sample and one sample per defect type, as far as the test split has them.
+    # One normal sample and the first sample of each defect type, from the whole dataset.
     shown: dict[str, int] = {}
     for i, (t, a) in enumerate(zip(ds.defect_types, ds.is_abnormal, strict=True)):
         key = t if a == 1 else "normal"
@@ -99,6 +99,6 @@ def run_demo(out: str | Path = "runs/demo", n_samples: int = 760, image_size: in
 
 
 def _headline(test: dict[str, Any]) -> dict[str, Any]:
-    keys = ("n", "auroc", "average_precision", "recall_at_precision", "precision_at_threshold",
-            "precision_lower_bound", "type_macro_f1", "type_accuracy", "level_accuracy", "triage")
+    keys = ("n", "auroc", "average_precision", "recall_at_precision", "type_macro_f1", "type_accuracy",
+            "level_accuracy", "triage")
     return {k: test[k] for k in keys if k in test}

@@ -76,3 +76,15 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_json(tmp_path / "y.json", {"a": object()})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_atomic_writes_are_not_private(tmp_path, monkeypatch):
+    """mkstemp files are 0600; results in a shared folder must follow the umask like open() does."""
+    import seminspect.utils.io as io
+
+    monkeypatch.setattr(io, "_UMASK", 0o022)
+    atomic_write_json(tmp_path / "shared.json", {"a": 1})
+    assert (tmp_path / "shared.json").stat().st_mode & 0o777 == 0o644
+    monkeypatch.setattr(io, "_UMASK", 0o077)
+    atomic_write_json(tmp_path / "private.json", {"a": 1})
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600

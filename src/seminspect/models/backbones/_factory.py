@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ._builder import load_state_dict_file
+from ._builder import build_backbone, load_state_dict_file
 from ._registry import _lookup, create_full_model, locate_weights
 
 
@@ -34,8 +34,16 @@ def create_backbone(
         inside) and returns a list of ``(N, C_i, ceil(H / r_i), ceil(W / r_i))`` maps, one per out index;
         ``.feature_info`` holds ``{"num_chs": C_i, "reduction": r_i}`` for each.
     """
-    cfg, fn = _lookup(name)
-    return fn(cfg, pretrained=pretrained, in_chans=in_chans, out_indices=out_indices, weights_path=weights_path)
+    cfg, features = _lookup(name)
+    return build_backbone(
+        cfg,
+        full_model_fn=lambda: create_full_model(name),
+        features_fn=lambda full, chans, idx: features(full, cfg, chans, idx),
+        pretrained=pretrained,
+        in_chans=in_chans,
+        out_indices=out_indices,
+        weights_path=weights_path,
+    )
 
 
 def create_pretrained_full_model(name: str) -> nn.Module:

@@ -73,29 +73,23 @@ class BackboneCfg:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# name -> (cfg, constructor). The constructor takes (cfg, pretrained, in_chans, out_indices, weights_path).
+# name -> (cfg, features class). The class is called as features(full_model, cfg, in_chans, out_indices).
 _REGISTRY: dict[str, tuple[BackboneCfg, Callable[..., Any]]] = {}
 # name -> builder of the full RGB architecture (random init): its state dict names the keys a weights file needs.
 _FULL_MODELS: dict[str, Callable[[], Any]] = {}
 
 
-def register_backbone(
-    cfg: BackboneCfg, full_model: Callable[[], Any] | None = None
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register ``fn(cfg, pretrained, in_chans, out_indices, weights_path) -> nn.Module``.
+def register_backbone(cfg: BackboneCfg, full_model: Callable[[], Any], features: Callable[..., Any]) -> None:
+    """Register a backbone family member: data (``cfg``) plus two builders.
 
-    ``full_model()`` builds the whole network the weights files describe (RGB stem, classifier).
+    ``full_model()`` builds the whole network the weights files describe (RGB stem, classifier);
+    ``features(full, cfg, in_chans, out_indices)`` cuts a loaded full network down to the feature
+    extractor. `create_backbone` runs the one common recipe (``_builder.build_backbone``) on them.
     """
-
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if cfg.name in _REGISTRY:
-            raise BackboneError(f"backbone {cfg.name!r} registered twice")
-        _REGISTRY[cfg.name] = (cfg, fn)
-        if full_model is not None:
-            _FULL_MODELS[cfg.name] = full_model
-        return fn
-
-    return deco
+    if cfg.name in _REGISTRY:
+        raise BackboneError(f"backbone {cfg.name!r} registered twice")
+    _REGISTRY[cfg.name] = (cfg, features)
+    _FULL_MODELS[cfg.name] = full_model
 
 
 def create_full_model(name: str) -> Any:

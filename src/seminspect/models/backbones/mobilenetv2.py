@@ -8,12 +8,11 @@ so no torchvision is needed. `MobileNetV2Features` keeps ``features.0 .. feature
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from ._builder import FeatureBackbone, build_backbone
+from ._builder import FeatureBackbone
 from ._registry import BackboneCfg, WeightsCfg, register_backbone
 
 # (expand ratio t, output channels c, repeats n, first stride s), torchvision's table for width 1.0.
@@ -133,20 +132,4 @@ _CFG = BackboneCfg(
 )
 
 
-@register_backbone(_CFG, full_model=MobileNetV2)
-def mobilenetv2(
-    cfg: BackboneCfg,
-    pretrained: bool = True,
-    in_chans: int = 1,
-    out_indices: Sequence[int] = (1, 2, 3),
-    weights_path: str | Path | None = None,
-) -> MobileNetV2Features:
-    return build_backbone(
-        cfg,
-        full_model_fn=MobileNetV2,
-        features_fn=lambda full, c, idx: MobileNetV2Features(full, cfg, c, idx),
-        pretrained=pretrained,
-        in_chans=in_chans,
-        out_indices=out_indices,
-        weights_path=weights_path,
-    )
+register_backbone(_CFG, full_model=MobileNetV2, features=MobileNetV2Features)

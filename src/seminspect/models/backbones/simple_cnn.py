@@ -7,12 +7,11 @@ about 1.2 M parameters. It has no pretrained weights: ``pretrained=True`` raises
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from ._builder import FeatureBackbone, build_backbone
+from ._builder import FeatureBackbone
 from ._registry import BackboneCfg, register_backbone
 
 _CHANNELS = (16, 32, 64, 128, 256)
@@ -72,20 +71,4 @@ _CFG = BackboneCfg(
 )
 
 
-@register_backbone(_CFG, full_model=SimpleCNN)
-def simple_cnn(
-    cfg: BackboneCfg,
-    pretrained: bool = True,
-    in_chans: int = 1,
-    out_indices: Sequence[int] = (1, 2, 3),
-    weights_path: str | Path | None = None,
-) -> SimpleCNNFeatures:
-    return build_backbone(
-        cfg,
-        full_model_fn=SimpleCNN,
-        features_fn=lambda full, c, idx: SimpleCNNFeatures(full, cfg, c, idx),
-        pretrained=pretrained,
-        in_chans=in_chans,
-        out_indices=out_indices,
-        weights_path=weights_path,
-    )
+register_backbone(_CFG, full_model=SimpleCNN, features=SimpleCNNFeatures)

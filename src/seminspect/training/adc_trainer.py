@@ -662,31 +662,22 @@ def _write_report(path: Path, m: dict[str, Any], pred: dict[str, np.ndarray], fs
     rep.add_table([{"metric": r[0], "value": r[1]} for r in rows])
     y = fs.is_abnormal.numpy()
     lab = y >= 0
-    if len(np.unique(y[lab])) == 2:
-        from sklearn.metrics import precision_recall_curve, roc_curve
+    from seminspect.evaluation.displays import ConfusionMatrixDisplay, PRCurveDisplay, ROCCurveDisplay
 
+    if len(np.unique(y[lab])) == 2:
+        thr = m.get("recall_at_precision", {}).get("threshold")
+        point = thr if thr is not None and np.isfinite(thr) else None
         fig, ax = plt.subplots(1, 2, figsize=(9, 4))
-        p, r, _ = precision_recall_curve(y[lab], pred["abnormal"][lab])
-        ax[0].plot(r, p)
-        ax[0].set_xlabel("recall")
-        ax[0].set_ylabel("precision")
-        ax[0].set_title("PR curve")
-        fpr, tpr, _ = roc_curve(y[lab], pred["abnormal"][lab])
-        ax[1].plot(fpr, tpr)
-        ax[1].set_xlabel("false positive rate")
-        ax[1].set_ylabel("true positive rate")
-        ax[1].set_title("ROC curve")
+        PRCurveDisplay.from_predictions(y[lab], pred["abnormal"][lab], operating_point=point,
+                                        target_precision=cfg.triage.target_precision).plot(ax[0])
+        ROCCurveDisplay.from_predictions(y[lab], pred["abnormal"][lab], operating_point=point).plot(ax[1])
+        fig.tight_layout()
         rep.add_figure(fig)
         plt.close(fig)
     if "confusion" in m:
-        cm = np.array(m["confusion"])
         fig, ax = plt.subplots(figsize=(7, 6))
-        ax.imshow(cm, cmap="Blues")
-        ax.set_xticks(range(len(taxonomy.leaves)), taxonomy.leaves, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(taxonomy.leaves)), taxonomy.leaves, fontsize=6)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        ax.set_title("type confusion (defect samples)")
+        ConfusionMatrixDisplay(np.array(m["confusion"], dtype=np.int64), list(taxonomy.leaves)).plot(ax)
+        ax.set_title("type confusion (defect samples), row-normalised")
         fig.tight_layout()
         rep.add_figure(fig)
         plt.close(fig)

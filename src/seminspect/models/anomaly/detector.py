@@ -395,20 +395,31 @@ class AnomalyDetector:
         if ckpt is not None and (ckpt / "checkpoint.json").is_file():
             start_epoch, losses = _load_checkpoint(ckpt, model, opt, cfg)
         n = targets.shape[0]
+        skipped = 0
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # order fixed per epoch: resumable
             order = torch.randperm(n, generator=gen)
             total, count = 0.0, 0
-            steps = range(0, n, cfg.batch_size)
-            for s in track(steps, f"stpm epoch {epoch + 1}/{cfg.epochs}"):
-                idx = order[s:s + cfg.batch_size]
-                loss = model.loss(targets[idx], None if refs is None else refs[idx])
+            for idx in track(stpm_batches(order, cfg.batch_size), f"stpm epoch {epoch + 1}/{cfg.epochs}"):
+                batch_t = targets[idx]
+                if float(batch_t.std()) < FEATURELESS_STD:
+                    # Every image of the batch is the same flat grey: train-mode BatchNorm would divide
+                    # rounding noise by sqrt(eps) at every layer (see stpm_batches). Nothing to learn.
+                    skipped += 1
+                    continue
+                loss = model.loss(batch_t, None if refs is None else refs[idx])
                 if not torch.isfinite(loss):
                     raise AnomalyConfigError(f"STPM training diverged (non-finite loss) in epoch {epoch + 1}; "
                                              "lower lr or use loss: huber")
                 opt.zero_grad()
                 loss.backward()
+                bad = [name for name, p in model.student.named_parameters()
+                       if p.grad is not None and not torch.isfinite(p.grad).all()]
+                if bad:  # refuse the step: one non-finite gradient makes every weight NaN for good
+                    raise AnomalyConfigError(
+                        f"STPM training: non-finite gradients in {len(bad)} student parameters (first: {bad[0]}) "
+                        f"in epoch {epoch + 1}; lower lr or use loss: huber")
                 opt.step()
                 total += float(loss.detach()) * len(idx)
                 count += len(idx)
@@ -417,6 +428,7 @@ class AnomalyDetector:
                 _save_checkpoint(ckpt, model, opt, cfg, epoch + 1, losses)
         model.eval()
         self.history["losses"] = losses
+        self.history["skipped_featureless_batches"] = skipped
 
     # ----- prediction -----------------------------------------------------------------------
     @torch.no_grad()
@@ -526,6 +538,29 @@ class AnomalyDetector:
         det.normal_score_range = None if rng is None else (float(rng[0]), float(rng[1]))
         det.history = meta.get("history", {})
         return det
+
+
+FEATURELESS_STD = 1e-3  # pixel std (images in [0, 1]; < 1/4 grey level of 8 bits): the batch is one flat grey
+
+
+def stpm_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Split an epoch's sample order into training batches; no batch is smaller than ``batch_size // 2``.
+
+    A short remainder joins the previous batch instead of forming its own. Why: the student's
+    BatchNorm layers normalise by the *batch* statistics. A batch of one image -- in DeepPCB often
+    a flat all-black or all-white crop of the binarised board -- has per-channel variance at
+    rounding-noise level (~1e-7), so each BatchNorm multiplies the backward gradient by about
+    ``1 / sqrt(eps) = 316``; through MobileNetV2's 17 BatchNorm layers that overflows float32 to
+    inf, Adam writes NaN into every weight, and every later score is NaN. Batches of several
+    images carry between-image variance and stay well-conditioned.
+    """
+    n = int(order.shape[0])
+    if n == 0:
+        return []
+    bounds = list(range(0, n, batch_size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < max(2, batch_size // 2):
+        del bounds[-2]  # merge the short remainder into the previous batch
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def _scores_from_maps(maps: np.ndarray, top_k: int) -> np.ndarray:

@@ -141,3 +141,25 @@ def test_finetune_updates_only_the_last_backbone_stages(dataset, tmp_path):
     assert torch.equal(before["stages.0.0.weight"], after["stages.0.0.weight"])  # frozen stage
     assert not torch.equal(before["stages.2.0.weight"], after["stages.2.0.weight"])  # fine-tuned stage
     assert not any(p.requires_grad for p in model.backbone.parameters())  # frozen again afterwards
+    # BatchNorm running statistics stay fixed while fine-tuning (small batches, frozen stages)
+    for k in ("stages.0.1.running_mean", "stages.2.1.running_var"):
+        assert torch.equal(before[k], after[k]), k
+
+
+def test_finetune_keeps_the_best_validation_epoch(dataset, tmp_path):
+    from seminspect.training.adc_trainer import _val_loss_live, finetune, make_loss
+
+    full = SampleDataset(dataset).split("train")
+    tr, va = full.subset(full.sample_ids[:16]), full.subset(full.sample_ids[16:32])
+    # a learning rate so large that fine-tuning only makes the validation loss worse
+    cfg = _cfg(dataset, tmp_path, finetune_epochs=2, finetune_stages=3, batch_size=64, backbone_lr=50.0, lr=500.0)
+    model = tiny_model()
+    prep = PrepareSample(crop=None)
+    start = _val_loss_live(model, va, cfg, TAX, prep, make_loss(cfg))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    finetune(model, tr, cfg, TAX, prep, val_ds=va)
+    end = _val_loss_live(model, va, cfg, TAX, prep, make_loss(cfg))
+    assert end <= start + 1e-6
+    if end == pytest.approx(start, abs=1e-6):  # no epoch improved: the warm-start weights are back
+        for k, v in before.items():
+            torch.testing.assert_close(model.state_dict()[k], v, msg=k)

@@ -222,10 +222,8 @@ def train_heads(
             sched.step()
             if tc.hard_mining:
                 with torch.no_grad():
-                    prob = torch.sigmoid(out["abnormal_logit"]).numpy()
-                    y = train_fs.is_abnormal[idx].numpy()
-                    err = np.abs(prob - (y == 1))
-                    hardness[idx.numpy()] = 0.5 * hardness[idx.numpy()] + 0.5 * (1 + 4 * err)
+                    update_hardness(hardness, idx.numpy(), torch.sigmoid(out["abnormal_logit"]).numpy(),
+                                    train_fs.is_abnormal[idx].numpy())
             for k, v in p.items():
                 parts[k] = parts.get(k, 0.0) + v / steps
         val = _val_loss(model, val_fs, loss_fn) if val_fs is not None and len(val_fs) else parts["loss"]
@@ -248,6 +246,22 @@ def train_heads(
     model.load_state_dict(best_state)
     hist.seconds += time.perf_counter() - t0
     return hist
+
+
+def update_hardness(hardness: np.ndarray, idx: np.ndarray, prob: np.ndarray, y: np.ndarray,
+                    momentum: float = 0.5, gain: float = 4.0) -> None:
+    """Online hard-example mining: update per-sample sampling multipliers in place.
+
+    ``hardness (N,)`` starts at 1; each time sample ``i`` is drawn its multiplier moves towards
+    ``1 + gain * |p_i - y_i|`` (``p`` the abnormal probability at that step, ``y`` 1/0) by an
+    exponential moving average, so a confidently wrong sample is drawn up to ``1 + gain`` times
+    as often as an easy one. Unlabelled samples (``y < 0``) keep their multiplier.
+    """
+    idx, prob, y = np.asarray(idx), np.asarray(prob, dtype=np.float64), np.asarray(y)
+    lab = y >= 0
+    target = 1.0 + gain * np.abs(prob - (y == 1))
+    i = idx[lab]
+    hardness[i] = momentum * hardness[i] + (1 - momentum) * target[lab]
 
 
 def _fingerprint(cfg: ADCConfig, fs: FeatureSet) -> str:
@@ -277,14 +291,22 @@ def _checkpoint_matches(path: str | Path, fingerprint: str, log: Callable[[str],
 
 # ----- fine-tuning on images (live path) ---------------------------------------------------------
 def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxonomy: Taxonomy,
-             prepare: PrepareSample, log: Callable[[str], None] | None = None) -> float:
-    """Unfreeze the last ``finetune_stages`` backbone stages and train on images; returns seconds."""
+             prepare: PrepareSample, log: Callable[[str], None] | None = None,
+             val_ds: SampleDataset | None = None) -> float:
+    """Unfreeze the last ``finetune_stages`` backbone stages and train on images; returns seconds.
+
+    Each step draws a class-balanced batch of ``batch_size // 8`` sites and applies one dihedral
+    op from ``train.finetune_augment`` (default ``train.augment``) to all views of the batch.
+    With ``val_ds``, the validation loss is measured after every epoch and the model ends with
+    the weights of the best epoch (the warm-started heads count as epoch 0).
+    """
     from seminspect.data.batch import collate
 
     tc = cfg.train
     if tc.finetune_epochs <= 0:
         return 0.0
     t0 = time.perf_counter()
+    ops = list(tc.finetune_augment if tc.finetune_augment is not None else tc.augment)
     freeze_backbone(model, tc.finetune_stages)
     bb = [p for p in model.backbone.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": model.head_parameters(), "lr": tc.lr * 0.1},
@@ -297,15 +319,26 @@ def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxon
     keys = class_keys(train_ds.is_abnormal, [taxonomy.leaf_index(t) if t else -1 for t in train_ds.defect_types])
     w = balanced_weights(keys, tc.balance_power) if tc.balanced_sampling else np.full(n, 1.0 / n)
     mem = memberships(model)
+    best_val, best_state = float("inf"), None
+    if val_ds is not None and len(val_ds):
+        best_val = _val_loss_live(model, val_ds, cfg, taxonomy, prepare, loss_fn)
+        best_state = {k: v.clone() for k, v in model.state_dict().items()}
+        if log:
+            log(f"fine-tune start: val {best_val:.4f}")
     for epoch in range(tc.finetune_epochs):
         model.train()
+        # BatchNorm statistics stay fixed (batches of ~8 views would make them noisy, and frozen
+        # stages must not drift); the trainable stages still learn their BN scale and shift.
+        model.backbone.eval()
         g = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + epoch)
         order = torch.multinomial(torch.as_tensor(w), steps * bs, replacement=True, generator=g).tolist()
+        total = 0.0
         with make_progress() as progress:
             task = progress.add_task(f"fine-tune epoch {epoch + 1}", total=steps)
             for s in range(steps):
                 batch = collate([prepare(train_ds[i]) for i in order[s * bs:(s + 1) * bs]], taxonomy)
-                op = int(torch.randint(0, 8, (1,), generator=g)) if len(tc.augment) > 1 else 0
+                # one of the configured dihedral ops, the same for every view of the batch
+                op = ops[int(torch.randint(0, len(ops), (1,), generator=g))]
                 images = dihedral(resize_batch(batch.images, cfg.image.resize), op)
                 out = model(images, batch.roles, batch.indices, batch.view_mask)
                 loss, _ = loss_fn(out, batch.is_abnormal, batch.type_index, mem)
@@ -313,11 +346,38 @@ def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxon
                 loss.backward()
                 opt.step()
                 sched.step()
+                total += float(loss) / steps
                 progress.advance(task)
+        msg = f"fine-tune epoch {epoch + 1}/{tc.finetune_epochs} loss {total:.4f}"
+        if best_state is not None:
+            val = _val_loss_live(model, val_ds, cfg, taxonomy, prepare, loss_fn)
+            msg += f" val {val:.4f}"
+            if val < best_val - 1e-5:
+                best_val, best_state = val, {k: v.clone() for k, v in model.state_dict().items()}
         if log:
-            log(f"fine-tune epoch {epoch + 1}/{tc.finetune_epochs} loss {float(loss):.4f}")
+            log(msg)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     freeze_backbone(model)
+    model.eval()
     return time.perf_counter() - t0
+
+
+@torch.no_grad()
+def _val_loss_live(model: MultiViewADC, ds: SampleDataset, cfg: ADCConfig, taxonomy: Taxonomy,
+                   prepare: PrepareSample, loss_fn: ADCLoss) -> float:
+    """Mean loss on images (identity view), model in eval mode."""
+    from seminspect.data.batch import collate
+
+    model.eval()
+    total, n, bs = 0.0, 0, cfg.train.encode_batch
+    for start in range(0, len(ds), bs):
+        batch = collate([prepare(ds[i]) for i in range(start, min(len(ds), start + bs))], taxonomy)
+        out = model(resize_batch(batch.images, cfg.image.resize), batch.roles, batch.indices, batch.view_mask)
+        loss, _ = loss_fn(out, batch.is_abnormal, batch.type_index, memberships(model))
+        total += float(loss) * len(batch.sample_ids)
+        n += len(batch.sample_ids)
+    return total / max(1, n)
 
 
 # ----- datasets and features ---------------------------------------------------------------------
@@ -453,6 +513,8 @@ class TrainResult:
     metrics: dict[str, Any]
     model: MultiViewADC
     history: History
+    # per split: the predictions of :func:`predict_features` plus ``is_abnormal`` / ``type_index`` labels
+    predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _ensure_data(cfg: ADCConfig) -> None:
@@ -505,7 +567,14 @@ def train(config: ADCConfig | str | Path, output: str | Path | None = None,
         val_fs = features_for(model, val_ds, cfg, [0], cache_dir, "encoding val views")
     encode_s = time.perf_counter() - t0
     hist = train_heads(model, train_fs, val_fs, cfg, checkpoint=out / "checkpoint.pt", log=log)
-    ft_s = finetune(model, train_ds, cfg, taxonomy, prepare_for(cfg), log=log)
+    # Fine-tuning never sees the validation sites (they choose its best epoch instead).
+    if val_ds is None:
+        held = set(val_fs.sample_ids)
+        ft_train = train_ds.subset([i for i in train_ds.sample_ids if i not in held])
+        ft_val = train_ds.subset(val_fs.sample_ids)
+    else:
+        ft_train, ft_val = train_ds, val_ds
+    ft_s = finetune(model, ft_train, cfg, taxonomy, prepare_for(cfg), log=log, val_ds=ft_val)
     type_counts = np.bincount(train_fs.type_index.numpy()[(train_fs.is_abnormal.numpy() == 1)
                                                           & (train_fs.type_index.numpy() >= 0)],
                               minlength=taxonomy.num_leaves)
@@ -525,6 +594,7 @@ def train(config: ADCConfig | str | Path, output: str | Path | None = None,
                                "encode_seconds": encode_s, "train_seconds": hist.seconds, "finetune_seconds": ft_s,
                                "best_epoch": hist.best_epoch, "epochs_run": len(hist.epochs)}
     test_ds = split_or_none(ds, cfg.data.test_split)
+    preds: dict[str, dict[str, Any]] = {}
     if test_ds is not None:
         tfs = features_for(model, test_ds, cfg, cfg.train.tta, feat_cache, "encoding test views")
         tp = predict_features(model, tfs, cfg.train.tta)
@@ -532,10 +602,11 @@ def train(config: ADCConfig | str | Path, output: str | Path | None = None,
                                           thresholds if calib_ds is not None else None,
                                           cfg.triage.target_precision)
         _triage_metrics(metrics["test"], thresholds, tp, tfs)
+        preds["test"] = {**tp, "is_abnormal": tfs.is_abnormal.numpy(), "type_index": tfs.type_index.numpy()}
         _write_report(out / "report.html", metrics["test"], tp, tfs, test_ds, taxonomy, cfg, thresholds)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "history.json", hist.epochs)
-    return TrainResult(out, metrics, model, hist)
+    return TrainResult(out, metrics, model, hist, preds)
 
 
 def _triage_metrics(m: dict[str, Any], thresholds: dict[str, Any], pred: dict[str, np.ndarray],

@@ -80,6 +80,7 @@ class TrainConfig(_Strict):
     epochs: int = 30
     finetune_epochs: int = 0  # then unfreeze the last backbone stages and train live
     finetune_stages: int = 1
+    finetune_augment: list[int] | None = None  # dihedral ops drawn while fine-tuning (None = augment)
     batch_size: int = 64
     lr: float = 3e-3
     backbone_lr: float = 1e-4
@@ -88,7 +89,6 @@ class TrainConfig(_Strict):
     balanced_sampling: bool = True
     balance_power: float = 0.5
     hard_mining: bool = False  # upweight the highest-loss samples each epoch
-    ensemble: int = 1  # independent heads (different seeds) averaged
     encode_batch: int = 32
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import time
@@ -28,6 +29,7 @@ from seminspect.data.imageio import read_image
 from seminspect.data.sample import Sample, View
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics
 from seminspect.models.anomaly import AnomalyDetector
+from seminspect.utils.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "deeppcb"
 
@@ -90,6 +92,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default="none,reference", help="comma list: none,reference,difference,stpm")
     ap.add_argument("--append", action="store_true", help="append rows to an existing --out table")
+    ap.add_argument("--stpm-lr", type=float, default=1e-3)
+    ap.add_argument("--date", default="2026-11-23")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_deeppcb.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,7 +116,7 @@ def main() -> None:
         "reference": ("patchcore, template-conditioned [f_t, f_t - f_r]", dict(base, conditioning="reference")),
         "difference": ("patchcore, template-conditioned difference f_t - f_r", dict(base, conditioning="difference")),
     }
-    stpm = dict(base, model="stpm", epochs=args.stpm_epochs or 5, lr=1e-3, layer_weights=[1, 1, 1])
+    stpm = dict(base, model="stpm", epochs=args.stpm_epochs or 5, lr=args.stpm_lr, layer_weights=[1, 1, 1])
     all_runs["stpm_classic"] = (f"stpm classic ({stpm['epochs']} epochs)", dict(stpm, stpm_mode="classic"))
     all_runs["stpm_template"] = (f"stpm template-conditioned ({stpm['epochs']} epochs)",
                                  dict(stpm, stpm_mode="template"))
@@ -131,11 +135,16 @@ def main() -> None:
                      "fit_s": fit_s, "predict_img_per_s": len(test) / pred_s,
                      "threshold_far_bound": det.threshold["false_alarm_upper_bound"]})
         print(json.dumps(rows[-1]), flush=True)
+        if args.append and args.out.is_file():
+            _append_rows(args, rows[-1:], first=len(rows) == 1)
+    if args.append and args.out.is_file():
+        _append_rows(args, [], first=False, done=True)
+        return
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines = [
         "# Anomaly detection on DeepPCB (template-conditioned vs unconditioned)",
         "",
-        f"- date: 2026-11-22; machine: {platform.machine()} 2-core CPU, no GPU, torch threads {args.threads}; "
+        f"- date: {args.date}; machine: {platform.machine()} 2-core CPU, no GPU, torch threads {args.threads}; "
         "other helpers' jobs were running at the same time (load average ~10), so times are pessimistic.",
         f"- command: `nice -n 10 python benchmarks/anomaly_deeppcb.py --train-pairs {args.train_pairs} "
         f"--test-pairs {args.test_pairs} --crop {args.crop} --max-test {args.max_test} "
@@ -156,16 +165,29 @@ def main() -> None:
                      f"{r['aupro']:.4f} | {r['false_alarm_rate']:.3f} | {r['recall']:.3f} | {r['fit_s']:.0f} | "
                      f"{r['predict_img_per_s']:.1f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.append and args.out.is_file():
-        extra = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| run")]
-        note = (f"\nRows below added by: `nice -n 10 python benchmarks/anomaly_deeppcb.py --runs {args.runs} "
-                f"--append` (same data and split; peak RSS {peak:.0f} MiB)\n\n"
-                "| run | image AUROC | image AP | pixel AUROC | AUPRO | false-alarm rate @thr | recall @thr | fit s | "
-                "predict img/s |\n|---|---|---|---|---|---|---|---|---|\n")
-        args.out.write_text(args.out.read_text() + note + "\n".join(extra) + "\n")
-        return
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _append_rows(args: argparse.Namespace, rows: list[dict], first: bool, done: bool = False) -> None:
+    """Append rows to an existing table as each run finishes (a later failure keeps what was measured)."""
+    text = args.out.read_text()
+    if first:
+        text += (f"\nRows below added on {args.date} by: `nice -n 10 python benchmarks/anomaly_deeppcb.py "
+                 f"--train-pairs {args.train_pairs} --test-pairs {args.test_pairs} --crop {args.crop} "
+                 f"--max-test {args.max_test} --runs {args.runs} --stpm-epochs {args.stpm_epochs} "
+                 f"--stpm-lr {args.stpm_lr} --append` (same data and split; torch threads {args.threads}; "
+                 f"load average at start {os.getloadavg()[0]:.2f})\n\n"
+                 "| run | image AUROC | image AP | pixel AUROC | AUPRO | false-alarm rate @thr | recall @thr | "
+                 "fit s | predict img/s |\n|---|---|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        text += (f"| {r['run']} | {r['image_auroc']:.4f} | {r['image_ap']:.4f} | {r['pixel_auroc']:.4f} | "
+                 f"{r['aupro']:.4f} | {r['false_alarm_rate']:.3f} | {r['recall']:.3f} | {r['fit_s']:.0f} | "
+                 f"{r['predict_img_per_s']:.1f} |\n")
+    if done:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        text += (f"\nLoad average at end {os.getloadavg()[0]:.2f}; peak RSS of the script {peak:.0f} MiB.\n")
+    atomic_write_text(args.out, text)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """STPM training stays finite on binarised, partly flat images (the DeepPCB NaN regression).
 
-Root cause of the old divergence: an epoch's last batch held a single flat (all-black or
-all-white) crop; train-mode BatchNorm normalised its rounding-noise variance, multiplying the
+Root cause of the old divergence: an epoch's last batch held one or two flat (all-black or
+all-white) crops; train-mode BatchNorm normalised their rounding-noise variance, multiplying the
 backward gradient by ~1/sqrt(eps) per layer until it overflowed, and Adam wrote NaN into the
 student. These tests fail on that code.
 """

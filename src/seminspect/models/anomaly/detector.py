@@ -546,13 +546,14 @@ FEATURELESS_STD = 1e-3  # pixel std (images in [0, 1]; < 1/4 grey level of 8 bit
 def stpm_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
     """Split an epoch's sample order into training batches; no batch is smaller than ``batch_size // 2``.
 
-    A short remainder joins the previous batch instead of forming its own. Why: the student's
-    BatchNorm layers normalise by the *batch* statistics. A batch of one image -- in DeepPCB often
-    a flat all-black or all-white crop of the binarised board -- has per-channel variance at
-    rounding-noise level (~1e-7), so each BatchNorm multiplies the backward gradient by about
-    ``1 / sqrt(eps) = 316``; through MobileNetV2's 17 BatchNorm layers that overflows float32 to
-    inf, Adam writes NaN into every weight, and every later score is NaN. Batches of several
-    images carry between-image variance and stay well-conditioned.
+    A short remainder joins the previous batch instead of forming its own (unless the whole epoch
+    is shorter). Why: the student's BatchNorm layers normalise by the *batch* statistics. A batch
+    of one or two images -- in DeepPCB often flat all-black or all-white crops of the binarised
+    board (35 % of them) -- can be one flat grey whose per-channel variance is at rounding-noise
+    level; each BatchNorm then multiplies the backward gradient by up to ``1 / sqrt(eps) = 316``
+    (measured: 10-30x per layer), which overflows float32 to inf through MobileNetV2's dozens of
+    BatchNorm layers; Adam writes NaN into every weight and every later score is NaN. Batches of
+    several images carry between-image variance and stay well-conditioned.
     """
     n = int(order.shape[0])
     if n == 0:

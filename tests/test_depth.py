@@ -52,6 +52,31 @@ def test_unet_output_is_local_not_shifted_by_padding() -> None:
     assert torch.allclose(full[..., :40, :30], cropped[..., :40, :30], atol=1e-5)
 
 
+@pytest.mark.parametrize("global_context", [False, True])
+def test_global_context_reaches_across_the_site(global_context: bool) -> None:
+    # A 1-level U-Net sees about 15 px around a pixel: a change in the top rows cannot reach
+    # the bottom rows. With the global context vector it must (the hole-floor depth is a
+    # property of the whole site).
+    torch.manual_seed(0)
+    net = UNet(1, 1, levels=1, width=4, norm="none", global_context=global_context).eval()
+    x = torch.rand(1, 1, 40, 40)
+    x2 = x.clone()
+    x2[..., :16, :] += 5.0  # top rows; the bottom rows are > 20 px away
+    with torch.no_grad():
+        delta = (net(x2) - net(x))[..., -4:, -4:].abs().max().item()
+    assert (delta > 1e-6) is global_context
+
+
+def test_global_context_survives_save_and_load(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    p = DepthPredictor(UNet(2, 1, 1, 4, global_context=True), Normaliser(0.5, 0.2, 100.0, 30.0))
+    p.save(tmp_path / "m.pt")
+    q = DepthPredictor.load(tmp_path / "m.pt")
+    assert q.generator.global_context
+    x = torch.rand(3, 2, 12, 9)
+    np.testing.assert_allclose(q.predict(x), p.predict(x), atol=1e-6)
+
+
 def test_patchgan_patch_logits() -> None:
     d = PatchGAN(4, 1, width=8, n_layers=2)
     out = d(torch.rand(3, 4, 66, 45), torch.rand(3, 1, 66, 45))

@@ -68,6 +68,7 @@ class ModelSection(_Strict):
     levels: int = Field(2, ge=0, le=6)
     width: int = Field(32, ge=1)
     norm: Literal["batch", "instance", "group", "none"] = "batch"
+    global_context: bool = False  # site-wide context vector at the bottleneck (see UNet)
 
 
 class LossSection(_Strict):
@@ -305,7 +306,7 @@ class DepthPredictor:
         g = self.generator
         return {"kind": MODEL_KIND,
                 "model": {"in_channels": g.in_channels, "levels": g.levels, "width": g.width,
-                          "norm": self.meta.get("norm", "batch")},
+                          "norm": self.meta.get("norm", "batch"), "global_context": g.global_context},
                 "norm": vars(self.norm), "meta": self.meta,
                 "state_dict": {k: v.detach().clone() for k, v in g.state_dict().items()}}
 
@@ -339,7 +340,8 @@ class DepthPredictor:
             kind = st.get("kind") if isinstance(st, dict) else None
             raise DepthConfigError(f"{path}: not a seminspect depth model (kind {kind!r})")
         m = st["model"]
-        g = UNet(m["in_channels"], 1, m["levels"], m["width"], m["norm"])
+        g = UNet(m["in_channels"], 1, m["levels"], m["width"], m["norm"],
+                 global_context=bool(m.get("global_context", False)))
         g.load_state_dict(st["state_dict"])
         return cls(g, Normaliser(**st["norm"]), st.get("meta", {}))
 
@@ -425,14 +427,16 @@ def train_depth(cfg: DepthConfig, out_dir: str | Path, data: tuple[DepthData, De
     xt = (train.x - norm.x_mean) / norm.x_std
     yt = ((train.y - norm.y_mean) / norm.y_std)[:, None]
     mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    gen = UNet(train.channels, 1, cfg.model.levels, cfg.model.width, cfg.model.norm)
+    gen = UNet(train.channels, 1, cfg.model.levels, cfg.model.width, cfg.model.norm,
+               global_context=cfg.model.global_context)
     if cfg.init_from:
         init = DepthPredictor.load(cfg.init_from)
         g0 = init.generator
-        if (g0.in_channels, g0.levels, g0.width) != (train.channels, cfg.model.levels, cfg.model.width):
-            raise DepthConfigError(f"{cfg.init_from}: model has channels/levels/width "
-                                   f"{(g0.in_channels, g0.levels, g0.width)}, the config asks for "
-                                   f"{(train.channels, cfg.model.levels, cfg.model.width)}")
+        have = (g0.in_channels, g0.levels, g0.width, g0.global_context)
+        want = (train.channels, cfg.model.levels, cfg.model.width, cfg.model.global_context)
+        if have != want:
+            raise DepthConfigError(f"{cfg.init_from}: model has channels/levels/width/global_context "
+                                   f"{have}, the config asks for {want}")
         gen.load_state_dict(g0.state_dict())
         norm = init.norm
         xt = (train.x - norm.x_mean) / norm.x_std

@@ -54,10 +54,14 @@ class UNet(nn.Module):
         width: channels of the first block.
         norm: ``batch`` | ``instance`` | ``group`` | ``none``.
         max_width: channel cap for deep levels.
+        global_context: add a site-wide context vector to the bottleneck (global average pool ->
+            1x1 conv -> ReLU -> 1x1 conv, broadcast and added). A small U-Net sees only a local
+            window, but the depth of a hole floor is a property of the whole site: without this
+            the errors are dominated by a per-site offset of the floor.
     """
 
     def __init__(self, in_channels: int = 4, out_channels: int = 1, levels: int = 2, width: int = 32,
-                 norm: str = "batch", max_width: int = 512) -> None:
+                 norm: str = "batch", max_width: int = 512, global_context: bool = False) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1 or levels < 0 or width < 1:
             raise ValueError("UNet needs in_channels, out_channels, width >= 1 and levels >= 0")
@@ -69,6 +73,9 @@ class UNet(nn.Module):
             self.down.append(ConvBlock(prev, ch, norm))
             prev = ch
         self.bottleneck = ConvBlock(prev, chs[-1], norm)
+        self.global_context = global_context
+        self.context = nn.Sequential(nn.Conv2d(chs[-1], chs[-1], 1), nn.ReLU(inplace=True),
+                                     nn.Conv2d(chs[-1], chs[-1], 1)) if global_context else None
         self.up = nn.ModuleList()
         self.dec = nn.ModuleList()
         for i in reversed(range(levels)):
@@ -92,6 +99,8 @@ class UNet(nn.Module):
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x = self.bottleneck(x)
+        if self.context is not None:
+            x = x + self.context(x.mean(dim=(2, 3), keepdim=True))
         for up, dec in zip(self.up, self.dec, strict=True):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
         return self.head(x)[..., :h, :w]

@@ -346,7 +346,7 @@ def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxon
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss) / steps
+                total += float(loss.detach()) / steps
                 progress.advance(task)
         msg = f"fine-tune epoch {epoch + 1}/{tc.finetune_epochs} loss {total:.4f}"
         if best_state is not None:

@@ -115,11 +115,12 @@ def cross_validate(cfg: ADCConfig, taxonomy: Taxonomy, fs: FeatureSet, k: int = 
 
     Each fold trains on the other ``k - 1`` folds (minus a stratified ``val_fraction`` for early
     stopping) and is scored on its held-out fold with the identity view. Returns
-    ``{"folds": [metrics...], "mean": {key: m}, "std": {key: s}, "seconds": t}``.
+    ``{"folds": [metrics...], "mean": {key: m}, "std": {key: s}, "seconds": t, "models": [k heads],
+    "fold": (N,) fold ids}`` (the k fold models can be averaged on new data as an ensemble).
     """
     keys = class_keys(fs.is_abnormal.numpy(), fs.type_index.numpy())
     fold = stratified_kfold(keys, k, seed)
-    results, t0 = [], time.perf_counter()
+    results, models, t0 = [], [], time.perf_counter()
     for f in range(k):
         trn, hold = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         a, b = _stratified_holdout(keys[trn], val_fraction, seed + f)
@@ -129,6 +130,8 @@ def cross_validate(cfg: ADCConfig, taxonomy: Taxonomy, fs: FeatureSet, k: int = 
         held = fs.subset(hold)
         pred = predict_features(model, held, held.ops[:1])
         results.append(compute_metrics(pred, (held.is_abnormal.numpy(), held.type_index.numpy()), taxonomy))
+        models.append(model)
     mean = {m: float(np.nanmean([r.get(m, np.nan) for r in results])) for m in metric_keys}
     std = {m: float(np.nanstd([r.get(m, np.nan) for r in results])) for m in metric_keys}
-    return {"folds": results, "mean": mean, "std": std, "seconds": time.perf_counter() - t0}
+    return {"folds": results, "mean": mean, "std": std, "seconds": time.perf_counter() - t0, "models": models,
+            "fold": fold}

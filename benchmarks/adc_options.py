@@ -6,7 +6,7 @@
 Same data as benchmarks/results/adc_deeppcb.md: the config's ``max_train`` subset of the train
 split (a stratified part of it is validation), the whole test split. Frozen-backbone features are
 cached (``cache`` folder), so every head variant costs seconds to minutes; options: test-time
-augmentation (synchronised flips), flip augmentation, hard-example mining, ensembles, fusion
+augmentation (synchronised flips), hard-example mining, ensembles, fusion
 alternatives, k-fold cross-validation, and a backbone comparison (accuracy, training time, memory,
 throughput) including ``simple_cnn`` trained from scratch on images.
 The table is rewritten after every row (a killed run keeps what it measured).
@@ -42,6 +42,9 @@ from seminspect.training.options import cross_validate, fit_heads, predict_ensem
 from seminspect.training.sampler import class_keys
 
 DEST = Path(__file__).parent / "results" / "adc_options.md"
+K_FOLDS = int(os.environ.get("K_FOLDS", 3))
+# The backbone comparison encodes everything again per backbone: on a seeded subset (CPU budget).
+BB_TRAIN, BB_TEST = int(os.environ.get("BB_TRAIN", 500)), int(os.environ.get("BB_TEST", 500))
 HEADER = ("| option | AUROC | recall @ P >= 99 % [95 % CI] | recall where the 95 % lower bound of P >= 99 % | "
           "6-type macro-F1 | type accuracy | training s | note |\n|---|---|---|---|---|---|---|---|")
 
@@ -147,17 +150,13 @@ def main(config: str, cache: str) -> None:
     # 1. plain
     plain, s = fit_heads(cfg, tax, trn, val, seed=cfg.seed)
     add(row("plain model (MobileNetV2 frozen, attention fusion, identity view)", metrics(predict_features(plain, test), test, tax), s))
-    # 2. TTA and flip augmentation (the same flip applied to target and template)
+    # 2. TTA: the same horizontal flip applied to target and template, probabilities averaged
     t0 = time.perf_counter()
-    tr4 = features_for(base, train_ds, cfg, [4], cache, "encoding train, flipped")
     te4 = features_for(base, test_ds, cfg, [4], cache, "encoding test, flipped")
     enc4 = time.perf_counter() - t0
-    tr_both, test_both = merge(tr_all, tr4), merge(test, te4)
+    test_both = merge(test, te4)
     add(row("TTA: mean over identity + horizontal flip (plain heads)", metrics(predict_features(plain, test_both, [0, 4]), test_both, tax), None,
-            f"flipped views encoded in {enc4:.0f} s (train + test)"))
-    aug, s = fit_heads(cfg, tax, tr_both.subset(a), val, seed=cfg.seed)
-    add(row("flip augmentation (cached), no TTA", metrics(predict_features(aug, test_both, [0]), test_both, tax), s))
-    add(row("flip augmentation + TTA (flip)", metrics(predict_features(aug, test_both, [0, 4]), test_both, tax), s))
+            f"flipped test views encoded in {enc4:.0f} s"))
     # 3. hard-example mining
     hm, s = fit_heads(cfg, tax, trn, val, seed=cfg.seed, hard_mining=True)
     add(row("hard-example mining (sampling x up to 5 for confidently wrong sites)", metrics(predict_features(hm, test), test, tax), s))
@@ -171,9 +170,9 @@ def main(config: str, cache: str) -> None:
         fm, s = fit_heads(cfg, tax, trn, val, seed=cfg.seed, fusion=fusion)
         add(row(f"fusion = {fusion} (plain: attention)", metrics(predict_features(fm, test), test, tax), s,
                 "one target angle per site: fusion only reparametrises the head here"))
-    # 6. k-fold cross-validation (on all train patches incl. validation), and its 5 fold models as an ensemble
-    cv = cross_validate(cfg, tax, tr_all, k=5, seed=cfg.seed)
-    add(row("5-fold CV: the 5 fold models averaged on test", metrics(predict_ensemble(cv["models"], test), test, tax),
+    # 6. k-fold cross-validation (on all train patches incl. validation), and its fold models as an ensemble
+    cv = cross_validate(cfg, tax, tr_all, k=K_FOLDS, seed=cfg.seed)
+    add(row(f"{K_FOLDS}-fold CV: the {K_FOLDS} fold models averaged on test", metrics(predict_ensemble(cv["models"], test), test, tax),
             cv["seconds"], f"CV estimate on held-out folds: AUROC {cv['mean']['auroc']:.4f} +- {cv['std']['auroc']:.4f}, "
                            f"macro-F1 {cv['mean']['type_macro_f1']:.3f} +- {cv['std']['type_macro_f1']:.3f}"))
     # 7. backbones: accuracy, training time, memory, throughput
@@ -191,8 +190,19 @@ def main(config: str, cache: str) -> None:
         print(extra[-1], flush=True)
         write()
 
-    m_plain = metrics(predict_features(plain, test), test, tax)
-    bb_row("mobilenetv2", plain, m_plain, "heads only (features cached earlier)", "the plain model")
+    rng = np.random.default_rng(cfg.seed)
+    sub_tr = np.sort(rng.choice(len(tr_all), min(BB_TRAIN, len(tr_all)), replace=False))
+    sub_te = np.sort(rng.choice(len(test), min(BB_TEST, len(test)), replace=False))
+    bkeys = keys[sub_tr]
+    ba, bv = _stratified_holdout(bkeys, cfg.data.val_fraction, cfg.seed)
+    btrain_ds = train_ds.subset([tr_all.sample_ids[i] for i in sub_tr])
+    btest_ds = test_ds.subset([test.sample_ids[i] for i in sub_te])
+    extra.insert(1, f"Subset (seed {cfg.seed}): {len(sub_tr)} of the train patches ({len(ba)} train + {len(bv)} validation) "
+                    f"and {len(sub_te)} of the test patches; every backbone row uses exactly these.\n")
+    ftr, fte = tr_all.subset(sub_tr), test.subset(sub_te)
+    hb, s = fit_heads(cfg, tax, ftr.subset(ba), ftr.subset(bv), seed=cfg.seed)
+    bb_row("mobilenetv2", hb, metrics(predict_features(hb, fte), fte, tax), f"{s:.0f} heads (features from the cache)",
+           "the plain model's backbone")
     for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
         c = cfg.model_copy(deep=True)
         c.model.backbone = name
@@ -203,10 +213,10 @@ def main(config: str, cache: str) -> None:
             write()
             continue
         t0 = time.perf_counter()
-        ftr = features_for(mb, train_ds, c, [0], cache, f"encoding train ({name})")
-        fte = features_for(mb, test_ds, c, [0], cache, f"encoding test ({name})")
+        ftr = features_for(mb, btrain_ds, c, [0], cache, f"encoding train ({name})")
+        fte = features_for(mb, btest_ds, c, [0], cache, f"encoding test ({name})")
         enc = time.perf_counter() - t0
-        hb, s = fit_heads(c, tax, ftr.subset(a), ftr.subset(b), seed=c.seed)
+        hb, s = fit_heads(c, tax, ftr.subset(ba), ftr.subset(bv), seed=c.seed)
         bb_row(name, hb, metrics(predict_features(hb, fte), fte, tax), f"{s:.0f} heads (+ {enc:.0f} encoding train+test)", "")
     # simple_cnn from scratch: heads warm-up on its random-init features, then the whole network on images
     c = cfg.model_copy(deep=True)
@@ -216,15 +226,15 @@ def main(config: str, cache: str) -> None:
     sc = build_model(c, tax)
     c.train.finetune_stages = len(sc.backbone_stages())
     t0 = time.perf_counter()
-    ftr = features_for(sc, train_ds, c, [0], None, "encoding train (simple_cnn, random init)")
+    ftr = features_for(sc, btrain_ds, c, [0], None, "encoding train (simple_cnn, random init)")
     ids = ftr.sample_ids
     from seminspect.training.adc_trainer import train_heads
 
-    train_heads(sc, ftr.subset(a), ftr.subset(b), c)
-    ft_s = finetune(sc, train_ds.subset([ids[i] for i in a]), c, tax, prepare_for(c), log=print,
-                    val_ds=train_ds.subset([ids[i] for i in b]))
+    train_heads(sc, ftr.subset(ba), ftr.subset(bv), c)
+    ft_s = finetune(sc, btrain_ds.subset([ids[i] for i in ba]), c, tax, prepare_for(c), log=print,
+                    val_ds=btrain_ds.subset([ids[i] for i in bv]))
     secs = time.perf_counter() - t0
-    fte = features_for(sc, test_ds, c, [0], None, "encoding test (simple_cnn)")
+    fte = features_for(sc, btest_ds, c, [0], None, "encoding test (simple_cnn)")
     bb_row("simple_cnn", sc, metrics(predict_features(sc, fte), fte, tax),
            f"{secs:.0f} (of which {ft_s:.0f} training all stages on images, {c.train.finetune_epochs} epochs)",
            "from scratch, no pretrained weights; flip augmentation")

@@ -4,7 +4,8 @@
     python -m seminspect import deeppcb ../shared/data/deeppcb /tmp/adc/deeppcb --mode patches --patch-size 96
     python -m seminspect import elpv - /tmp/adc/elpv
     nice -n 10 python benchmarks/adc_real.py deeppcb configs/adc_deeppcb.yaml /tmp/adc/runs/deeppcb
-    nice -n 10 python benchmarks/adc_real.py elpv configs/adc_elpv.yaml /tmp/adc/runs/elpv
+    (ELPV: use benchmarks/adc_elpv.py, which adds fine-tuning, the validation-chosen accuracy threshold and
+    the confusion matrix; the ``elpv`` branch here is the older frozen-backbone-only variant.)
 
 Writes benchmarks/results/adc_<name>.md.
 """

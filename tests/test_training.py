@@ -163,3 +163,17 @@ def test_finetune_keeps_the_best_validation_epoch(dataset, tmp_path):
     if end == pytest.approx(start, abs=1e-6):  # no epoch improved: the warm-start weights are back
         for k, v in before.items():
             torch.testing.assert_close(model.state_dict()[k], v, msg=k)
+
+
+def test_configs_from_before_the_ensemble_field_was_retired_still_load():
+    # Artefacts written before `train.ensemble` was removed carry `ensemble: 1` in config.yaml;
+    # load_artefact must still read them. A value other than 1 asked for something never applied.
+    from pydantic import ValidationError
+
+    new = ADCConfig.model_validate({"data": {"path": "data"}})
+    old = new.model_dump()
+    old["train"]["ensemble"] = 1
+    assert ADCConfig.model_validate(old).train == new.train
+    old["train"]["ensemble"] = 3
+    with pytest.raises(ValidationError, match="no longer supported"):
+        ADCConfig.model_validate(old)

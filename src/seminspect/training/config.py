@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seminspect.errors import SeminspectError
 from seminspect.utils.io import read_yaml_mapping
@@ -90,6 +90,22 @@ class TrainConfig(_Strict):
     balance_power: float = 0.5
     hard_mining: bool = False  # upweight the highest-loss samples each epoch
     encode_batch: int = 32
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, data: Any) -> Any:
+        """Read configs and artefacts written before ``train.ensemble`` was retired.
+
+        ``ensemble`` was declared but never used; every artefact of that time has ``ensemble: 1``
+        in its ``config.yaml``, so that value is dropped. Any other value asked for something
+        that never happened: it is an error pointing at what does it now.
+        """
+        if isinstance(data, dict) and "ensemble" in data:
+            if data["ensemble"] not in (1, None):
+                raise ValueError("train.ensemble is no longer supported (it was never applied); "
+                                 "use seminspect.training.options.train_ensemble")
+            data = {k: v for k, v in data.items() if k != "ensemble"}
+        return data
 
 
 class TriageConfig(_Strict):

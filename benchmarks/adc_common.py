@@ -8,9 +8,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from seminspect.training.adc_trainer import (
     _stratified_holdout,
     build_model,
@@ -19,10 +16,10 @@ from seminspect.training.adc_trainer import (
     open_dataset,
     predict_features,
     split_or_none,
-    train_heads,
 )
 from seminspect.training.config import ADCConfig
 from seminspect.training.feature_cache import FeatureSet
+from seminspect.training.options import fit_heads  # noqa: F401  (re-exported for the benchmark scripts)
 from seminspect.training.sampler import class_keys
 
 
@@ -52,32 +49,10 @@ def cached_splits(cfg: ADCConfig, cache_dir: Path) -> dict[str, Any]:
     return out
 
 
-def fit_heads(cfg: ADCConfig, tax: Any, train_fs: FeatureSet, val_fs: FeatureSet, seed: int = 0,
-              **model_overrides: Any) -> tuple[Any, float]:
-    """Fresh heads (on the shared frozen backbone weights) trained on cached features."""
-    c = cfg.model_copy(deep=True)
-    for k, v in model_overrides.items():
-        if hasattr(c.model, k):
-            setattr(c.model, k, v)
-        else:
-            setattr(c.train, k, v)
-    c.seed = seed
-    torch.manual_seed(seed)
-    model = build_model(c, tax)
-    t0 = time.perf_counter()
-    train_heads(model, train_fs, val_fs, c)
-    return model, time.perf_counter() - t0
-
-
 def metrics_of(model: Any, fs: FeatureSet, tax: Any, ops: list[int] | None = None,
                preds: dict | None = None) -> dict[str, Any]:
     p = preds if preds is not None else predict_features(model, fs, ops)
     return compute_metrics(p, (fs.is_abnormal.numpy(), fs.type_index.numpy()), tax)
-
-
-def average_preds(preds: list[dict]) -> dict:
-    return {"abnormal": np.mean([p["abnormal"] for p in preds], 0), "types": np.mean([p["types"] for p in preds], 0),
-            "levels": {k: np.mean([p["levels"][k] for p in preds], 0) for k in preds[0]["levels"]}}
 
 
 def row(name: str, m: dict[str, Any], seconds: float | None = None, note: str = "") -> str:

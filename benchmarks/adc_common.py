@@ -9,18 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from seminspect.training.adc_trainer import (
-    _stratified_holdout,
     build_model,
     compute_metrics,
     features_for,
     open_dataset,
     predict_features,
     split_or_none,
+    split_validation,
 )
 from seminspect.training.config import ADCConfig
 from seminspect.training.feature_cache import FeatureSet
 from seminspect.training.options import fit_heads  # noqa: F401  (re-exported for the benchmark scripts)
-from seminspect.training.sampler import class_keys
 
 
 def machine() -> str:
@@ -37,11 +36,8 @@ def cached_splits(cfg: ADCConfig, cache_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"taxonomy": tax, "model": model}
     t0 = time.perf_counter()
     tr = features_for(model, ds.split(cfg.data.train_split), cfg, cfg.train.augment, cache_dir, "train")
-    keys = class_keys(tr.is_abnormal.numpy(), tr.type_index.numpy())
-    a, b = _stratified_holdout(keys, cfg.data.val_fraction, cfg.seed)
     out["train_all"] = tr
-    out["train"], out["val"] = tr.subset(a), tr.subset(b)
-    out["val"].feats, out["val"].ops = out["val"].feats[:1], out["val"].ops[:1]
+    out["train"], out["val"] = split_validation(tr, cfg.data.val_fraction, cfg.seed)
     for name, split in (("calib", cfg.data.calib_split), ("test", cfg.data.test_split)):
         sds = split_or_none(ds, split)
         out[name] = None if sds is None else features_for(model, sds, cfg, cfg.train.tta, cache_dir, name)

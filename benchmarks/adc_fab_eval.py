@@ -38,12 +38,11 @@ from seminspect.data.dataset import SampleDataset  # noqa: E402
 from seminspect.data.manifest import DatasetInfo, write_manifest  # noqa: E402
 from seminspect.data.synth.generator import _done_rows, plan_dataset  # noqa: E402
 from seminspect.training.adc_trainer import (  # noqa: E402
-    _stratified_holdout,
     _write_report,
     features_for,
     load_artefact,
+    split_validation,
 )
-from seminspect.training.sampler import class_keys  # noqa: E402
 from seminspect.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 
@@ -142,10 +141,7 @@ def main() -> None:
     roles = [r for r in a.trained_without.split(",") if r]
     if roles:
         tr_all = features_for(model, tds.split(cfg.data.train_split), cfg, cfg.train.augment, Path(tcache), "train")
-        keys = class_keys(tr_all.is_abnormal.numpy(), tr_all.type_index.numpy())
-        ti, vi = _stratified_holdout(keys, cfg.data.val_fraction, cfg.seed)
-        tr, va = tr_all.subset(ti), tr_all.subset(vi)
-        va.feats, va.ops = va.feats[:1], va.ops[:1]
+        tr, va = split_validation(tr_all, cfg.data.val_fraction, cfg.seed)
     for role in roles:
         code = {"ref": 1, "zoom": 2}[role]
         clk = Clock()

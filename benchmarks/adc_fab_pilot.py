@@ -29,6 +29,7 @@ from seminspect.training.adc_trainer import (  # noqa: E402
     build_model,
     features_for,
     open_dataset,
+    split_validation,
 )
 from seminspect.training.config import ADCConfig  # noqa: E402
 from seminspect.training.feature_cache import FeatureSet  # noqa: E402
@@ -52,9 +53,7 @@ def run_variant(cfg: ADCConfig, tax, train_all: FeatureSet, test: FeatureSet, va
             tr = tr.subset(keep)
         elif part != "all":
             raise SystemExit(f"unknown variant part {part!r}")
-    a, b = _stratified_holdout(_keys(tr), cfg.data.val_fraction, cfg.seed)
-    trn, val = tr.subset(a), tr.subset(b)
-    val.feats, val.ops = val.feats[:1], val.ops[:1]
+    trn, val = split_validation(tr, cfg.data.val_fraction, cfg.seed)
     model, secs = fit_heads(cfg, tax, trn, val, seed=cfg.seed)
     m = metrics_of(model, te, tax)
     rap = m["recall_at_precision"]

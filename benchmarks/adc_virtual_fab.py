@@ -43,7 +43,6 @@ from seminspect.data.dataset import SampleDataset  # noqa: E402
 from seminspect.data.synth import FabConfig, generate_dataset  # noqa: E402
 from seminspect.decision import PrecisionThreshold, clopper_pearson_lower  # noqa: E402
 from seminspect.training.adc_trainer import (  # noqa: E402
-    _stratified_holdout,
     _triage_metrics,
     _write_report,
     build_model,
@@ -52,11 +51,11 @@ from seminspect.training.adc_trainer import (  # noqa: E402
     features_for,
     predict_features,
     save_artefact,
+    split_validation,
     train_heads,
 )
 from seminspect.training.config import ADCConfig  # noqa: E402
 from seminspect.training.feature_cache import FeatureSet  # noqa: E402
-from seminspect.training.sampler import class_keys  # noqa: E402
 from seminspect.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 ROLE = {"ref": 1, "zoom": 2}
@@ -262,10 +261,7 @@ def main() -> None:
     torch.set_num_threads(a.threads_after)
     tax = sets["test"].taxonomy
     train_all = concat([(n, f) for n, f in feats.items() if n.startswith("train")])
-    keys = class_keys(train_all.is_abnormal.numpy(), train_all.type_index.numpy())
-    tr_idx, va_idx = _stratified_holdout(keys, cfg.data.val_fraction, cfg.seed)
-    tr, va = train_all.subset(tr_idx), train_all.subset(va_idx)
-    va.feats, va.ops = va.feats[:1], va.ops[:1]
+    tr, va = split_validation(train_all, cfg.data.val_fraction, cfg.seed)
     y, t = _labels(tr)
     counts = np.bincount(t[(y == 1) & (t >= 0)], minlength=tax.num_leaves)
     summary["train_sites"], summary["val_sites"] = len(tr), len(va)

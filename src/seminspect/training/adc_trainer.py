@@ -98,6 +98,19 @@ class History:
     seconds: float = 0.0
 
 
+def split_validation(fs: FeatureSet, fraction: float, seed: int) -> tuple[FeatureSet, FeatureSet]:
+    """``(train, val)``: a stratified ``fraction`` of every class key (normal, each type) held out.
+
+    The validation part keeps only the identity view (the first cached op): augmented copies of
+    the same site would make early stopping score one site several times.
+    """
+    keys = class_keys(fs.is_abnormal.numpy(), fs.type_index.numpy())
+    tr_idx, va_idx = _stratified_holdout(keys, fraction, seed)
+    val = fs.subset(va_idx)
+    val.feats, val.ops = val.feats[:1], val.ops[:1]
+    return fs.subset(tr_idx), val
+
+
 def _stratified_holdout(keys: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Split indices into (train, val) with ``fraction`` of every class key in val (at least 1 if > 1)."""
     rng = np.random.default_rng(seed)
@@ -557,12 +570,7 @@ def train(config: ADCConfig | str | Path, output: str | Path | None = None,
     t0 = time.perf_counter()
     train_fs = features_for(model, train_ds, cfg, cfg.train.augment, cache_dir, "encoding train views")
     if val_ds is None:
-        keys = class_keys(train_fs.is_abnormal.numpy(), train_fs.type_index.numpy())
-        tr_idx, va_idx = _stratified_holdout(keys, cfg.data.val_fraction, cfg.seed)
-        val_fs = train_fs.subset(va_idx)
-        val_fs.feats = val_fs.feats[:1]
-        val_fs.ops = val_fs.ops[:1]
-        train_fs = train_fs.subset(tr_idx)
+        train_fs, val_fs = split_validation(train_fs, cfg.data.val_fraction, cfg.seed)
     else:
         val_fs = features_for(model, val_ds, cfg, [0], cache_dir, "encoding val views")
     encode_s = time.perf_counter() - t0

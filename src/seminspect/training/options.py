@@ -25,10 +25,10 @@ import torch
 from seminspect.data.taxonomy import Taxonomy
 from seminspect.models.adc import MultiViewADC
 from seminspect.training.adc_trainer import (
-    _stratified_holdout,
     build_model,
     compute_metrics,
     predict_features,
+    split_validation,
     train_heads,
 )
 from seminspect.training.config import ADCConfig
@@ -123,10 +123,8 @@ def cross_validate(cfg: ADCConfig, taxonomy: Taxonomy, fs: FeatureSet, k: int = 
     results, models, t0 = [], [], time.perf_counter()
     for f in range(k):
         trn, hold = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-        a, b = _stratified_holdout(keys[trn], val_fraction, seed + f)
-        val = fs.subset(trn[b])
-        val.feats, val.ops = val.feats[:1], val.ops[:1]
-        model, _ = fit_heads(cfg, taxonomy, fs.subset(trn[a]), val, seed=seed + f)
+        fit_fs, val = split_validation(fs.subset(trn), val_fraction, seed + f)
+        model, _ = fit_heads(cfg, taxonomy, fit_fs, val, seed=seed + f)
         held = fs.subset(hold)
         pred = predict_features(model, held, held.ops[:1])
         results.append(compute_metrics(pred, (held.is_abnormal.numpy(), held.type_index.numpy()), taxonomy))

@@ -125,10 +125,23 @@ def test_training_reduces_error(tmp_path: Path) -> None:
     assert score_depth(p.predict(val.x), val.y.numpy()).rmse == pytest.approx(r.best_rmse, rel=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["l1", "pix2pix"])
+def test_ema_weights_are_validated_and_saved(tmp_path: Path) -> None:
+    train, val = _tiny_data(48, 0), _tiny_data(16, 1)
+    r = train_depth(_cfg(optim={"epochs": 4, "lr": 2e-2, "batch_size": 4, "ema_decay": 0.9}), tmp_path,
+                    data=(train, val), verbose=False)
+    # Both the average and the raw weights are scored; they differ, and best.pt is the average.
+    assert all("val_rmse_raw" in h for h in r.history)
+    assert r.history[-1]["val_rmse"] != r.history[-1]["val_rmse_raw"]
+    p = DepthPredictor.load(tmp_path / "best.pt")
+    assert score_depth(p.predict(val.x), val.y.numpy()).rmse == pytest.approx(r.best_rmse, rel=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["l1", "pix2pix", "l1+ema"])
 def test_resume_after_stop_equals_uninterrupted(tmp_path: Path, mode: str) -> None:
     train, val = _tiny_data(20, 0, h=16, w=12), _tiny_data(8, 1, h=16, w=12)
-    cfg = _cfg(loss={"mode": mode, "mse_epochs": 1, "disc_width": 4}, optim={"flips": True})
+    extra = {"ema_decay": 0.9} if "ema" in mode else {}
+    cfg = _cfg(loss={"mode": mode.split("+")[0], "mse_epochs": 1, "disc_width": 4},
+               optim={"flips": True, **extra})
     full = train_depth(cfg, tmp_path / "full", data=(train, val), verbose=False)
     # 3 batches per epoch: stop mid-epoch (step 4), then at an epoch end (step 6), then finish.
     part = train_depth(cfg, tmp_path / "cut", data=(train, val), stop_after_steps=4, verbose=False)

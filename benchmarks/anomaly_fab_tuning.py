@@ -12,23 +12,37 @@ then views are combined per sample: ``max`` (the detector's rule: pixel-wise max
 score = its max), ``mean`` (mean of the view maps, score = its max), or ``view0`` (the in-lens
 detector only, as with one angle).
 
+Fits (``--fits``, first = the configuration recommended in docs/anomaly.md):
+
+- ``best``: reference-difference PatchCore, registered reference with the uncovered border strip
+  filled from the target (``fill_border``), same-place reference match (``match_radius 0``), no
+  local pooling (``pool 1``), Gaussian pre-smoothing of both images (``denoise_sigma 1``);
+- ``denoise07``: the same with ``denoise_sigma 0.7``;
+- ``old``: the settings of the 2026-11-22 run (match radius 1, pool 3, no fill, no pre-smoothing);
+- ``misaligned_reg_on`` / ``misaligned_reg_off``: ``best`` with every reference view shifted by a
+  further 4-8 px per axis (seeded), registration on / off.
+
     nice -n 10 python benchmarks/anomaly_fab_tuning.py --out benchmarks/results/anomaly_fab_tuning.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from seminspect.data.dataset import SampleDataset
-from seminspect.data.sample import Sample
+from seminspect.data.imageio import to_float
+from seminspect.data.sample import Role, Sample, View
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics
 from seminspect.models.anomaly import AnomalyDetector
 from seminspect.models.anomaly.features import centre_prior, gaussian_blur
@@ -43,6 +57,22 @@ def pairs_of(samples, angles: int) -> list[Sample]:
             t = s.view("target", v)
             r = s.view("reference", v)
             out.append(Sample(f"{s.sample_id}#v{v}", [t, r], is_abnormal=s.is_abnormal, defect_type=s.defect_type))
+    return out
+
+
+def misalign(samples, lo: float = 4.0, hi: float = 8.0, seed: int = 0) -> list[Sample]:
+    """Shift every reference view by a further ``lo..hi`` px per axis (random sign), seeded by sample id."""
+    out = []
+    for s in samples:
+        rng = np.random.default_rng([zlib.crc32(s.sample_id.encode()), seed])
+        views = []
+        for v in s.views:
+            if v.role == Role.REFERENCE:
+                shift = rng.uniform(lo, hi, 2) * rng.choice([-1, 1], 2)
+                img = ndimage.shift(to_float(v.image), shift, order=1, mode="reflect").astype(np.float32)
+                v = View(v.role, v.index, img, v.mask, v.source)
+            views.append(v)
+        out.append(dataclasses.replace(s, views=views))
     return out
 
 
@@ -76,11 +106,14 @@ def main() -> None:
     ap.add_argument("--angles", type=int, default=5)
     ap.add_argument("--abnormal-fraction", type=float, default=0.35)
     ap.add_argument("--difficulty", default="medium")
-    ap.add_argument("--fits", default="base,bank20k,fewer_normals")
+    ap.add_argument("--fits", default="best,misaligned_reg_on,misaligned_reg_off,old,denoise07")
     ap.add_argument("--sigmas", default="2,4,8")
     ap.add_argument("--centres", default="0,0.2,0.3")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_fab_tuning.json"))
     ap.add_argument("--markdown", action="store_true", help="only print the tables of an existing --out JSON")
+    ap.add_argument("--limit", type=int, default=0,
+                    help="smoke test: at most this many normal train samples and this many calib/test samples "
+                         "(half normal, half abnormal); 0 = all")
     args = ap.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
@@ -100,19 +133,29 @@ def main() -> None:
     train = [s for s in ds.split("train") if s.is_abnormal is False]
     calib = list(ds.split("calib"))
     test = list(ds.split("test"))
+    if args.limit:
+        def few(samples: list[Sample]) -> list[Sample]:
+            k = max(1, args.limit // 2)
+            return [s for s in samples if not s.is_abnormal][:k] + [s for s in samples if s.is_abnormal][:k]
+
+        train, calib, test = train[:args.limit], few(calib), few(test)
     print(f"generated in {gen_s:.0f} s: {len(train)} normal train, calib {len(calib)}, test {len(test)}", flush=True)
     base = dict(backbone="mobilenetv2", out_indices=[1, 2, 3], layers=[0, 1], conditioning="difference",
                 max_bank_patches=5000, max_pool_patches=60000, coreset_proj_dim=64, sigma=0.0, centre_sigma=0.0,
                 batch_size=16, calib_fraction=0.0)
+    old = dict(base, match_radius=1, pool=3, fill_border=False, denoise_sigma=0.0)
+    best = dict(base, match_radius=0, pool=1, fill_border=True, denoise_sigma=1.0)
     fits = {
-        "base": ("difference, layers r4+r8, bank 5000", base, None),
-        "bank20k": ("difference, layers r4+r8, bank 20000, pool 200k", dict(base, max_bank_patches=20000,
-                                                                            max_pool_patches=200_000), None),
-        "fewer_normals": ("difference, layers r4+r8, bank 5000, 80 normal train samples", base, 80),
-        "reference": ("[f_t, f_t - f_r], layers r4+r8, bank 5000", dict(base, conditioning="reference"), None),
-        "r2": ("difference, layers r2+r4+r8, bank 10000", dict(base, out_indices=[0, 1, 2], layers=[0, 1, 2],
-                                                              max_bank_patches=10000), None),
-        "r4only": ("difference, layer r4 only, bank 5000", dict(base, layers=[0]), None),
+        "best": ("difference, fill border, match radius 0, pool 1, pre-smoothing 1 px", best, None),
+        "denoise07": ("difference, fill border, match radius 0, pool 1, pre-smoothing 0.7 px",
+                      dict(best, denoise_sigma=0.7), None),
+        "old": ("difference, match radius 1, pool 3 (2026-11-22 settings)", old, None),
+        "misaligned_reg_on": ("best, +4-8 px injected misalignment, registration on", best, None),
+        "misaligned_reg_off": ("best, +4-8 px injected misalignment, registration off",
+                               dict(best, registration="off"), None),
+        "fewer_normals": ("best, 80 normal train samples", best, 80),
+        "reference": ("best with [f_t, f_t - f_r]", dict(best, conditioning="reference"), None),
+        "layers_r4_r8_r16": ("best with layers r4+r8+r16", dict(best, layers=[0, 1, 2]), None),
     }
     sigmas = [float(x) for x in args.sigmas.split(",")]
     centres = [float(x) for x in args.centres.split(",")]
@@ -125,12 +168,13 @@ def main() -> None:
     for key in args.fits.split(","):
         label, cfg, n_fit = fits[key]
         fit_samples = train[:n_fit] if n_fit else train
+        shifted = misalign if key.startswith("misaligned") else (lambda x: x)
         t0 = time.perf_counter()
-        det = AnomalyDetector(cfg).fit(pairs_of(fit_samples, args.angles), calib=[])
+        det = AnomalyDetector(cfg).fit(pairs_of(shifted(fit_samples), args.angles), calib=[])
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        raw_cal = det.score(pairs_of(calib, args.angles)).maps
-        raw_te = det.score(pairs_of(test, args.angles)).maps
+        raw_cal = det.score(pairs_of(shifted(calib), args.angles)).maps
+        raw_te = det.score(pairs_of(shifted(test), args.angles)).maps
         pred_s = time.perf_counter() - t0
         grid = []
         for sigma in sigmas:

@@ -66,3 +66,22 @@ def test_sample_and_batch_helpers() -> None:
     assert torch.isnan(residuals[:, 0]).all()  # target slots are not registered
     assert not torch.equal(out.images, batch.images)
     assert torch.equal(out.images[:, 0], batch.images[:, 0])  # targets untouched
+
+
+def test_valid_mask_marks_the_uncovered_strip() -> None:
+    big = _texture(4, 96)  # the target sees the scene beyond the reference's field of view
+    img = big[16:80, 16:80]
+    target = ndimage.shift(big, (2.4, -1.3), order=3, mode="reflect")[16:80, 16:80]
+    reg = register_pair(target, img)
+    assert np.allclose(reg.shift, (2.4, -1.3), atol=0.1)
+    valid = reg.valid_mask()
+    # dy > 0 uncovers the first ceil(2.4) = 3 rows (+1 margin); dx < 0 the last ceil(1.3) = 2 columns (+1)
+    assert not valid[:4].any() and valid[4:, :-3].all()
+    assert not valid[:, -3:].any()
+    assert valid.sum() == (64 - 4) * (64 - 3)
+    # inside the mask the warped reference matches the target; the reflected strip does not
+    inner = np.abs(reg.warped - target)[valid].mean()
+    strip = np.abs(reg.warped - target)[:3, :-3].mean()
+    assert inner < 0.02 and strip > 5 * inner
+    assert register_pair(img, img).valid_mask().all()  # no shift: nothing uncovered
+    assert not reg.valid_mask(margin=0)[:3].any() and reg.valid_mask(margin=0)[3, 0]

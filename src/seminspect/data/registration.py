@@ -60,7 +60,8 @@ class Registration:
             unrelated images. Comparable across images of different contrast.
         residual_before: the same measure before warping (for judging the gain).
         error: phase-correlation error reported by scikit-image (1 - normalised peak height).
-        warped: ``(H, W)`` float32 reference shifted onto the target (reflect at the borders).
+        warped: ``(H, W)`` float32 reference shifted onto the target (reflect at the borders; see
+            :meth:`valid_mask` for the pixels that hold reference data).
         method: ``"phase"`` or ``"ecc"``.
     """
 
@@ -70,6 +71,30 @@ class Registration:
     error: float
     warped: np.ndarray
     method: str
+
+    def valid_mask(self, margin: int = 1) -> np.ndarray:
+        """``(H, W)`` bool: pixels of ``warped`` that show what the reference imaged.
+
+        Shifting the reference by ``(dy, dx)`` leaves a strip ``ceil(|dy|)`` rows / ``ceil(|dx|)``
+        columns wide on the sides it moved away from; :func:`register_pair` fills it by reflection,
+        i.e. with content the reference never showed at that place, which differs from the target
+        (a comparison there sees a false difference). ``margin`` more pixels are marked invalid
+        on those sides because the cubic spline near the edge is also shaped by the reflection.
+        An axis with no shift marks nothing.
+        """
+        h, w = self.warped.shape
+        valid = np.ones((h, w), dtype=bool)
+        for axis, d in enumerate(self.shift):
+            if abs(d) < 1e-6:
+                continue
+            width = min(int(np.ceil(abs(d))) + margin, (h, w)[axis])
+            # warped[y] = reference[y - d]: d > 0 leaves the first rows without data, d < 0 the last
+            sl = slice(0, width) if d > 0 else slice((h, w)[axis] - width, None)
+            if axis == 0:
+                valid[sl, :] = False
+            else:
+                valid[:, sl] = False
+        return valid
 
 
 def _window(shape: tuple[int, int]) -> np.ndarray:

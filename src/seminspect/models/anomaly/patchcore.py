@@ -5,8 +5,10 @@ filling the bank (greedy coreset under a memory bound) is :func:`greedy_coreset`
 fit/predict wrapper in :mod:`seminspect.models.anomaly.detector`.
 
 Reference conditioning (``conditioning="reference"``): each target patch feature ``f_t`` is
-paired with the closest reference feature ``f_r`` in a small window at the same place (after
-image registration) and the embedding becomes ``[f_t, w * (f_t - f_r)]``. On a normal site the
+paired with the reference feature ``f_r`` at the same place after image registration (or, with
+``match_radius > 0``, the closest one in a small window -- only useful without registration: on
+the virtual fab a 1-cell window let small defects match a neighbouring reference patch and cost
+0.03 image AUROC) and the embedding becomes ``[f_t, w * (f_t - f_r)]``. On a normal site the
 difference half is near zero wherever the dies agree, so the bank learns what normal die-to-die
 differences look like (noise, residual misalignment) and a defect -- present in the target but
 not in the reference -- lands far from every bank entry even when its texture alone looks
@@ -104,7 +106,7 @@ class PatchCoreModel(nn.Module):
         embed_dim: if set, a fixed seeded random projection to this many dimensions (bank memory).
         conditioning: ``"none"`` or ``"reference"`` (see module docstring).
         reference_weight: weight ``w`` of the difference half of a conditioned embedding.
-        match_radius: search radius (feature cells) for the reference match.
+        match_radius: search radius (feature cells) for the reference match (0 = same place).
         sigma: Gaussian smoothing of the anomaly map, in image pixels.
         top_k: image score = mean of the top-k map pixels (1 = max).
         centre_sigma: if > 0, multiply maps by a centre prior of this width (fraction of size).
@@ -112,7 +114,7 @@ class PatchCoreModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, layers: tuple[int, ...] = (0, 1), pool: int = 3,
                  embed_dim: int | None = None, conditioning: str = "none", reference_weight: float = 1.0,
-                 match_radius: int = 1, sigma: float = 4.0, top_k: int = 1, centre_sigma: float = 0.0,
+                 match_radius: int = 0, sigma: float = 4.0, top_k: int = 1, centre_sigma: float = 0.0,
                  seed: int = 0):
         super().__init__()
         if conditioning not in CONDITIONINGS:

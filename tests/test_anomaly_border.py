@@ -1,0 +1,86 @@
+"""The strip a registered reference's shift uncovers holds no reference data: it must not score as a defect."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from seminspect.data.imageio import to_uint
+from seminspect.data.sample import Sample, View
+from seminspect.models.anomaly import AnomalyConfig, AnomalyDetector
+
+SIZE = 64
+
+
+def scene_sample(i: int, seed: int, shift: tuple[float, float], abnormal: bool = False) -> Sample:
+    """Target and reference crops of one larger line scene; the reference is offset by ``shift`` px."""
+    rng = np.random.default_rng(seed * 1000 + i)
+    big = SIZE + 16
+    # a non-periodic binary layout (a periodic one lets phase correlation lock onto the wrong period)
+    blobs = ndimage.gaussian_filter(rng.random((big, big)), 3.0)
+    scene = ndimage.gaussian_filter(0.3 + 0.4 * (blobs > np.median(blobs)), 1.0)
+    target = scene[8:8 + SIZE, 8:8 + SIZE] + rng.normal(0, 0.02, (SIZE, SIZE))
+    # the reference die imaged the same scene displaced by `shift` (it sees a different field at its borders)
+    ref = ndimage.shift(scene, shift, order=3, mode="nearest")[8:8 + SIZE, 8:8 + SIZE]
+    ref = ref + rng.normal(0, 0.02, (SIZE, SIZE))
+    mask = np.zeros((SIZE, SIZE), bool)
+    if abnormal:
+        cy, cx = rng.integers(24, 40, 2)
+        mask = (np.mgrid[:SIZE, :SIZE][0] - cy) ** 2 + (np.mgrid[:SIZE, :SIZE][1] - cx) ** 2 <= 9
+        target = np.where(mask, 0.95, target)
+    views = [View("target", 0, to_uint(np.clip(target, 0, 1)), mask=mask),
+             View("reference", 0, to_uint(np.clip(ref, 0, 1)))]
+    return Sample(f"b{seed}_{i}", views, is_abnormal=abnormal, defect_type="blob" if abnormal else None)
+
+
+def cfg(**kw) -> AnomalyConfig:
+    base = dict(backbone="tiny", pretrained=False, out_indices=[0, 1, 2], layers=[0, 1], sigma=2.0,
+                max_bank_patches=600, batch_size=8, conditioning="difference", pool=1, calib_fraction=0.0)
+    base.update(kw)
+    return AnomalyConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def samples() -> dict[str, list[Sample]]:
+    rng = np.random.default_rng(5)
+    train = [scene_sample(i, 1, tuple(rng.uniform(-0.4, 0.4, 2))) for i in range(16)]  # well aligned dies
+    # test dies 3-4 px off: registration fixes the interior, the uncovered strip is filled by reflection
+    shifts = [tuple(rng.uniform(3, 4, 2) * rng.choice([-1, 1], 2)) for _ in range(12)]
+    normal = [scene_sample(i, 2, s) for i, s in enumerate(shifts)]
+    abnormal = [scene_sample(i, 3, s, abnormal=True) for i, s in enumerate(shifts)]
+    return {"train": train, "normal": normal, "abnormal": abnormal}
+
+
+def test_fill_border_removes_false_border_differences(samples) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    normal, abnormal = {}, {}
+    for fill in (False, True):
+        det = AnomalyDetector(cfg(fill_border=fill)).fit(samples["train"])
+        res = det.score(samples["normal"])
+        normal[fill] = res.scores
+        abnormal[fill] = det.score(samples["abnormal"]).scores
+        if not fill:  # the reflected strip, not the registered interior, is what scores high
+            interior = np.array([m[8:-8, 8:-8].max() for m in res.maps])
+            assert np.median(res.scores) > 1.8 * np.median(interior)
+    labels = np.r_[np.zeros(len(normal[True])), np.ones(len(abnormal[True]))]
+    auc = {f: roc_auc_score(labels, np.r_[normal[f], abnormal[f]]) for f in (False, True)}
+    # without the fill, misaligned normal dies score as high as the defective ones
+    assert auc[False] < 0.8
+    assert np.median(normal[True]) < 0.5 * np.median(normal[False])
+    assert np.mean(abnormal[True] > normal[True].max()) >= 0.9 and auc[True] > 0.98
+
+
+def test_older_saved_models_keep_their_behaviour(tmp_path, samples) -> None:
+    det = AnomalyDetector(cfg(fill_border=False, match_radius=1)).fit(samples["train"][:6])
+    det.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    del meta["config"]["fill_border"]  # as written before the setting existed
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    old = AnomalyDetector.load(tmp_path / "m")
+    assert old.config.fill_border is False and old.config.match_radius == 1
+    np.testing.assert_array_equal(old.predict(samples["normal"][:3])[0], det.predict(samples["normal"][:3])[0])
+    assert AnomalyConfig().fill_border is True and AnomalyConfig().match_radius == 0

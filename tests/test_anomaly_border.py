@@ -84,3 +84,17 @@ def test_older_saved_models_keep_their_behaviour(tmp_path, samples) -> None:
     assert old.config.fill_border is False and old.config.match_radius == 1
     np.testing.assert_array_equal(old.predict(samples["normal"][:3])[0], det.predict(samples["normal"][:3])[0])
     assert AnomalyConfig().fill_border is True and AnomalyConfig().match_radius == 0
+
+
+def test_denoise_sigma_smooths_both_images_before_the_model() -> None:
+    rng = np.random.default_rng(0)
+    noise = [to_uint(np.clip(0.5 + rng.normal(0, 0.1, (SIZE, SIZE)), 0, 1)) for _ in range(2)]
+    s = Sample("n", [View("target", 0, noise[0]), View("reference", 0, noise[1])], is_abnormal=False)
+    stds = {}
+    for sigma in (0.0, 1.0):
+        det = AnomalyDetector(cfg(denoise_sigma=sigma, registration="off"))
+        item = next(det._items_of_sample(0, s))
+        stds[sigma] = (float(item.target.std()), float(item.reference.std()))
+    # white noise through a 1 px Gaussian keeps 1 / (2 sqrt(pi) sigma) = 0.28 of its standard deviation
+    for raw, smooth in zip(stds[0.0], stds[1.0], strict=True):
+        assert 0.22 < smooth / raw < 0.34

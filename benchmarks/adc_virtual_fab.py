@@ -169,6 +169,8 @@ def main() -> None:
     ap.add_argument("--extra-train", action="append", default=[], metavar="DATA[=CACHE]",
                     help="an existing dataset generated with the same FabConfig (e.g. the README main job's "
                          "760 sites, seed 0): all its splits are added to the training data; CACHE: its feature cache")
+    ap.add_argument("--test-cache", default=None, metavar="DIR:N",
+                    help="reuse test features that adc_fab_eval.py encoded in N shards under DIR")
     ap.add_argument("--variants", default="noref_test,noref_trained")
     ap.add_argument("--threads-after", type=int, default=2, help="torch threads once generation has ended")
     a = ap.parse_args()
@@ -246,7 +248,21 @@ def main() -> None:
             break
         key = f"generate_{name}" + ("_resumed" if f"generate_{name}" in summary["stages"] else "")
         summary["stages"][key] = json.loads((root / "generation_timing.json").read_text())
-        encode(name, root, out / "cache")
+        if name == "test" and a.test_cache:
+            cdir, _, n_sh = a.test_cache.rpartition(":")
+            ds_all = SampleDataset(root)
+            clk = Clock()
+            if model is None:
+                cfg.data.path = str(root)
+                model = build_model(cfg, ds_all.taxonomy)
+            shards = [ds_all.subset(ds_all.sample_ids[i::int(n_sh)]) for i in range(int(n_sh))]
+            feats[name] = concat([(f"s{i}", features_for(model, sh, cfg, [0], Path(cdir), f"test shard {i}"))
+                                  for i, sh in enumerate(shards)])
+            sets[name] = ds_all.subset([sid for sh in shards for sid in sh.sample_ids])
+            summary["stages"]["encode_test_from_shard_cache"] = clk.done(sites=len(ds_all), cache=cdir)
+            save()
+        else:
+            encode(name, root, out / "cache")
         if name == "calib":
             for j, spec in enumerate(a.extra_train):
                 eroot, _, cache = spec.partition("=")

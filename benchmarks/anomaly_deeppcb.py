@@ -110,11 +110,15 @@ def main() -> None:
           f"{sum(not s.is_abnormal for s in test)} normal", flush=True)
     base = dict(backbone="mobilenetv2", out_indices=[1, 2, 3], layers=[0, 1], registration="phase", max_shift=4,
                 max_bank_patches=10000, max_pool_patches=60000, coreset_proj_dim=64, sigma=4.0,
-                calib_fraction=0.2, batch_size=16)
+                calib_fraction=0.2, batch_size=16,
+                # the 2026-11-22 rows ran with these (then default) settings; kept so their keys mean the same
+                match_radius=1, fill_border=False)
     all_runs = {
         "none": ("patchcore, unconditioned", dict(base, conditioning="none")),
         "reference": ("patchcore, template-conditioned [f_t, f_t - f_r]", dict(base, conditioning="reference")),
         "difference": ("patchcore, template-conditioned difference f_t - f_r", dict(base, conditioning="difference")),
+        "difference_same_place": ("patchcore, difference, same-place match, fill border, pool 1",
+                                  dict(base, conditioning="difference", match_radius=0, fill_border=True, pool=1)),
     }
     stpm = dict(base, model="stpm", epochs=args.stpm_epochs or 5, lr=args.stpm_lr, layer_weights=[1, 1, 1])
     all_runs["stpm_classic"] = (f"stpm classic ({stpm['epochs']} epochs)", dict(stpm, stpm_mode="classic"))

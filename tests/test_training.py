@@ -15,7 +15,7 @@ from seminspect.training.adc_trainer import _stratified_holdout, evaluate, predi
 from seminspect.training.config import ADCConfig
 from seminspect.training.feature_cache import PrepareSample, compute_features, dihedral, load_features, save_features
 from seminspect.training.sampler import ClassBalancedSampler, balanced_weights, class_keys
-from test_adc import TAX, make_dataset, tiny_model
+from test_adc import TAX, make_dataset, make_sample, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,19 @@ def test_feature_cache_equals_live_features(dataset, tmp_path):
     torch.testing.assert_close(cached["abnormal_logit"], live["abnormal_logit"], atol=2e-3, rtol=2e-3)
     torch.testing.assert_close(cached5["type_logits"], live5["type_logits"], atol=2e-3, rtol=2e-3)
     assert not torch.allclose(live["type_logits"], live5["type_logits"])
+
+
+def test_features_do_not_depend_on_batch_neighbours_of_another_size():
+    # Mixed-size data (DeepPCB patches): collate pads a batch to its largest view, which would
+    # change the pooled features of the smaller samples; encoding groups equal sizes instead.
+    rng = np.random.default_rng(0)
+    samples = [make_sample(i, rng, size=48 if i % 3 else 64) for i in range(9)]
+    model = tiny_model().eval()
+    batched = compute_features(model, samples, TAX, None, ops=(0,), batch_size=4)
+    alone = compute_features(model, samples, TAX, None, ops=(0,), batch_size=1)
+    assert batched.sample_ids == alone.sample_ids == [s.sample_id for s in samples]
+    torch.testing.assert_close(batched.feats, alone.feats)
+    assert torch.equal(batched.type_index, alone.type_index)
 
 
 def test_training_beats_chance_and_writes_artefact(dataset, tmp_path):

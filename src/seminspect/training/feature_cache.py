@@ -165,8 +165,14 @@ class FeatureSet:
                           self.is_abnormal, self.type_index, self.sample_ids, list(self.ops))
 
 
+# Bump when the features of the same inputs change, so that older caches are not reused.
+# 2: samples are encoded in groups of equal size (no padding to a batch neighbour's size).
+FEATURES_VERSION = 2
+
+
 def cache_key(dataset_root: str | Path, sample_ids: Sequence[str], parts: dict) -> str:
     h = hashlib.sha256()
+    h.update(f"features v{FEATURES_VERSION}\n".encode())
     h.update(str(Path(dataset_root).resolve()).encode())
     h.update("\n".join(sample_ids).encode())
     h.update(json.dumps(parts, sort_keys=True).encode())
@@ -188,6 +194,7 @@ def compute_features(
     n = len(dataset)
     chunks: list[list[torch.Tensor]] = [[] for _ in ops]
     roles, indices, masks, ab, ti, ids = [], [], [], [], [], []
+    order: list[str] = []  # sample ids in the dataset's order
     vmax = 0
     with eval_mode(model), make_progress() as progress:
         task = progress.add_task(description, total=n)
@@ -195,18 +202,23 @@ def compute_features(
             samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
             if prepare is not None:
                 samples = [prepare(s) for s in samples]
-            batch = collate(samples, taxonomy)
-            images = resize_batch(batch.images, resize)
-            for k, op in enumerate(ops):
-                chunks[k].append(model.encode_views(dihedral(images, op), batch.view_mask, batch.roles,
-                                                     batch.indices).to(torch.float16))
-            vmax = max(vmax, batch.roles.shape[1])
-            roles.append(batch.roles)
-            indices.append(batch.indices)
-            masks.append(batch.view_mask)
-            ab.append(batch.is_abnormal)
-            ti.append(batch.type_index)
-            ids.extend(batch.sample_ids)
+            order.extend(s.sample_id for s in samples)
+            # collate pads every view to the largest view of the batch, and padding changes pooled
+            # features: encode samples of equal size together so that a sample's features never
+            # depend on its batch neighbours (mixed-size data such as DeepPCB patches).
+            for group in _same_size_groups(samples):
+                batch = collate(group, taxonomy)
+                images = resize_batch(batch.images, resize)
+                for k, op in enumerate(ops):
+                    chunks[k].append(model.encode_views(dihedral(images, op), batch.view_mask, batch.roles,
+                                                         batch.indices).to(torch.float16))
+                vmax = max(vmax, batch.roles.shape[1])
+                roles.append(batch.roles)
+                indices.append(batch.indices)
+                masks.append(batch.view_mask)
+                ab.append(batch.is_abnormal)
+                ti.append(batch.type_index)
+                ids.extend(batch.sample_ids)
             progress.advance(task, len(samples))
 
     def pad(t: torch.Tensor, value: float) -> torch.Tensor:
@@ -217,8 +229,21 @@ def compute_features(
         return torch.cat([t, torch.full(shape, value, dtype=t.dtype)], dim=1)
 
     feats = torch.stack([torch.cat([pad(c, 0) for c in ch]) for ch in chunks])
-    return FeatureSet(feats, torch.cat([pad(r, -1) for r in roles]), torch.cat([pad(r, -1) for r in indices]),
-                      torch.cat([pad(m, 0) for m in masks]).bool(), torch.cat(ab), torch.cat(ti), ids, list(ops))
+    fs = FeatureSet(feats, torch.cat([pad(r, -1) for r in roles]), torch.cat([pad(r, -1) for r in indices]),
+                    torch.cat([pad(m, 0) for m in masks]).bool(), torch.cat(ab), torch.cat(ti), ids, list(ops))
+    if ids != order:  # groups reordered samples inside a batch: back to the dataset's order
+        pos = {sid: i for i, sid in enumerate(ids)}
+        fs = fs.subset(np.array([pos[sid] for sid in order]))
+    return fs
+
+
+def _same_size_groups(samples: list[Sample]) -> list[list[Sample]]:
+    """Split ``samples`` into runs that share the largest view size (the size collate pads to)."""
+    groups: dict[tuple[int, int], list[Sample]] = {}
+    for s in samples:
+        key = (max(v.image.shape[0] for v in s.views), max(v.image.shape[1] for v in s.views))
+        groups.setdefault(key, []).append(s)
+    return list(groups.values())
 
 
 def save_features(fs: FeatureSet, path: str | Path) -> None:

@@ -119,6 +119,8 @@ def main() -> None:
         "difference": ("patchcore, template-conditioned difference f_t - f_r", dict(base, conditioning="difference")),
         "difference_same_place": ("patchcore, difference, same-place match, fill border, pool 1",
                                   dict(base, conditioning="difference", match_radius=0, fill_border=True, pool=1)),
+        "difference_same_place_pool3": ("patchcore, difference, same-place match, fill border, pool 3",
+                                        dict(base, conditioning="difference", match_radius=0, fill_border=True)),
     }
     stpm = dict(base, model="stpm", epochs=args.stpm_epochs or 5, lr=args.stpm_lr, layer_weights=[1, 1, 1])
     all_runs["stpm_classic"] = (f"stpm classic ({stpm['epochs']} epochs)", dict(stpm, stpm_mode="classic"))

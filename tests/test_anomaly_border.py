@@ -98,3 +98,17 @@ def test_denoise_sigma_smooths_both_images_before_the_model() -> None:
     # white noise through a 1 px Gaussian keeps 1 / (2 sqrt(pi) sigma) = 0.28 of its standard deviation
     for raw, smooth in zip(stds[0.0], stds[1.0], strict=True):
         assert 0.22 < smooth / raw < 0.34
+
+
+@pytest.mark.parametrize("how", ["max", "mean"])
+def test_view_combine(samples, how: str) -> None:
+    det = AnomalyDetector(cfg(view_combine=how)).fit(samples["train"][:6])
+    a, b = samples["abnormal"][0], samples["normal"][1]
+    # one sample with two detector views: view 0 from a defective die, view 1 from a normal one
+    two = Sample("two", [a.views[0], a.views[1],
+                         View("target", 1, b.views[0].image, mask=b.views[0].mask),
+                         View("reference", 1, b.views[1].image)], is_abnormal=True)
+    res = det.score([two, a, b])
+    want = np.maximum(res.maps[1], res.maps[2]) if how == "max" else (res.maps[1] + res.maps[2]) / 2
+    np.testing.assert_allclose(res.maps[0], want, rtol=1e-5, atol=1e-6)
+    assert res.scores[0] == pytest.approx(float(want.max()), rel=1e-5)

@@ -65,7 +65,7 @@ def main(name: str, config: str, out: str) -> None:
     text = f"""# ADC on {name}
 
 - command: `nice -n 10 python benchmarks/adc_real.py {name} {config} {out}`
-- date: 2026-11-22; machine: {machine()}
+- date: {time.strftime("%Y-%m-%d", time.gmtime())}; machine: {machine()}
 - wall time: {total:.0f} s (view encoding {res.metrics['encode_seconds']:.0f} s; head training {res.metrics['train_seconds']:.0f} s)
 - data: {cfg.data.path}; train {res.metrics['train_samples']} (+ {res.metrics['val_samples']} val carved out of train), test {m.get('n')} ({m.get('n_abnormal')} abnormal)
 {acc}

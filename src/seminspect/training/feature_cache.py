@@ -194,7 +194,7 @@ def compute_features(
     n = len(dataset)
     chunks: list[list[torch.Tensor]] = [[] for _ in ops]
     roles, indices, masks, ab, ti, ids = [], [], [], [], [], []
-    order: list[str] = []  # sample ids in the dataset's order
+    encoded_at: list[int] = []  # dataset position of each encoded sample, in encoding order
     vmax = 0
     with eval_mode(model), make_progress() as progress:
         task = progress.add_task(description, total=n)
@@ -202,12 +202,12 @@ def compute_features(
             samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
             if prepare is not None:
                 samples = [prepare(s) for s in samples]
-            order.extend(s.sample_id for s in samples)
             # collate pads every view to the largest view of the batch, and padding changes pooled
             # features: encode samples of equal size together so that a sample's features never
             # depend on its batch neighbours (mixed-size data such as DeepPCB patches).
             for group in _same_size_groups(samples):
-                batch = collate(group, taxonomy)
+                encoded_at.extend(start + i for i in group)
+                batch = collate([samples[i] for i in group], taxonomy)
                 images = resize_batch(batch.images, resize)
                 for k, op in enumerate(ops):
                     chunks[k].append(model.encode_views(dihedral(images, op), batch.view_mask, batch.roles,
@@ -231,18 +231,17 @@ def compute_features(
     feats = torch.stack([torch.cat([pad(c, 0) for c in ch]) for ch in chunks])
     fs = FeatureSet(feats, torch.cat([pad(r, -1) for r in roles]), torch.cat([pad(r, -1) for r in indices]),
                     torch.cat([pad(m, 0) for m in masks]).bool(), torch.cat(ab), torch.cat(ti), ids, list(ops))
-    if ids != order:  # groups reordered samples inside a batch: back to the dataset's order
-        pos = {sid: i for i, sid in enumerate(ids)}
-        fs = fs.subset(np.array([pos[sid] for sid in order]))
+    if encoded_at != sorted(encoded_at):  # groups reordered samples inside a batch: back to the dataset's order
+        fs = fs.subset(np.argsort(np.asarray(encoded_at), kind="stable"))
     return fs
 
 
-def _same_size_groups(samples: list[Sample]) -> list[list[Sample]]:
-    """Split ``samples`` into runs that share the largest view size (the size collate pads to)."""
-    groups: dict[tuple[int, int], list[Sample]] = {}
-    for s in samples:
+def _same_size_groups(samples: list[Sample]) -> list[list[int]]:
+    """Positions in ``samples`` grouped by the largest view size (the size collate pads a batch to)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, s in enumerate(samples):
         key = (max(v.image.shape[0] for v in s.views), max(v.image.shape[1] for v in s.views))
-        groups.setdefault(key, []).append(s)
+        groups.setdefault(key, []).append(i)
     return list(groups.values())
 
 

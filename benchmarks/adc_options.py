@@ -34,19 +34,19 @@ import numpy as np
 import torch
 
 from seminspect.training.adc_trainer import (
-    _stratified_holdout,
     build_model,
     compute_metrics,
     features_for,
     finetune,
+    limit_train,
     open_dataset,
     predict_features,
     prepare_for,
+    split_validation,
 )
 from seminspect.training.config import ADCConfig
 from seminspect.training.feature_cache import FeatureSet
 from seminspect.training.options import cross_validate, fit_heads, predict_ensemble, train_ensemble
-from seminspect.training.sampler import class_keys
 
 # ADC_OPTIONS_DEST: write elsewhere (smoke runs on a copy)
 DEST = Path(os.environ.get("ADC_OPTIONS_DEST", Path(__file__).parent / "results" / "adc_options.md"))
@@ -90,12 +90,7 @@ def merge(a: FeatureSet, b: FeatureSet) -> FeatureSet:
 
 def base_splits(cfg: ADCConfig, ds: Any) -> tuple[Any, Any]:
     """The train split cut to ``data.max_train`` (the same seeded subset as train()) and the test split."""
-    train_ds = ds.split(cfg.data.train_split)
-    if cfg.data.max_train and len(train_ds) > cfg.data.max_train:
-        rng = np.random.default_rng(cfg.seed)
-        train_ds = train_ds.subset(sorted(rng.choice(train_ds.sample_ids, cfg.data.max_train, replace=False).tolist(),
-                                          key=train_ds.sample_ids.index))
-    return train_ds, ds.split(cfg.data.test_split)
+    return limit_train(ds.split(cfg.data.train_split), cfg.data.max_train, cfg.seed), ds.split(cfg.data.test_split)
 
 
 def subset_indices(n_train: int, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,17 +136,15 @@ def one_backbone(config: str, name: str) -> dict[str, Any]:
     w0, c0 = time.perf_counter(), time.process_time()
     ftr = features_for(model, train_ds, c, [0], None, f"encoding train ({name})")
     enc_s = time.perf_counter() - w0
-    keys = class_keys(ftr.is_abnormal.numpy(), ftr.type_index.numpy())
-    a, b = _stratified_holdout(keys, cfg.data.val_fraction, cfg.seed)
+    trn, val = split_validation(ftr, cfg.data.val_fraction, cfg.seed)
     ft_s = 0.0
     if scratch:
         c.train.finetune_stages = len(model.backbone_stages())  # every stage trains
-        train_heads(model, ftr.subset(a), ftr.subset(b), c)
-        ids = ftr.sample_ids
-        ft_s = finetune(model, train_ds.subset([ids[i] for i in a]), c, tax, prepare_for(c), log=print,
-                        val_ds=train_ds.subset([ids[i] for i in b]))
+        train_heads(model, trn, val, c)
+        ft_s = finetune(model, train_ds.subset(trn.sample_ids), c, tax, prepare_for(c), log=print,
+                        val_ds=train_ds.subset(val.sample_ids))
     else:
-        model, _ = fit_heads(c, tax, ftr.subset(a), ftr.subset(b), seed=c.seed)
+        model, _ = fit_heads(c, tax, trn, val, seed=c.seed)
     train_wall, train_cpu = time.perf_counter() - w0, time.process_time() - c0
     w1, c1 = time.perf_counter(), time.process_time()
     fte = features_for(model, test_ds, c, [0], None, f"encoding test ({name})")
@@ -159,8 +152,8 @@ def one_backbone(config: str, name: str) -> dict[str, Any]:
     test_wall, test_cpu = time.perf_counter() - w1, time.process_time() - c1
     m = metrics(pred, fte, tax)
     rap = m["recall_at_precision"]
-    return {"backbone": name, "pretrained": c.model.pretrained, "params_m": params, "n_train": len(a),
-            "n_val": len(b), "n_test": len(fte), "train_wall_s": train_wall, "train_cpu_s": train_cpu,
+    return {"backbone": name, "pretrained": c.model.pretrained, "params_m": params, "n_train": len(trn),
+            "n_val": len(val), "n_test": len(fte), "train_wall_s": train_wall, "train_cpu_s": train_cpu,
             "encode_train_s": enc_s, "finetune_s": ft_s, "epochs": SIMPLE_CNN_EPOCHS if scratch else c.train.epochs,
             "test_wall_s": test_wall, "test_cpu_s": test_cpu, "auroc": m["auroc"], "recall": rap["recall"],
             "recall_ci": list(rap["recall_ci"]), "recall_bound": m["recall_at_precision_bound"]["recall"],
@@ -197,7 +190,7 @@ def backbone_comparison(config: str, on_update: Any) -> None:
 ## Backbones: accuracy, training time, memory, throughput
 
 - command: `{knobs + ' ' if knobs else ''}nice -n 10 python benchmarks/adc_options.py {config}`
-- date: 2026-11-23, {start}-{end} UTC{'' if done else ' (still running when this was written)'}; machine: x86_64, 2-core CPU,
+- date: {time.strftime('%Y-%m-%d', time.gmtime())}, {start}-{end} UTC{'' if done else ' (still running when this was written)'}; machine: x86_64, 2-core CPU,
   no GPU, torch 1 thread; load average (1/5/15 min) at start {load0}, {'at end' if done else 'now'} {load()};
   wall time {time.perf_counter() - t0:.0f} s
 - backbones available here (`list_backbones()`): {', '.join(sorted(available))}; rows in the order run.
@@ -266,9 +259,7 @@ def main(config: str, cache: str) -> None:
     i_tr, i_te = subset_indices(len(tr_all), len(test), cfg.seed)  # a seeded subset for every row (CPU budget)
     tr_all, test = tr_all.subset(i_tr), test.subset(i_te)
     train_ds, test_ds = train_ds.subset(tr_all.sample_ids), test_ds.subset(test.sample_ids)
-    keys = class_keys(tr_all.is_abnormal.numpy(), tr_all.type_index.numpy())
-    a, b = _stratified_holdout(keys, cfg.data.val_fraction, cfg.seed)
-    trn, val = tr_all.subset(a), tr_all.subset(b)
+    trn, val = split_validation(tr_all, cfg.data.val_fraction, cfg.seed)
     rows: list[str] = []
     extra: list[str] = []
     state = {"bb": ""}  # the backbone section, once it has rows
@@ -277,7 +268,7 @@ def main(config: str, cache: str) -> None:
         text = f"""# ADC options against the plain model (issue 3, item 5) -- DeepPCB patch pairs
 
 - command: `nice -n 10 python benchmarks/adc_options.py {config} {cache}`
-- date: 2026-11-23; machine: x86_64, 2-core CPU, no GPU, torch 1 thread; load average (1/5/15 min) at start
+- date: {time.strftime('%Y-%m-%d', time.gmtime())}; machine: x86_64, 2-core CPU, no GPU, torch 1 thread; load average (1/5/15 min) at start
   {load_start}, when this file was written {load()} (the lead's depth training ran concurrently)
 - wall time so far: {time.perf_counter() - t_all:.0f} s
 - data: {cfg.data.path} (DeepPCB patch pairs: tested patch = target, template = reference; 6 defect types + normal

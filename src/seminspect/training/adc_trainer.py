@@ -98,6 +98,15 @@ class History:
     seconds: float = 0.0
 
 
+def limit_train(train_ds: SampleDataset, max_train: int | None, seed: int) -> SampleDataset:
+    """At most ``max_train`` samples of ``train_ds``: a seeded random choice, kept in dataset order."""
+    if not max_train or len(train_ds) <= max_train:
+        return train_ds
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(train_ds.sample_ids, max_train, replace=False).tolist()
+    return train_ds.subset(sorted(chosen, key=train_ds.sample_ids.index))
+
+
 def split_validation(fs: FeatureSet, fraction: float, seed: int) -> tuple[FeatureSet, FeatureSet]:
     """``(train, val)``: a stratified ``fraction`` of every class key (normal, each type) held out.
 
@@ -559,11 +568,7 @@ def train(config: ADCConfig | str | Path, output: str | Path | None = None,
     _ensure_data(cfg)
     ds = open_dataset(cfg.data.path, cfg.data.roles)
     taxonomy = ds.taxonomy
-    train_ds = ds.split(cfg.data.train_split)
-    if cfg.data.max_train and len(train_ds) > cfg.data.max_train:
-        rng = np.random.default_rng(cfg.seed)
-        train_ds = train_ds.subset(sorted(rng.choice(train_ds.sample_ids, cfg.data.max_train, replace=False).tolist(),
-                                          key=train_ds.sample_ids.index))
+    train_ds = limit_train(ds.split(cfg.data.train_split), cfg.data.max_train, cfg.seed)
     val_ds = split_or_none(ds, cfg.data.val_split)
     model = build_model(cfg, taxonomy)
     cache_dir = cfg.train.cache_dir or (out / "cache")

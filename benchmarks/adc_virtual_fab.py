@@ -225,12 +225,16 @@ def main() -> None:
     bg = mp.get_context("fork").Process(target=background, daemon=True)
     bg.start()
 
-    def encode(name: str, root: Path | SampleDataset, cache: Path, **extra: Any) -> None:
+    def ensure_model(ds: SampleDataset) -> Any:
         nonlocal model
-        ds = SampleDataset(root) if not isinstance(root, SampleDataset) else root
         if model is None:
             cfg.data.path = str(out / "data" / "test")
             model = build_model(cfg, ds.taxonomy)
+        return model
+
+    def encode(name: str, root: Path | SampleDataset, cache: Path, **extra: Any) -> None:
+        ds = SampleDataset(root) if not isinstance(root, SampleDataset) else root
+        ensure_model(ds)
         clk = Clock()
         feats[name] = features_for(model, ds, cfg, [0], cache, f"encoding {name}")
         sets[name] = ds
@@ -252,9 +256,7 @@ def main() -> None:
             cdir, _, n_sh = a.test_cache.rpartition(":")
             ds_all = SampleDataset(root)
             clk = Clock()
-            if model is None:
-                cfg.data.path = str(root)
-                model = build_model(cfg, ds_all.taxonomy)
+            ensure_model(ds_all)
             shards = [ds_all.subset(ds_all.sample_ids[i::int(n_sh)]) for i in range(int(n_sh))]
             feats[name] = concat([(f"s{i}", features_for(model, sh, cfg, [0], Path(cdir), f"test shard {i}"))
                                   for i, sh in enumerate(shards)])

@@ -90,6 +90,10 @@ class AnomalyConfig(BaseModel):
     # common
     batch_size: int = 16
     sigma: float = 4.0
+    map_dilation: int = Field(
+        0, ge=0, description="local-max window (px) applied to each anomaly map before the Gaussian smoothing; "
+        "0 = off. Spreads a peak over the defect's extent: on DeepPCB, whose ground truth is boxes larger than "
+        "the defects, a window chosen on validation pairs raises pixel AUROC (benchmarks/results/anomaly_deeppcb.md)")
     top_k: int = 1
     centre_sigma: float = 0.0
     view_combine: Literal["max", "mean"] = Field(
@@ -211,7 +215,7 @@ class AnomalyDetector:
             return PatchCoreModel(bb, layers=tuple(cfg.layers), pool=cfg.pool, embed_dim=cfg.embed_dim,
                                   conditioning=cfg.conditioning, reference_weight=cfg.reference_weight,
                                   match_radius=cfg.match_radius, sigma=cfg.sigma, top_k=cfg.top_k,
-                                  centre_sigma=cfg.centre_sigma, seed=cfg.seed)
+                                  centre_sigma=cfg.centre_sigma, seed=cfg.seed, map_dilation=cfg.map_dilation)
         teacher = self._backbone(pretrained, cfg.seed)
         student = self._backbone(False, cfg.seed + 1000)
         if self._custom_backbone is not None:  # a fresh student: re-initialise the copied module
@@ -225,7 +229,7 @@ class AnomalyDetector:
             raise AnomalyConfigError(f"{len(cfg.layer_weights)} layer_weights for {len(teacher.feature_info)} maps")
         return STPMModel(teacher, student, mode=cfg.stpm_mode, layer_weights=weights, loss=cfg.loss,
                          sigma=cfg.sigma, top_k=cfg.top_k, centre_sigma=cfg.centre_sigma,
-                         reflect_padding=cfg.reflect_padding)
+                         reflect_padding=cfg.reflect_padding, map_dilation=cfg.map_dilation)
 
     @property
     def needs_reference(self) -> bool:
@@ -659,7 +663,8 @@ def _load_checkpoint(directory: Path, model: STPMModel, opt: torch.optim.Optimiz
     meta = json.loads((directory / "checkpoint.json").read_text(encoding="utf-8"))
     saved = dict(meta.get("config", {}))
     now = cfg.model_dump()
-    differs = [k for k in now if k not in ("epochs",) and saved.get(k) != now[k]]
+    # map post-processing does not change training; a checkpoint from before map_dilation existed stays valid
+    differs = [k for k in now if k not in ("epochs", "map_dilation") and saved.get(k) != now[k]]
     if differs:
         raise AnomalyConfigError(f"{directory}: checkpoint was written with different settings {differs}; "
                                  "use another checkpoint folder")

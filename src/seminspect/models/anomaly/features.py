@@ -165,6 +165,20 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(out, kx.view(1, 1, 1, -1))
 
 
+def dilate_map(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey dilation (local max over a ``size x size`` window, stride 1, same size) of ``(N, 1, H, W)`` maps.
+
+    Spreads each peak over the window before smoothing, so a map covers the whole extent of a
+    defect region rather than only its most different patch: where ground truth is given as boxes
+    (DeepPCB) this is what pixel AUROC rewards. ``size <= 1`` returns the maps unchanged; an even
+    size is rounded up to the next odd one (a centred window).
+    """
+    if size <= 1:
+        return maps
+    k = size | 1
+    return F.max_pool2d(maps, k, stride=1, padding=k // 2)
+
+
 def centre_prior(size: tuple[int, int], sigma_frac: float, floor: float = 0.3) -> torch.Tensor:
     """``(H, W)`` weight in [floor, 1]: a Gaussian bump at the image centre.
 

@@ -30,6 +30,7 @@ from torch import nn
 from seminspect.models.anomaly.features import (
     best_local_match,
     centre_prior,
+    dilate_map,
     freeze,
     gaussian_blur,
     image_score,
@@ -108,6 +109,7 @@ class PatchCoreModel(nn.Module):
         reference_weight: weight ``w`` of the difference half of a conditioned embedding.
         match_radius: search radius (feature cells) for the reference match (0 = same place).
         sigma: Gaussian smoothing of the anomaly map, in image pixels.
+        map_dilation: local-max window (image pixels) applied to the map before smoothing; 0/1 = off.
         top_k: image score = mean of the top-k map pixels (1 = max).
         centre_sigma: if > 0, multiply maps by a centre prior of this width (fraction of size).
     """
@@ -115,7 +117,7 @@ class PatchCoreModel(nn.Module):
     def __init__(self, backbone: nn.Module, layers: tuple[int, ...] = (0, 1), pool: int = 3,
                  embed_dim: int | None = None, conditioning: str = "none", reference_weight: float = 1.0,
                  match_radius: int = 0, sigma: float = 4.0, top_k: int = 1, centre_sigma: float = 0.0,
-                 seed: int = 0):
+                 seed: int = 0, map_dilation: int = 0):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
@@ -126,6 +128,7 @@ class PatchCoreModel(nn.Module):
         self.reference_weight = reference_weight
         self.match_radius = match_radius
         self.sigma = sigma
+        self.map_dilation = map_dilation
         self.top_k = top_k
         self.centre_sigma = centre_sigma
         raw_dim = sum(backbone.feature_info[i]["num_chs"] for i in self.layers)
@@ -176,7 +179,7 @@ class PatchCoreModel(nn.Module):
         flat = emb.permute(0, 2, 3, 1).reshape(-1, d)
         dist = chunked_min_distance(flat, self.bank).view(n, 1, h, w)
         maps = F.interpolate(dist, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        maps = gaussian_blur(maps, self.sigma)
+        maps = gaussian_blur(dilate_map(maps, self.map_dilation), self.sigma)
         if self.centre_sigma > 0:
             maps = maps * centre_prior(tuple(target.shape[-2:]), self.centre_sigma).to(maps)
         return image_score(maps, self.top_k), maps

@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seminspect.models.anomaly.features import centre_prior, freeze, gaussian_blur, image_score, set_reflect_padding
+from seminspect.models.anomaly.features import (
+    centre_prior,
+    dilate_map,
+    freeze,
+    gaussian_blur,
+    image_score,
+    set_reflect_padding,
+)
 
 MODES = ("classic", "template")
 LOSSES = ("l2", "huber")
@@ -37,13 +44,15 @@ class STPMModel(nn.Module):
         mode: ``"classic"`` or ``"template"``.
         layer_weights: weight of each returned map in the anomaly map (and the loss).
         loss: ``"l2"`` (STPM) or ``"huber"`` (smooth L1 on normalised features, robust to outliers).
+        map_dilation: local-max window (image pixels) applied to the map before smoothing; 0/1 = off.
         sigma: Gaussian smoothing in image pixels; ``top_k``: image score = mean of top-k pixels.
         centre_sigma: if > 0, centre prior width as a fraction of the image size.
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, mode: str = "template",
                  layer_weights: Sequence[float] = (1.0, 1.0, 1.0), loss: str = "l2", sigma: float = 4.0,
-                 top_k: int = 1, centre_sigma: float = 0.0, reflect_padding: bool = True, huber_delta: float = 0.1):
+                 top_k: int = 1, centre_sigma: float = 0.0, reflect_padding: bool = True, huber_delta: float = 0.1,
+                 map_dilation: int = 0):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"STPM mode must be one of {MODES}, got {mode!r}")
@@ -60,6 +69,7 @@ class STPMModel(nn.Module):
         self.loss_kind = loss
         self.huber_delta = huber_delta
         self.sigma = sigma
+        self.map_dilation = map_dilation
         self.top_k = top_k
         self.centre_sigma = centre_sigma
 
@@ -107,7 +117,7 @@ class STPMModel(nn.Module):
                 continue
             d = 0.5 * (F.normalize(t, dim=1) - F.normalize(s, dim=1)).pow(2).sum(1, keepdim=True)
             maps = maps + w * F.interpolate(d, size=size, mode="bilinear", align_corners=False)
-        maps = gaussian_blur(maps, self.sigma)
+        maps = gaussian_blur(dilate_map(maps, self.map_dilation), self.sigma)
         if self.centre_sigma > 0:
             maps = maps * centre_prior(tuple(size), self.centre_sigma).to(maps)
         return image_score(maps, self.top_k), maps

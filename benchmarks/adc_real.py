@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from adc_common import HEADER, cached_splits, fit_heads, machine, metrics_of, row  # noqa: E402
 
-from seminspect.training.adc_trainer import train  # noqa: E402
+from seminspect.training.adc_trainer import features_for, open_dataset, train  # noqa: E402
 from seminspect.training.config import ADCConfig  # noqa: E402
 
 
@@ -35,14 +35,21 @@ def main(name: str, config: str, out: str) -> None:
     torch.set_num_threads(cfg.threads or 2)
     res = train(cfg, log=None)
     m = res.metrics["test"]
-    S = cached_splits(cfg, Path(out) / "cache")
+    S = cached_splits(cfg, Path(cfg.train.cache_dir or Path(out) / "cache"))
     tax, test = S["taxonomy"], S["test"]
-    lines = [HEADER, row("plain model", m, res.metrics["train_seconds"])]
+    finetuned = cfg.train.finetune_epochs > 0
+    frozen_note = "frozen backbone (the plain model's is fine-tuned)" if finetuned else ""
+    if finetuned:  # the trained model's rows need test features from its own, fine-tuned backbone
+        test = features_for(res.model, open_dataset(cfg.data.path, cfg.data.roles).split(cfg.data.test_split), cfg,
+                            cfg.train.tta, None, "encoding test views (fine-tuned backbone)")
+    train_s = res.metrics["train_seconds"] + res.metrics.get("finetune_seconds", 0.0)
+    lines = [HEADER, row("plain model", m, train_s, "heads, then fine-tuning" if finetuned else "")]
     if name == "deeppcb":
         lines.append(row("same model, template (reference) removed at test", metrics_of(res.model, test.drop_role(1),
                                                                                         tax)))
         mdl, s = fit_heads(cfg, tax, S["train"].drop_role(1), S["val"].drop_role(1))
-        lines.append(row("trained and tested without the template", metrics_of(mdl, test.drop_role(1), tax), s))
+        lines.append(row("trained and tested without the template", metrics_of(mdl, S["test"].drop_role(1), tax), s,
+                         frozen_note))
     if len(test.ops) > 1:
         lines.append(row(f"no TTA (identity view only; plain uses {test.ops})",
                          metrics_of(res.model, test, tax, ops=[0])))
@@ -64,9 +71,9 @@ def main(name: str, config: str, out: str) -> None:
     cal = m.get("calibrated", {})
     text = f"""# ADC on {name}
 
-- command: `nice -n 10 python benchmarks/adc_real.py {name} {config} {out}`
+- command: `python benchmarks/adc_real.py {name} {config} {out}` (torch threads: {cfg.threads or 2})
 - date: {time.strftime("%Y-%m-%d", time.gmtime())}; machine: {machine()}
-- wall time: {total:.0f} s (view encoding {res.metrics['encode_seconds']:.0f} s; head training {res.metrics['train_seconds']:.0f} s)
+- wall time: {total:.0f} s (view encoding {res.metrics['encode_seconds']:.0f} s; head training {res.metrics['train_seconds']:.0f} s; backbone fine-tuning {res.metrics.get('finetune_seconds', 0.0):.0f} s)
 - data: {cfg.data.path}; train {res.metrics['train_samples']} (+ {res.metrics['val_samples']} val carved out of train), test {m.get('n')} ({m.get('n_abnormal')} abnormal)
 {acc}
 | metric | value |

@@ -84,9 +84,9 @@ def main(config: str, out: str) -> None:
     tc = cfg.train
     text = f"""# ADC on ELPV (benchmark c)
 
-- command: `nice -n 10 python benchmarks/adc_elpv.py {config} {out}` (data: `python -m seminspect import elpv - /tmp/adc/elpv`)
+- command: `python benchmarks/adc_elpv.py {config} {out}` (data: `python -m seminspect import elpv - /tmp/adc/elpv`)
 - date: 2026-11-23; machine: x86_64, 2-core CPU, no GPU, torch {cfg.threads or 1} thread; load average (1/5/15 min)
-  at start {load_start}, at end {load()} (the lead's depth training and another helper's jobs ran concurrently)
+  at start {load_start}, at end {load()} (other jobs on the machine: see the notes below)
 - wall time of this script: {total:.0f} s (view encoding {res.metrics['encode_seconds']:.0f} s, head training
   {res.metrics['train_seconds']:.0f} s, fine-tuning {res.metrics['finetune_seconds']:.0f} s, the rest re-encoding
   val/test after fine-tuning with {len(tc.tta)} TTA op(s))

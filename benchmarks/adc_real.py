@@ -32,6 +32,8 @@ def main(name: str, config: str, out: str) -> None:
     t_all = time.perf_counter()
     cfg = ADCConfig.from_yaml(config)
     cfg.output = out
+    if name == "elpv" and cfg.train.finetune_epochs > 0:  # its validation threshold below uses frozen features
+        raise SystemExit(f"{config}: fine-tuned ELPV configs run with benchmarks/adc_elpv.py")
     torch.set_num_threads(cfg.threads or 2)
     res = train(cfg, log=None)
     m = res.metrics["test"]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 
-def child(budget_bytes: int, n: int, pool: int) -> None:
+def child(budget_bytes: int, n: int, pool: int, batch_size: int = 32) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from anomaly_deeppcb import ROOT, crops, load_pairs
 
@@ -39,10 +39,11 @@ def child(budget_bytes: int, n: int, pool: int) -> None:
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cfg = dict(backbone="mobilenetv2", out_indices=[1, 2, 3], layers=[0, 1], conditioning="reference",
                max_bank_bytes=budget_bytes, max_bank_patches=10**9, max_pool_patches=pool, coreset_proj_dim=64,
-               calib_fraction=0.0, batch_size=32, registration="phase", max_shift=4)
+               calib_fraction=0.0, batch_size=batch_size, registration="phase", max_shift=4)
     t0 = time.perf_counter()
     det = AnomalyDetector(cfg).fit(fit)
     fit_s = time.perf_counter() - t0
+    rss_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     det.predict(test)
     ips = len(test) / (time.perf_counter() - t0)
@@ -50,6 +51,7 @@ def child(budget_bytes: int, n: int, pool: int) -> None:
     print(json.dumps({"budget_bytes": budget_bytes, "bank_bytes": det.history["bank_bytes"],
                       "bank_patches": det.history["bank_patches"], "pool_patches": det.history["pool_patches"],
                       "fit_s": fit_s, "predict_img_per_s": ips, "rss_before_fit_mib": rss0, "peak_rss_mib": rss,
+                      "peak_rss_after_fit_mib": rss_fit, "batch_size": batch_size,
                       "n_fit": len(fit), "pairs_used": i}))
 
 
@@ -58,21 +60,32 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--pool", type=int, default=50000)
     ap.add_argument("--budgets-kib", default="256,1024,2048")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--append", action="store_true", help="append a dated section to --out instead of rewriting it")
+    ap.add_argument("--date", default="2026-11-23")
     ap.add_argument("--child", type=int, default=None)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_speed.md"))
     args = ap.parse_args()
     if args.child is not None:
-        child(args.child, args.n, args.pool)
+        child(args.child, args.n, args.pool, args.batch_size)
         return
+    import os
+
+    load0 = os.getloadavg()[0]
+    t_all = time.perf_counter()
     rows = []
     for kib in [int(k) for k in args.budgets_kib.split(",")]:
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, __file__, "--child", str(kib * 1024), "--n", str(args.n),
-                              "--pool", str(args.pool)], capture_output=True, text=True, check=True)
+                              "--pool", str(args.pool), "--batch-size", str(args.batch_size)],
+                             capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["wall_s"] = time.perf_counter() - t0
         rows.append(row)
         print(json.dumps(row), flush=True)
+    if args.append:
+        _append(args, rows, load0, time.perf_counter() - t_all)
+        return
     lines = [
         "# PatchCore speed and memory (1,000 normal samples)",
         "",
@@ -96,6 +109,32 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _append(args: argparse.Namespace, rows: list[dict], load0: float, wall: float) -> None:
+    """Append a dated section: whole-process peak RSS of each child against its bank budget."""
+    import os
+
+    from seminspect.utils.io import atomic_write_text
+
+    cmd = (f"nice -n 10 python benchmarks/anomaly_speed.py --n {args.n} --pool {args.pool} "
+           f"--budgets-kib {args.budgets_kib} --batch-size {args.batch_size} --append")
+    text = args.out.read_text() if args.out.is_file() else ""
+    text += (f"\n## Whole-process peak RSS re-measured ({args.date}, batch {args.batch_size}, pool {args.pool})\n\n"
+             f"- command: `{cmd}`\n- machine: 2-core x86_64 CPU, no GPU, torch 1 thread; load average "
+             f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; wall {wall:.0f} s for {len(rows)} child "
+             "process(es), one after the other (each child's `ru_maxrss` is its own).\n\n"
+             "| bank budget | bank bytes | bank patches | pool patches | batch | fit s | predict img/s | "
+             "RSS before fit MiB | peak RSS after fit MiB | peak RSS whole process MiB | peak - before fit MiB | "
+             "(peak - before) / budget |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        rise = r["peak_rss_mib"] - r["rss_before_fit_mib"]
+        text += (f"| {r['budget_bytes'] // 1024} KiB | {r['bank_bytes']} | {r['bank_patches']} | "
+                 f"{r['pool_patches']} | {r['batch_size']} | {r['fit_s']:.0f} | {r['predict_img_per_s']:.1f} | "
+                 f"{r['rss_before_fit_mib']:.0f} | {r['peak_rss_after_fit_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
+                 f"{rise:.0f} | {rise * 2**20 / r['budget_bytes']:.0f}x |\n")
+    atomic_write_text(args.out, text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,24 @@ def crops(pairs, crop: int, rng: np.random.Generator, abnormal: bool, tag: str) 
     return out
 
 
+def fit_and_test_crops(pairs, train_pairs: int, test_pairs: int, crop: int, max_test: int,
+                       rng: np.random.Generator) -> tuple[list[Sample], list[Sample]]:
+    """Box-free fit crops of the first ``train_pairs`` pairs; ``max_test`` test crops (half around boxes, half
+    box-free) of the next ``test_pairs``. One place, so every DeepPCB anomaly script measures the same crops."""
+    train = crops(pairs[:train_pairs], crop, rng, abnormal=False, tag="tr")
+    test = crops(pairs[train_pairs: train_pairs + test_pairs], crop, rng, True, "te")
+    return train, balanced_selection(test, max_test, rng)
+
+
+def balanced_selection(samples: list[Sample], n: int, rng: np.random.Generator) -> list[Sample]:
+    """``n // 2`` abnormal crops drawn at random (kept in order) followed by the first ``n // 2`` normal ones."""
+    ab = [s for s in samples if s.is_abnormal]
+    no = [s for s in samples if not s.is_abnormal]
+    k = n // 2
+    sel = rng.permutation(len(ab))[:k]
+    return [ab[i] for i in sorted(sel)] + no[:k]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--train-pairs", type=int, default=40)
@@ -99,13 +117,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     pairs = load_pairs(ROOT)
-    train = crops(pairs[: args.train_pairs], args.crop, rng, abnormal=False, tag="tr")
-    test = crops(pairs[args.train_pairs: args.train_pairs + args.test_pairs], args.crop, rng, True, "te")
-    ab = [s for s in test if s.is_abnormal]
-    no = [s for s in test if not s.is_abnormal]
-    k = args.max_test // 2
-    sel = rng.permutation(len(ab))[:k]
-    test = [ab[i] for i in sorted(sel)] + no[:k]
+    train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test, rng)
     print(f"train normal crops {len(train)}, test {sum(s.is_abnormal for s in test)} abnormal + "
           f"{sum(not s.is_abnormal for s in test)} normal", flush=True)
     base = dict(backbone="mobilenetv2", out_indices=[1, 2, 3], layers=[0, 1], registration="phase", max_shift=4,

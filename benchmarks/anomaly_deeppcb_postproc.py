@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from anomaly_deeppcb import ROOT, crops, load_pairs  # noqa: E402
+from anomaly_deeppcb import ROOT, balanced_selection, crops, fit_and_test_crops, load_pairs  # noqa: E402
 
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics  # noqa: E402
 from seminspect.models.anomaly import AnomalyDetector  # noqa: E402
@@ -70,22 +70,13 @@ def main() -> None:
     pairs = load_pairs(ROOT)
     # train / test exactly as anomaly_deeppcb.py (same rng, same call order)
     rng = np.random.default_rng(0)
-    train = crops(pairs[: args.train_pairs], args.crop, rng, abnormal=False, tag="tr")
-    test = crops(pairs[args.train_pairs: args.train_pairs + args.test_pairs], args.crop, rng, True, "te")
-    ab = [s for s in test if s.is_abnormal]
-    no = [s for s in test if not s.is_abnormal]
-    k = args.max_test // 2
-    sel = rng.permutation(len(ab))[:k]
-    test = [ab[i] for i in sorted(sel)] + no[:k]
+    train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test, rng)
     # validation: disjoint pairs, own seed
     v0, v1 = (int(x) for x in args.val_pairs.split(":"))
     assert v0 >= args.train_pairs + args.test_pairs, "validation pairs must be disjoint from fit and test pairs"
     vrng = np.random.default_rng(5)
     val = crops(pairs[v0:v1], args.crop, vrng, True, "va")
-    vab = [s for s in val if s.is_abnormal]
-    vno = [s for s in val if not s.is_abnormal]
-    vsel = vrng.permutation(len(vab))[:k]
-    val = [vab[i] for i in sorted(vsel)] + vno[:k]
+    val = balanced_selection(val, args.max_test, vrng)
     if args.limit:
         h = args.limit // 2
         train = train[: args.limit]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 
-def child(budget_bytes: int, n: int, pool: int, batch_size: int = 32) -> None:
+def child(budget_bytes: int, n: int, pool: int, batch_size: int = 32, memory_mib: float | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from anomaly_deeppcb import ROOT, crops, load_pairs
 
@@ -36,12 +36,15 @@ def child(budget_bytes: int, n: int, pool: int, batch_size: int = 32) -> None:
         samples += crops(pairs[i:i + 1], 128, rng, abnormal=False, tag="s")
         i += 1
     fit, test = samples[:n], samples[n:n + 200]
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     cfg = dict(backbone="mobilenetv2", out_indices=[1, 2, 3], layers=[0, 1], conditioning="reference",
                max_bank_bytes=budget_bytes, max_bank_patches=10**9, max_pool_patches=pool, coreset_proj_dim=64,
-               calib_fraction=0.0, batch_size=batch_size, registration="phase", max_shift=4)
+               calib_fraction=0.0, batch_size=batch_size, registration="phase", max_shift=4,
+               memory_budget_mib=memory_mib)
+    det = AnomalyDetector(cfg)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # data + model built: the fit starts here
     t0 = time.perf_counter()
-    det = AnomalyDetector(cfg).fit(fit)
+    det.fit(fit)
     fit_s = time.perf_counter() - t0
     rss_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
@@ -51,8 +54,9 @@ def child(budget_bytes: int, n: int, pool: int, batch_size: int = 32) -> None:
     print(json.dumps({"budget_bytes": budget_bytes, "bank_bytes": det.history["bank_bytes"],
                       "bank_patches": det.history["bank_patches"], "pool_patches": det.history["pool_patches"],
                       "fit_s": fit_s, "predict_img_per_s": ips, "rss_before_fit_mib": rss0, "peak_rss_mib": rss,
-                      "peak_rss_after_fit_mib": rss_fit, "batch_size": batch_size,
-                      "n_fit": len(fit), "pairs_used": i}))
+                      "peak_rss_after_fit_mib": rss_fit, "batch_size": batch_size, "rss_data_mib": rss_data,
+                      "memory_budget_mib": memory_mib, "memory_plan": det.history.get("memory_plan"),
+                      "query_chunk": det.model.query_chunk, "n_fit": len(fit), "pairs_used": i}))
 
 
 def main() -> None:
@@ -64,10 +68,17 @@ def main() -> None:
     ap.add_argument("--append", action="store_true", help="append a dated section to --out instead of rewriting it")
     ap.add_argument("--date", default="2026-11-23")
     ap.add_argument("--child", type=int, default=None)
+    ap.add_argument("--memory-budgets-mib", default=None,
+                    help="comma-separated memory_budget_mib values: one child each (bank budget: the first of "
+                         "--budgets-kib); appends a section to --out")
+    ap.add_argument("--memory-mib", type=float, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_speed.md"))
     args = ap.parse_args()
     if args.child is not None:
-        child(args.child, args.n, args.pool, args.batch_size)
+        child(args.child, args.n, args.pool, args.batch_size, args.memory_mib)
+        return
+    if args.memory_budgets_mib:
+        _memory_budgets(args)
         return
     import os
 
@@ -133,6 +144,49 @@ def _append(args: argparse.Namespace, rows: list[dict], load0: float, wall: floa
                  f"{r['pool_patches']} | {r['batch_size']} | {r['fit_s']:.0f} | {r['predict_img_per_s']:.1f} | "
                  f"{r['rss_before_fit_mib']:.0f} | {r['peak_rss_after_fit_mib']:.0f} | {r['peak_rss_mib']:.0f} | "
                  f"{rise:.0f} | {rise * 2**20 / r['budget_bytes']:.0f}x |\n")
+    atomic_write_text(args.out, text)
+    print(text)
+
+
+def _memory_budgets(args: argparse.Namespace) -> None:
+    """One child per ``memory_budget_mib``: peak RSS rise over the built detector against that budget."""
+    import os
+
+    from seminspect.utils.io import atomic_write_text
+
+    load0 = os.getloadavg()[0]
+    t_all = time.perf_counter()
+    kib = int(args.budgets_kib.split(",")[0])
+    rows = []
+    for mib in [float(m) for m in args.memory_budgets_mib.split(",")]:
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, __file__, "--child", str(kib * 1024), "--n", str(args.n),
+                              "--pool", str(args.pool), "--batch-size", str(args.batch_size),
+                              "--memory-mib", str(mib)], capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["wall_s"] = time.perf_counter() - t0
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    cmd = (f"python benchmarks/anomaly_speed.py --n {args.n} --pool {args.pool} --budgets-kib {kib} "
+           f"--batch-size {args.batch_size} --memory-budgets-mib {args.memory_budgets_mib}")
+    text = args.out.read_text() if args.out.is_file() else ""
+    text += (f"\n## Working-memory budget `memory_budget_mib` ({time.strftime('%Y-%m-%d', time.gmtime())})\n\n"
+             f"- command: `{cmd}`\n- machine: 2-core x86_64 CPU, no GPU, torch 1 thread; load average "
+             f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; wall {time.perf_counter() - t_all:.0f} s for "
+             f"{len(rows)} child process(es), one after the other (each child's `ru_maxrss` is its own).\n"
+             f"- config limits the plan may lower: batch {args.batch_size}, pool {args.pool}, bank {kib} KiB "
+             "(`max_bank_bytes`). Rise = whole-process peak RSS (fit on the 1,000 samples, then predicting 200) "
+             "minus RSS once the data were loaded and the detector built.\n\n"
+             "| memory budget MiB | planned batch | planned pool | bank patches | search block rows | fit s | "
+             "predict img/s | RSS data loaded MiB | RSS detector built MiB | peak RSS MiB | rise MiB | "
+             "rise / budget |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        rise = r["peak_rss_mib"] - r["rss_before_fit_mib"]
+        plan = r["memory_plan"] or {}
+        text += (f"| {r['memory_budget_mib']:g} | {plan.get('batch_size')} | {plan.get('max_pool_patches')} | "
+                 f"{r['bank_patches']} | {r['query_chunk']} | {r['fit_s']:.0f} | {r['predict_img_per_s']:.1f} | "
+                 f"{r['rss_data_mib']:.0f} | {r['rss_before_fit_mib']:.0f} | {r['peak_rss_mib']:.0f} | {rise:.0f} | "
+                 f"{rise / r['memory_budget_mib']:.2f} |\n")
     atomic_write_text(args.out, text)
     print(text)
 

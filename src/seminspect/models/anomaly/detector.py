@@ -31,12 +31,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
 from seminspect.data.imageio import to_float
 from seminspect.data.sample import Role, Sample
 from seminspect.models.anomaly.features import AnomalyConfigError, build_backbone
+from seminspect.models.anomaly.memory import MemoryPlan, item_bytes, plan_memory
 from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
 from seminspect.models.anomaly.stpm import STPMModel
 from seminspect.utils.io import atomic_path, atomic_write_json
@@ -80,6 +81,12 @@ class AnomalyConfig(BaseModel):
     max_bank_bytes: int | None = None
     max_pool_patches: int = 200_000
     coreset_proj_dim: int = 128
+    memory_budget_mib: float | None = Field(
+        None, gt=0, description="PatchCore: working memory (MiB) fitting and scoring may add to the process -- one "
+        "batch of backbone activations, the patch pool and its coreset projection, the bank, the nearest-bank "
+        "distance block. Lowers batch_size, max_pool_patches, max_bank_patches and the search block to fit "
+        "(seminspect.models.anomaly.memory); the process's own footprint (Python, torch, weights, your data) is "
+        "outside it. None = those settings as given")
     # STPM
     stpm_mode: Literal["classic", "template"] = "template"
     layer_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
@@ -94,6 +101,13 @@ class AnomalyConfig(BaseModel):
         0, ge=0, description="local-max window (px) applied to each anomaly map before the Gaussian smoothing; "
         "0 = off. Spreads a peak over the defect's extent: on DeepPCB, whose ground truth is boxes larger than "
         "the defects, a window chosen on validation pairs raises pixel AUROC (benchmarks/results/anomaly_deeppcb.md)")
+    score_sigma: float | None = Field(
+        None, ge=0, description="Gaussian smoothing (px) of the map the IMAGE score is taken from; None = sigma. "
+        "Image and pixel metrics want different smoothing: a wide window spreads a map over a defect's extent "
+        "(pixel AUROC) but dilutes the peak of a small defect (image AUROC); on the 460 px virtual fab no single "
+        "setting chosen on calib met both targets (benchmarks/results/anomaly_fab.md)")
+    score_dilation: int | None = Field(
+        None, ge=0, description="local-max window (px) of the map the image score is taken from; None = map_dilation")
     top_k: int = 1
     centre_sigma: float = 0.0
     view_combine: Literal["max", "mean"] = Field(
@@ -103,6 +117,12 @@ class AnomalyConfig(BaseModel):
     confidence: float = 0.95
     calib_fraction: float = 0.2
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _budget_is_patchcore(self) -> AnomalyConfig:
+        if self.memory_budget_mib is not None and self.model != "patchcore":
+            raise ValueError("memory_budget_mib applies to model: patchcore (STPM's memory is set by batch_size)")
+        return self
 
 
 @dataclass
@@ -298,8 +318,42 @@ class AnomalyDetector:
             for i in range(len(data)):
                 yield i, data[i]
 
-    def _batches(self, items: Iterator[_Item]) -> Iterator[tuple[list[_Item], torch.Tensor, torch.Tensor | None]]:
-        """Group consecutive same-size items into model batches."""
+    def _memory_plan(self, shape: tuple[int, int], bank_rows: int | None = None) -> MemoryPlan | None:
+        """The PatchCore settings ``memory_budget_mib`` allows for items of ``shape`` (None: no budget)."""
+        cfg = self.config
+        model = self.model
+        if cfg.memory_budget_mib is None or not isinstance(model, PatchCoreModel):
+            return None
+        key = (shape, bank_rows)
+        if getattr(self, "_plan_key", None) != key:
+            reduction = model.backbone.feature_info[model.layers[0]]["reduction"]
+            per_item = item_bytes(model.backbone, shape[0], shape[1],
+                                  images_per_item=2 if self.needs_reference else 1, raw_dim=model.raw_dim,
+                                  reduction=reduction)
+            self._plan = plan_memory(int(cfg.memory_budget_mib * 2**20), per_item_bytes=per_item, dim=model.dim,
+                                     proj_dim=min(cfg.coreset_proj_dim, model.dim), max_batch=cfg.batch_size,
+                                     max_pool=cfg.max_pool_patches, max_bank=cfg.max_bank_patches,
+                                     bank_rows=bank_rows)
+            self._plan_key = key
+        return self._plan
+
+    def _planned(self, items: Iterator[_Item], bank_rows: int | None = None
+                 ) -> tuple[Iterator[_Item], MemoryPlan | None]:
+        """Peek at the first item to size the memory plan; the items come back whole."""
+        import itertools
+
+        first = next(items, None)
+        if first is None:
+            return iter(()), None
+        plan = self._memory_plan(first.target.shape, bank_rows)
+        if plan is not None and isinstance(self.model, PatchCoreModel):
+            self.model.query_chunk = plan.query_chunk
+        return itertools.chain([first], items), plan
+
+    def _batches(self, items: Iterator[_Item], batch_size: int | None = None
+                 ) -> Iterator[tuple[list[_Item], torch.Tensor, torch.Tensor | None]]:
+        """Group consecutive same-size items into model batches (``batch_size`` default: the config's)."""
+        batch_size = batch_size or self.config.batch_size
         buf: list[_Item] = []
 
         def flush() -> tuple[list[_Item], torch.Tensor, torch.Tensor | None]:
@@ -310,7 +364,7 @@ class AnomalyDetector:
             return list(buf), t, r
 
         for it in items:
-            if buf and (len(buf) >= self.config.batch_size or it.target.shape != buf[0].target.shape):
+            if buf and (len(buf) >= batch_size or it.target.shape != buf[0].target.shape):
                 yield flush()
                 buf.clear()
             buf.append(it)
@@ -385,29 +439,43 @@ class AnomalyDetector:
         model = self.model
         assert isinstance(model, PatchCoreModel)
         n_views = max(1, len(samples[0].targets))
-        per_image = max(1, cfg.max_pool_patches // max(1, len(samples) * n_views))
+        items, plan = self._planned(it for i, s in track(list(enumerate(samples)), "patchcore features")
+                                    for it in self._items_of_sample(i, s))
+        max_pool = cfg.max_pool_patches if plan is None else plan.max_pool_patches
+        per_image = max(1, max_pool // max(1, len(samples) * n_views))
         gen = torch.Generator().manual_seed(cfg.seed)
-        pool: list[torch.Tensor] = []
-        items = (it for i, s in track(list(enumerate(samples)), "patchcore features")
-                 for it in self._items_of_sample(i, s))
-        for _, t, r in self._batches(items):
+        # One preallocated pool, filled in place: thousands of small per-batch tensors kept alive between the
+        # batches' large temporaries fragmented the C heap (glibc's adaptive mmap threshold), so the process
+        # grew ~0.1 MiB per batch beyond what it held (benchmarks/results/anomaly_speed.md, 2026-11-23).
+        n_items = sum(max(1, len(s.targets)) for s in samples)
+        pool = torch.empty(0)
+        filled = 0
+        for _, t, r in self._batches(items, None if plan is None else plan.batch_size):
             emb = model.embed(t, r)
             n, d, h, w = emb.shape
             flat = emb.permute(0, 2, 3, 1).reshape(n, h * w, d)
             if h * w > per_image:  # bound the pool before the coreset: random patches per image
                 idx = torch.stack([torch.randperm(h * w, generator=gen)[:per_image] for _ in range(n)])
                 flat = torch.gather(flat, 1, idx[:, :, None].expand(-1, -1, d))
-            pool.append(flat.reshape(-1, d).contiguous())
-        feats = torch.cat(pool)
-        del pool
-        limit = cfg.max_bank_patches
+            rows = flat.reshape(-1, d)
+            if filled + rows.shape[0] > pool.shape[0]:  # first batch, or items larger than the first
+                grown = torch.empty(max(filled + rows.shape[0], n_items * min(per_image, h * w)), d)
+                if filled:
+                    grown[:filled] = pool[:filled]
+                pool = grown
+            pool[filled:filled + rows.shape[0]] = rows
+            filled += rows.shape[0]
+        feats = pool[:filled]
+        limit = cfg.max_bank_patches if plan is None else plan.max_bank_patches
         if cfg.max_bank_bytes is not None:
             limit = min(limit, max(1, cfg.max_bank_bytes // (4 * feats.shape[1])))
         idx = greedy_coreset(feats, min(limit, feats.shape[0]), proj_dim=cfg.coreset_proj_dim, seed=cfg.seed,
-                             progress=True)
-        model.bank = feats[idx].clone()
+                             progress=True, chunk=65536 if plan is None else plan.coreset_chunk)
+        model.bank = feats[idx]
         self.history.update({"pool_patches": int(feats.shape[0]), "bank_patches": int(model.bank.shape[0]),
                              "bank_bytes": int(model.bank.numel() * 4), "embed_dim": int(feats.shape[1])})
+        if plan is not None:
+            self.history["memory_plan"] = plan.to_dict()
 
     def _fit_stpm(self, samples: list[Sample], checkpoint_dir: str | Path | None) -> None:
         cfg = self.config
@@ -476,18 +544,30 @@ class AnomalyDetector:
         counts: dict[int, int] = {}
         masks: dict[int, np.ndarray] = {}
         images: dict[int, np.ndarray] = {}
-        mean = self.config.view_combine == "mean"
-        for batch_items, t, r in self._batches(items()):
-            _, m = self.model(t, r)
-            m = m[:, 0].numpy()
-            for it, mi in zip(batch_items, m, strict=True):
+        score_maps: dict[int, np.ndarray] = {}  # only when the image score has its own post-processing
+        cfg = self.config
+        mean = cfg.view_combine == "mean"
+        separate = self.separate_score_maps
+
+        def accumulate(store: dict[int, np.ndarray], k: int, mi: np.ndarray) -> None:
+            if k not in store:
+                store[k] = mi.copy()
+            elif mean:
+                store[k] += mi
+            else:
+                store[k] = np.maximum(store[k], mi)
+
+        bank_rows = int(self.model.bank.shape[0]) if isinstance(self.model, PatchCoreModel) else None
+        planned, plan = self._planned(items(), bank_rows)
+        for batch_items, t, r in self._batches(planned, None if plan is None else plan.batch_size):
+            raw = self.model.raw_maps(t, r)
+            m = self.model.postprocess(raw)[:, 0].numpy()
+            sm = self.model.postprocess(raw, cfg.score_dilation, cfg.score_sigma)[:, 0].numpy() if separate else m
+            for it, mi, si in zip(batch_items, m, sm, strict=True):
                 k = it.sample_index
-                if k not in maps:
-                    maps[k] = mi.copy()
-                elif mean:
-                    maps[k] += mi
-                else:
-                    maps[k] = np.maximum(maps[k], mi)
+                accumulate(maps, k, mi)
+                if separate:
+                    accumulate(score_maps, k, si)
                 counts[k] = counts.get(k, 0) + 1
                 if it.mask is not None:
                     masks[k] = it.mask if k not in masks else (masks[k] | it.mask)
@@ -496,8 +576,10 @@ class AnomalyDetector:
         order = sorted(samples_meta)
         if mean:
             maps = {k: v / counts[k] for k, v in maps.items()}
+            score_maps = {k: v / counts[k] for k, v in score_maps.items()}
         map_arr = np.stack([maps[k] for k in order]) if order else np.zeros((0, 0, 0), np.float32)
-        scores = _scores_from_maps(map_arr, self.config.top_k)
+        score_arr = np.stack([score_maps[k] for k in order]) if separate and order else map_arr
+        scores = _scores_from_maps(score_arr, cfg.top_k)
         mask_arr = None
         if masks:
             mask_arr = np.stack([masks.get(k, np.zeros(maps[k].shape, bool)) for k in order])
@@ -509,6 +591,13 @@ class AnomalyDetector:
             images=np.stack([images[k] for k in order]) if keep_images and order else None,
             metadata=[dict(samples_meta[k].metadata) for k in order],
         )
+
+    @property
+    def separate_score_maps(self) -> bool:
+        """Whether image scores come from differently post-processed maps than the returned anomaly maps."""
+        cfg = self.config
+        return ((cfg.score_sigma is not None and cfg.score_sigma != cfg.sigma)
+                or (cfg.score_dilation is not None and cfg.score_dilation != cfg.map_dilation))
 
     def predict(self, data: Any) -> tuple[np.ndarray, np.ndarray]:
         """``(image_scores (N,), anomaly_maps (N, H, W))`` for a SampleDataset, list of Samples or Batch."""
@@ -664,7 +753,8 @@ def _load_checkpoint(directory: Path, model: STPMModel, opt: torch.optim.Optimiz
     saved = dict(meta.get("config", {}))
     now = cfg.model_dump()
     # map post-processing does not change training; a checkpoint from before map_dilation existed stays valid
-    differs = [k for k in now if k not in ("epochs", "map_dilation") and saved.get(k) != now[k]]
+    differs = [k for k in now if k not in ("epochs", "map_dilation", "score_sigma", "score_dilation")
+               and saved.get(k) != now[k]]
     if differs:
         raise AnomalyConfigError(f"{directory}: checkpoint was written with different settings {differs}; "
                                  "use another checkpoint folder")

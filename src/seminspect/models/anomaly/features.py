@@ -192,6 +192,14 @@ def centre_prior(size: tuple[int, int], sigma_frac: float, floor: float = 0.3) -
     return floor + (1.0 - floor) * g
 
 
+def postprocess_maps(maps: torch.Tensor, dilation: int, sigma: float, centre_sigma: float) -> torch.Tensor:
+    """Raw ``(N, 1, H, W)`` maps -> local max over ``dilation`` px, Gaussian ``sigma`` px, centre prior."""
+    maps = gaussian_blur(dilate_map(maps, dilation), sigma)
+    if centre_sigma > 0:
+        maps = maps * centre_prior(tuple(maps.shape[-2:]), centre_sigma).to(maps)
+    return maps
+
+
 def image_score(maps: torch.Tensor, top_k: int = 1) -> torch.Tensor:
     """``(N,)`` image scores from ``(N, 1, H, W)`` maps: the max, or the mean of the top-k pixels."""
     flat = maps.flatten(1)

@@ -29,12 +29,10 @@ from torch import nn
 
 from seminspect.models.anomaly.features import (
     best_local_match,
-    centre_prior,
-    dilate_map,
     freeze,
-    gaussian_blur,
     image_score,
     patch_embedding,
+    postprocess_maps,
 )
 
 CONDITIONINGS = ("none", "reference", "difference")
@@ -131,6 +129,7 @@ class PatchCoreModel(nn.Module):
         self.map_dilation = map_dilation
         self.top_k = top_k
         self.centre_sigma = centre_sigma
+        self.query_chunk = 4096  # query rows per nearest-bank distance block (a memory budget lowers it)
         raw_dim = sum(backbone.feature_info[i]["num_chs"] for i in self.layers)
         if conditioning == "reference":
             raw_dim *= 2  # [f_t, w (f_t - f_r)]
@@ -170,16 +169,23 @@ class PatchCoreModel(nn.Module):
         return f_t
 
     @torch.no_grad()
-    def forward(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score images: returns ``(scores (N,), maps (N, 1, H, W))`` (maps in feature-distance units)."""
+    def raw_maps(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, 1, H, W)`` nearest-bank distances upsampled to the image, before any post-processing."""
         if self.bank.numel() == 0:
             raise RuntimeError("PatchCore memory bank is empty: fit the model first")
         emb = self.embed(target, reference)
         n, d, h, w = emb.shape
         flat = emb.permute(0, 2, 3, 1).reshape(-1, d)
-        dist = chunked_min_distance(flat, self.bank).view(n, 1, h, w)
-        maps = F.interpolate(dist, size=target.shape[-2:], mode="bilinear", align_corners=False)
-        maps = gaussian_blur(dilate_map(maps, self.map_dilation), self.sigma)
-        if self.centre_sigma > 0:
-            maps = maps * centre_prior(tuple(target.shape[-2:]), self.centre_sigma).to(maps)
+        dist = chunked_min_distance(flat, self.bank, chunk=self.query_chunk).view(n, 1, h, w)
+        return F.interpolate(dist, size=target.shape[-2:], mode="bilinear", align_corners=False)
+
+    def postprocess(self, maps: torch.Tensor, dilation: int | None = None, sigma: float | None = None) -> torch.Tensor:
+        """Local-max window, Gaussian smoothing and centre prior (the model's own settings by default)."""
+        return postprocess_maps(maps, self.map_dilation if dilation is None else dilation,
+                                self.sigma if sigma is None else sigma, self.centre_sigma)
+
+    @torch.no_grad()
+    def forward(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score images: returns ``(scores (N,), maps (N, 1, H, W))`` (maps in feature-distance units)."""
+        maps = self.postprocess(self.raw_maps(target, reference))
         return image_score(maps, self.top_k), maps

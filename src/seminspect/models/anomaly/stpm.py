@@ -23,11 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from seminspect.models.anomaly.features import (
-    centre_prior,
-    dilate_map,
     freeze,
-    gaussian_blur,
     image_score,
+    postprocess_maps,
     set_reflect_padding,
 )
 
@@ -106,9 +104,20 @@ class STPMModel(nn.Module):
             total = total + w * layer
         return total
 
+    def postprocess(self, maps: torch.Tensor, dilation: int | None = None, sigma: float | None = None) -> torch.Tensor:
+        """Local-max window, Gaussian smoothing and centre prior (the model's own settings by default)."""
+        return postprocess_maps(maps, self.map_dilation if dilation is None else dilation,
+                                self.sigma if sigma is None else sigma, self.centre_sigma)
+
     @torch.no_grad()
     def forward(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Score images: ``(scores (N,), maps (N, 1, H, W))``."""
+        maps = self.postprocess(self.raw_maps(target, reference))
+        return image_score(maps, self.top_k), maps
+
+    @torch.no_grad()
+    def raw_maps(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, 1, H, W)`` weighted teacher-student distances upsampled to the image, before post-processing."""
         t_feats, s_feats = self._pairs(target, reference)
         size = target.shape[-2:]
         maps = target.new_zeros(target.shape[0], 1, *size)
@@ -117,7 +126,4 @@ class STPMModel(nn.Module):
                 continue
             d = 0.5 * (F.normalize(t, dim=1) - F.normalize(s, dim=1)).pow(2).sum(1, keepdim=True)
             maps = maps + w * F.interpolate(d, size=size, mode="bilinear", align_corners=False)
-        maps = gaussian_blur(dilate_map(maps, self.map_dilation), self.sigma)
-        if self.centre_sigma > 0:
-            maps = maps * centre_prior(tuple(size), self.centre_sigma).to(maps)
-        return image_score(maps, self.top_k), maps
+        return maps

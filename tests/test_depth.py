@@ -136,10 +136,25 @@ def test_ema_weights_are_validated_and_saved(tmp_path: Path) -> None:
     assert score_depth(p.predict(val.x), val.y.numpy()).rmse == pytest.approx(r.best_rmse, rel=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["l1", "pix2pix", "l1+ema"])
+def test_resampled_acquisitions_come_from_the_same_site(tmp_path: Path) -> None:
+    from seminspect.training.depth import _resample_plan
+
+    a, b = _resample_plan(0, 0, 50, 4), _resample_plan(0, 1, 50, 4)
+    assert a.shape == (50, 4) and int(a.min()) >= 0 and int(a.max()) <= 3
+    assert torch.equal(a, _resample_plan(0, 0, 50, 4)) and not torch.equal(a, b)  # seeded, new per epoch
+    assert (a != torch.arange(4)).any(dim=1).float().mean() > 0.8  # most sites get a new mix
+    train, val = _tiny_data(24, 0), _tiny_data(8, 1)
+    off = train_depth(_cfg(), tmp_path / "off", data=(train, val), verbose=False)
+    on = train_depth(_cfg(optim={"resample_acquisitions": True}), tmp_path / "on", data=(train, val), verbose=False)
+    assert on.history[0]["train_loss"] != off.history[0]["train_loss"]  # the inputs changed
+
+
+@pytest.mark.parametrize("mode", ["l1", "pix2pix", "l1+ema", "l1+resample"])
 def test_resume_after_stop_equals_uninterrupted(tmp_path: Path, mode: str) -> None:
     train, val = _tiny_data(20, 0, h=16, w=12), _tiny_data(8, 1, h=16, w=12)
     extra = {"ema_decay": 0.9} if "ema" in mode else {}
+    if "resample" in mode:
+        extra["resample_acquisitions"] = True
     cfg = _cfg(loss={"mode": mode.split("+")[0], "mse_epochs": 1, "disc_width": 4},
                optim={"flips": True, **extra})
     full = train_depth(cfg, tmp_path / "full", data=(train, val), verbose=False)

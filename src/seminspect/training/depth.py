@@ -88,6 +88,9 @@ class OptimSection(_Strict):
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_steps: int = Field(100, ge=0)
     flips: bool = True
+    # each epoch, each training site's C input channels are C draws with replacement from its own C
+    # acquisitions: new noise mixes of the same site (the Samsung sites have 4 acquisitions of one view)
+    resample_acquisitions: bool = False
     ema_decay: float | None = Field(None, gt=0, lt=1)  # validate/save an EMA of the weights (and BN buffers)
     patience: int | None = 10  # epochs without a better validation RMSE before stopping
     max_minutes: float | None = None  # wall-clock budget of this process; checked at epoch ends
@@ -388,6 +391,13 @@ def _epoch_plan(seed: int, epoch: int, n: int, flips: bool) -> tuple[torch.Tenso
     return perm, codes
 
 
+def _resample_plan(seed: int, epoch: int, n: int, channels: int) -> torch.Tensor:
+    """``(n, channels)`` acquisition indices drawn with replacement for epoch ``epoch`` (own generator, so
+    the order and flips of a run without resampling stay as they were)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 7_919_000)
+    return torch.randint(0, channels, (n, channels), generator=g)
+
+
 def _ema_avg_fn(decay: float):
     """EMA update with a warm-up: the decay is ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates.
 
@@ -511,12 +521,16 @@ def train_depth(cfg: DepthConfig, out_dir: str | Path, data: tuple[DepthData, De
             epoch = state["epoch"]
             t0 = time.time()
             perm, codes = _epoch_plan(cfg.seed, epoch, len(train), cfg.optim.flips)
+            picks = _resample_plan(cfg.seed, epoch, len(train), xt.shape[1]) if cfg.optim.resample_acquisitions \
+                else None
             use_mse = epoch >= cfg.optim.epochs - cfg.loss.mse_epochs
             gen.train()
             loss_sum = torch.tensor(state.get("loss_sum", 0.0) if state["batch"] else 0.0)
             for b in range(state["batch"], n_batches):
                 idx = perm[b * cfg.optim.batch_size:(b + 1) * cfg.optim.batch_size]
                 xb, yb = xt[idx], yt[idx]
+                if picks is not None:
+                    xb = torch.gather(xb, 1, picks[idx][:, :, None, None].expand_as(xb))
                 if cfg.optim.flips:
                     xb, yb = _flip(xb, codes[idx]), _flip(yb, codes[idx])
                 xb = xb.contiguous(memory_format=mem)

@@ -533,14 +533,21 @@ class AnomalyDetector:
     def score(self, data: Any, keep_images: bool = False) -> AnomalyResult:
         """Scores, maps and the ground truth of ``data`` (SampleDataset, list of Samples, Batch)."""
         self.model.eval()
-        samples_meta: dict[int, Sample] = {}
+        listed = list(self._samples(data))
+        samples_meta: dict[int, Sample] = dict(listed)
+        n_views = {i: len(s.targets) for i, s in listed}
+        empty = [s.sample_id for s in samples_meta.values() if not s.targets]
+        if empty:
+            raise AnomalyConfigError(f"{len(empty)} sample(s) have no target view to score (first: {empty[0]!r})")
 
         def items() -> Iterator[_Item]:
-            for i, s in track(list(self._samples(data)), "anomaly scoring"):
-                samples_meta[i] = s
+            for i, s in track(listed, "anomaly scoring"):
                 yield from self._items_of_sample(i, s)
 
-        maps: dict[int, np.ndarray] = {}
+        # The maps are written into one preallocated (N, H, W) array as the views come (no per-sample copies
+        # stacked at the end: that held the result twice); score maps live only until their sample is complete.
+        map_arr = np.zeros((0, 0, 0), np.float32)
+        scores = np.zeros(len(listed))
         counts: dict[int, int] = {}
         masks: dict[int, np.ndarray] = {}
         images: dict[int, np.ndarray] = {}
@@ -549,13 +556,17 @@ class AnomalyDetector:
         mean = cfg.view_combine == "mean"
         separate = self.separate_score_maps
 
-        def accumulate(store: dict[int, np.ndarray], k: int, mi: np.ndarray) -> None:
-            if k not in store:
-                store[k] = mi.copy()
-            elif mean:
-                store[k] += mi
+        def combine(current: np.ndarray | None, mi: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+            if current is None:
+                if out is None:
+                    return mi.copy()
+                out[...] = mi
+                return out
+            if mean:
+                current += mi
             else:
-                store[k] = np.maximum(store[k], mi)
+                np.maximum(current, mi, out=current)
+            return current
 
         bank_rows = int(self.model.bank.shape[0]) if isinstance(self.model, PatchCoreModel) else None
         planned, plan = self._planned(items(), bank_rows)
@@ -565,24 +576,30 @@ class AnomalyDetector:
             sm = self.model.postprocess(raw, cfg.score_dilation, cfg.score_sigma)[:, 0].numpy() if separate else m
             for it, mi, si in zip(batch_items, m, sm, strict=True):
                 k = it.sample_index
-                accumulate(maps, k, mi)
+                if map_arr.shape[0] == 0:
+                    map_arr = np.zeros((len(listed), *mi.shape), np.float32)
+                if mi.shape != map_arr.shape[1:]:
+                    raise AnomalyConfigError(
+                        f"sample {samples_meta[k].sample_id!r}: map size {mi.shape} differs from {map_arr.shape[1:]}: "
+                        "set crop or image_size to score samples of different sizes together")
+                first = k not in counts
+                combine(None if first else map_arr[k], mi, out=map_arr[k])
                 if separate:
-                    accumulate(score_maps, k, si)
+                    score_maps[k] = combine(score_maps.get(k), si)
                 counts[k] = counts.get(k, 0) + 1
+                if counts[k] == n_views[k]:  # the sample is complete: finish its map and score
+                    if mean:
+                        map_arr[k] /= counts[k]
+                    smap = score_maps.pop(k) / (counts[k] if mean else 1) if separate else map_arr[k]
+                    scores[k] = _scores_from_maps(smap[None], cfg.top_k)[0]
                 if it.mask is not None:
                     masks[k] = it.mask if k not in masks else (masks[k] | it.mask)
                 if keep_images and k not in images:
                     images[k] = it.target
         order = sorted(samples_meta)
-        if mean:
-            maps = {k: v / counts[k] for k, v in maps.items()}
-            score_maps = {k: v / counts[k] for k, v in score_maps.items()}
-        map_arr = np.stack([maps[k] for k in order]) if order else np.zeros((0, 0, 0), np.float32)
-        score_arr = np.stack([score_maps[k] for k in order]) if separate and order else map_arr
-        scores = _scores_from_maps(score_arr, cfg.top_k)
         mask_arr = None
         if masks:
-            mask_arr = np.stack([masks.get(k, np.zeros(maps[k].shape, bool)) for k in order])
+            mask_arr = np.stack([masks.get(k, np.zeros(map_arr.shape[1:], bool)) for k in order])
         labels = np.array([-1 if samples_meta[k].is_abnormal is None else int(samples_meta[k].is_abnormal)
                            for k in order], dtype=np.int64)
         return AnomalyResult(

@@ -48,7 +48,7 @@ def child(budget_bytes: int, n: int, pool: int, batch_size: int = 32, memory_mib
     fit_s = time.perf_counter() - t0
     rss_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    det.predict(test)
+    _, maps = det.predict(test)
     ips = len(test) / (time.perf_counter() - t0)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"budget_bytes": budget_bytes, "bank_bytes": det.history["bank_bytes"],
@@ -56,7 +56,8 @@ def child(budget_bytes: int, n: int, pool: int, batch_size: int = 32, memory_mib
                       "fit_s": fit_s, "predict_img_per_s": ips, "rss_before_fit_mib": rss0, "peak_rss_mib": rss,
                       "peak_rss_after_fit_mib": rss_fit, "batch_size": batch_size, "rss_data_mib": rss_data,
                       "memory_budget_mib": memory_mib, "memory_plan": det.history.get("memory_plan"),
-                      "query_chunk": det.model.query_chunk, "n_fit": len(fit), "pairs_used": i}))
+                      "query_chunk": det.model.query_chunk, "result_maps_mib": maps.nbytes / 2**20,
+                      "n_fit": len(fit), "pairs_used": i}))
 
 
 def main() -> None:
@@ -175,18 +176,24 @@ def _memory_budgets(args: argparse.Namespace) -> None:
              f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; wall {time.perf_counter() - t_all:.0f} s for "
              f"{len(rows)} child process(es), one after the other (each child's `ru_maxrss` is its own).\n"
              f"- config limits the plan may lower: batch {args.batch_size}, pool {args.pool}, bank {kib} KiB "
-             "(`max_bank_bytes`). Rise = whole-process peak RSS (fit on the 1,000 samples, then predicting 200) "
-             "minus RSS once the data were loaded and the detector built.\n\n"
+             "(`max_bank_bytes`). Fit rise = peak RSS during the fit on the 1,000 samples minus RSS once the data "
+             "were loaded and the detector built (the backbone's weights: outside the budget). Prediction of 200 "
+             "further samples follows in the same process: its rise is the whole-process peak minus the same base, "
+             "and it includes the returned maps (200 x 128 x 128 float32: the result, which grows with the number "
+             "of samples scored, not working memory), shown apart.\n\n"
              "| memory budget MiB | planned batch | planned pool | bank patches | search block rows | fit s | "
-             "predict img/s | RSS data loaded MiB | RSS detector built MiB | peak RSS MiB | rise MiB | "
-             "rise / budget |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+             "predict img/s | RSS data loaded MiB | RSS detector built MiB | fit rise MiB | fit rise / budget | "
+             "whole-process peak MiB | returned maps MiB | prediction rise less the maps MiB | that / budget |"
+             "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     for r in rows:
-        rise = r["peak_rss_mib"] - r["rss_before_fit_mib"]
+        fit_rise = r["peak_rss_after_fit_mib"] - r["rss_before_fit_mib"]
+        pred_rise = r["peak_rss_mib"] - r["rss_before_fit_mib"] - r["result_maps_mib"]
         plan = r["memory_plan"] or {}
         text += (f"| {r['memory_budget_mib']:g} | {plan.get('batch_size')} | {plan.get('max_pool_patches')} | "
                  f"{r['bank_patches']} | {r['query_chunk']} | {r['fit_s']:.0f} | {r['predict_img_per_s']:.1f} | "
-                 f"{r['rss_data_mib']:.0f} | {r['rss_before_fit_mib']:.0f} | {r['peak_rss_mib']:.0f} | {rise:.0f} | "
-                 f"{rise / r['memory_budget_mib']:.2f} |\n")
+                 f"{r['rss_data_mib']:.0f} | {r['rss_before_fit_mib']:.0f} | {fit_rise:.0f} | "
+                 f"{fit_rise / r['memory_budget_mib']:.2f} | {r['peak_rss_mib']:.0f} | {r['result_maps_mib']:.1f} | "
+                 f"{pred_rise:.0f} | {pred_rise / r['memory_budget_mib']:.2f} |\n")
     atomic_write_text(args.out, text)
     print(text)
 

@@ -60,6 +60,19 @@ def child(budget_bytes: int, n: int, pool: int, batch_size: int = 32, memory_mib
                       "n_fit": len(fit), "pairs_used": i}))
 
 
+def run_child(args: argparse.Namespace, bank_kib: int, memory_mib: float | None = None) -> dict:
+    """One measurement in its own process (its ``ru_maxrss`` is its own); the child's JSON line, timed."""
+    t0 = time.perf_counter()
+    extra = [] if memory_mib is None else ["--memory-mib", str(memory_mib)]
+    out = subprocess.run([sys.executable, __file__, "--child", str(bank_kib * 1024), "--n", str(args.n),
+                          "--pool", str(args.pool), "--batch-size", str(args.batch_size), *extra],
+                         capture_output=True, text=True, check=True)
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    row["wall_s"] = time.perf_counter() - t0
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
@@ -87,14 +100,7 @@ def main() -> None:
     t_all = time.perf_counter()
     rows = []
     for kib in [int(k) for k in args.budgets_kib.split(",")]:
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--child", str(kib * 1024), "--n", str(args.n),
-                              "--pool", str(args.pool), "--batch-size", str(args.batch_size)],
-                             capture_output=True, text=True, check=True)
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        row["wall_s"] = time.perf_counter() - t0
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        rows.append(run_child(args, kib))
     if args.append:
         _append(args, rows, load0, time.perf_counter() - t_all)
         return
@@ -160,14 +166,7 @@ def _memory_budgets(args: argparse.Namespace) -> None:
     kib = int(args.budgets_kib.split(",")[0])
     rows = []
     for mib in [float(m) for m in args.memory_budgets_mib.split(",")]:
-        t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, __file__, "--child", str(kib * 1024), "--n", str(args.n),
-                              "--pool", str(args.pool), "--batch-size", str(args.batch_size),
-                              "--memory-mib", str(mib)], capture_output=True, text=True, check=True)
-        row = json.loads(out.stdout.strip().splitlines()[-1])
-        row["wall_s"] = time.perf_counter() - t0
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+        rows.append(run_child(args, kib, mib))
     cmd = (f"python benchmarks/anomaly_speed.py --n {args.n} --pool {args.pool} --budgets-kib {kib} "
            f"--batch-size {args.batch_size} --memory-budgets-mib {args.memory_budgets_mib}")
     text = args.out.read_text() if args.out.is_file() else ""

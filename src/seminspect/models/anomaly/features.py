@@ -200,6 +200,35 @@ def postprocess_maps(maps: torch.Tensor, dilation: int, sigma: float, centre_sig
     return maps
 
 
+class AnomalyMapModel(nn.Module):
+    """The scoring tail PatchCore and STPM share: raw maps -> post-processing -> ``(scores, maps)``.
+
+    Subclasses implement :meth:`raw_maps` and set ``map_dilation``, ``sigma``, ``centre_sigma`` and
+    ``top_k``. The estimator calls :meth:`raw_maps` and :meth:`postprocess` itself when the image
+    score has its own post-processing (``score_sigma`` / ``score_dilation``).
+    """
+
+    map_dilation: int
+    sigma: float
+    centre_sigma: float
+    top_k: int
+
+    def raw_maps(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, 1, H, W)`` per-pixel distances before any post-processing."""
+        raise NotImplementedError
+
+    def postprocess(self, maps: torch.Tensor, dilation: int | None = None, sigma: float | None = None) -> torch.Tensor:
+        """Local-max window, Gaussian smoothing and centre prior (the model's own settings by default)."""
+        return postprocess_maps(maps, self.map_dilation if dilation is None else dilation,
+                                self.sigma if sigma is None else sigma, self.centre_sigma)
+
+    @torch.no_grad()
+    def forward(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score images: ``(scores (N,), maps (N, 1, H, W))``."""
+        maps = self.postprocess(self.raw_maps(target, reference))
+        return image_score(maps, self.top_k), maps
+
+
 def image_score(maps: torch.Tensor, top_k: int = 1) -> torch.Tensor:
     """``(N,)`` image scores from ``(N, 1, H, W)`` maps: the max, or the mean of the top-k pixels."""
     flat = maps.flatten(1)

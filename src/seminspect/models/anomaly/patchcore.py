@@ -28,11 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from seminspect.models.anomaly.features import (
+    AnomalyMapModel,
     best_local_match,
     freeze,
-    image_score,
     patch_embedding,
-    postprocess_maps,
 )
 
 CONDITIONINGS = ("none", "reference", "difference")
@@ -95,7 +94,7 @@ def greedy_coreset(features: torch.Tensor, n_select: int, proj_dim: int = 128, s
     return selected
 
 
-class PatchCoreModel(nn.Module):
+class PatchCoreModel(AnomalyMapModel):
     """Patch embedding + memory-bank scoring.
 
     Args:
@@ -178,14 +177,3 @@ class PatchCoreModel(nn.Module):
         flat = emb.permute(0, 2, 3, 1).reshape(-1, d)
         dist = chunked_min_distance(flat, self.bank, chunk=self.query_chunk).view(n, 1, h, w)
         return F.interpolate(dist, size=target.shape[-2:], mode="bilinear", align_corners=False)
-
-    def postprocess(self, maps: torch.Tensor, dilation: int | None = None, sigma: float | None = None) -> torch.Tensor:
-        """Local-max window, Gaussian smoothing and centre prior (the model's own settings by default)."""
-        return postprocess_maps(maps, self.map_dilation if dilation is None else dilation,
-                                self.sigma if sigma is None else sigma, self.centre_sigma)
-
-    @torch.no_grad()
-    def forward(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score images: returns ``(scores (N,), maps (N, 1, H, W))`` (maps in feature-distance units)."""
-        maps = self.postprocess(self.raw_maps(target, reference))
-        return image_score(maps, self.top_k), maps

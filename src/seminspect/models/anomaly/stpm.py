@@ -23,9 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from seminspect.models.anomaly.features import (
+    AnomalyMapModel,
     freeze,
-    image_score,
-    postprocess_maps,
     set_reflect_padding,
 )
 
@@ -33,7 +32,7 @@ MODES = ("classic", "template")
 LOSSES = ("l2", "huber")
 
 
-class STPMModel(nn.Module):
+class STPMModel(AnomalyMapModel):
     """Teacher (frozen, pretrained) and student (same architecture, from scratch).
 
     Args:
@@ -103,17 +102,6 @@ class STPMModel(nn.Module):
                 layer = F.smooth_l1_loss(s, t, beta=self.huber_delta, reduction="none").sum(1).mean()
             total = total + w * layer
         return total
-
-    def postprocess(self, maps: torch.Tensor, dilation: int | None = None, sigma: float | None = None) -> torch.Tensor:
-        """Local-max window, Gaussian smoothing and centre prior (the model's own settings by default)."""
-        return postprocess_maps(maps, self.map_dilation if dilation is None else dilation,
-                                self.sigma if sigma is None else sigma, self.centre_sigma)
-
-    @torch.no_grad()
-    def forward(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Score images: ``(scores (N,), maps (N, 1, H, W))``."""
-        maps = self.postprocess(self.raw_maps(target, reference))
-        return image_score(maps, self.top_k), maps
 
     @torch.no_grad()
     def raw_maps(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:

@@ -129,20 +129,25 @@ def main() -> None:
     print("\n".join(lines))
 
 
-def _append(args: argparse.Namespace, rows: list[dict], load0: float, wall: float) -> None:
-    """Append a dated section: whole-process peak RSS of each child against its bank budget."""
+def section(args: argparse.Namespace, title: str, cmd: str, load0: float, wall: float, n_children: int) -> str:
+    """``--out``'s text so far plus a new section's title, command and machine lines."""
     import os
 
+    text = args.out.read_text() if args.out.is_file() else ""
+    return (text + f"\n## {title}\n\n- command: `{cmd}`\n- machine: 2-core x86_64 CPU, no GPU, torch 1 thread; "
+            f"load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; wall {wall:.0f} s for {n_children} "
+            "child process(es), one after the other (each child's `ru_maxrss` is its own).\n")
+
+
+def _append(args: argparse.Namespace, rows: list[dict], load0: float, wall: float) -> None:
+    """Append a dated section: whole-process peak RSS of each child against its bank budget."""
     from seminspect.utils.io import atomic_write_text
 
     cmd = (f"nice -n 10 python benchmarks/anomaly_speed.py --n {args.n} --pool {args.pool} "
            f"--budgets-kib {args.budgets_kib} --batch-size {args.batch_size} --append")
-    text = args.out.read_text() if args.out.is_file() else ""
-    text += (f"\n## Whole-process peak RSS re-measured ({args.date}, batch {args.batch_size}, pool {args.pool})\n\n"
-             f"- command: `{cmd}`\n- machine: 2-core x86_64 CPU, no GPU, torch 1 thread; load average "
-             f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; wall {wall:.0f} s for {len(rows)} child "
-             "process(es), one after the other (each child's `ru_maxrss` is its own).\n\n"
-             "| bank budget | bank bytes | bank patches | pool patches | batch | fit s | predict img/s | "
+    text = section(args, f"Whole-process peak RSS re-measured ({args.date}, batch {args.batch_size}, pool "
+                         f"{args.pool})", cmd, load0, wall, len(rows))
+    text += ("\n| bank budget | bank bytes | bank patches | pool patches | batch | fit s | predict img/s | "
              "RSS before fit MiB | peak RSS after fit MiB | peak RSS whole process MiB | peak - before fit MiB | "
              "(peak - before) / budget |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     for r in rows:
@@ -169,13 +174,10 @@ def _memory_budgets(args: argparse.Namespace) -> None:
         rows.append(run_child(args, kib, mib))
     cmd = (f"python benchmarks/anomaly_speed.py --n {args.n} --pool {args.pool} --budgets-kib {kib} "
            f"--batch-size {args.batch_size} --memory-budgets-mib {args.memory_budgets_mib}")
-    text = args.out.read_text() if args.out.is_file() else ""
-    text += (f"\n## Working-memory budget `memory_budget_mib` ({time.strftime('%Y-%m-%d', time.gmtime())})\n\n"
-             f"- command: `{cmd}`\n- machine: 2-core x86_64 CPU, no GPU, torch 1 thread; load average "
-             f"{load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; wall {time.perf_counter() - t_all:.0f} s for "
-             f"{len(rows)} child process(es), one after the other (each child's `ru_maxrss` is its own).\n"
-             f"- config limits the plan may lower: batch {args.batch_size}, pool {args.pool}, bank {kib} KiB "
-             "(`max_bank_bytes`). Fit rise = peak RSS during the fit on the 1,000 samples minus RSS once the data "
+    text = section(args, f"Working-memory budget `memory_budget_mib` ({time.strftime('%Y-%m-%d', time.gmtime())})",
+                   cmd, load0, time.perf_counter() - t_all, len(rows))
+    text += (f"- config limits the plan may lower: batch {args.batch_size}, pool {args.pool}, bank {kib} KiB "
+             f"(`max_bank_bytes`). Fit rise = peak RSS during the fit on the {args.n:,} samples minus RSS once the data "
              "were loaded and the detector built (the backbone's weights: outside the budget). Prediction of 200 "
              "further samples follows in the same process: its rise is the whole-process peak minus the same base, "
              "and it includes the returned maps (200 x 128 x 128 float32: the result, which grows with the number "

@@ -177,8 +177,8 @@ def _memory_budgets(args: argparse.Namespace) -> None:
     text = section(args, f"Working-memory budget `memory_budget_mib` ({time.strftime('%Y-%m-%d', time.gmtime())})",
                    cmd, load0, time.perf_counter() - t_all, len(rows))
     text += (f"- config limits the plan may lower: batch {args.batch_size}, pool {args.pool}, bank {kib} KiB "
-             f"(`max_bank_bytes`). Fit rise = peak RSS during the fit on the {args.n:,} samples minus RSS once the data "
-             "were loaded and the detector built (the backbone's weights: outside the budget). Prediction of 200 "
+             f"(`max_bank_bytes`). Fit rise = peak RSS during the fit on the {args.n:,} samples minus RSS once the "
+             "data were loaded and the detector built (the backbone's weights: outside the budget). Prediction of 200 "
              "further samples follows in the same process: its rise is the whole-process peak minus the same base, "
              "and it includes the returned maps (200 x 128 x 128 float32: the result, which grows with the number "
              "of samples scored, not working memory), shown apart.\n\n"

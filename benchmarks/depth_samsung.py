@@ -1,11 +1,12 @@
 """Benchmark: depth from SEM on the Samsung sites (train.npz, fixed 90/10 split).
 
-Trains the L1 U-Net, then pix2pix (one after the other, each with its config's thread count and
-60-minute budget), then evaluates both with the training mean-map baseline on the validation
-split and writes ``<out>/results.md``, ``<out>/metrics.json`` and best/worst-site figures.
+Trains the recommended U-Net (``unet``: L1 warm-up, then MSE), the L1-only U-Net baseline and
+pix2pix, one after the other, each with its config's thread count and 60-minute budget; then
+evaluates all three with the training mean-map baseline on the validation split and writes
+``<out>/results.md``, ``<out>/metrics.json`` and best/worst-site figures (about 2.5 hours).
 
     env PYTHONPATH=src python benchmarks/depth_samsung.py --out runs/depth_samsung
-    env PYTHONPATH=src python benchmarks/depth_samsung.py --out runs/depth_samsung --part l1_unet   # one model
+    env PYTHONPATH=src python benchmarks/depth_samsung.py --out runs/depth_samsung --part unet   # one model
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {"l1_unet": ROOT / "configs/depth_samsung.yaml", "pix2pix": ROOT / "configs/depth_samsung_pix2pix.yaml"}
+CONFIGS = {"unet": ROOT / "configs/depth_samsung.yaml", "l1_unet": ROOT / "configs/depth_samsung_l1.yaml",
+           "pix2pix": ROOT / "configs/depth_samsung_pix2pix.yaml"}
 
 
 def train_one(name: str, out: Path, data_path: str | None) -> None:
@@ -54,7 +56,7 @@ def evaluate(out: Path, data_path: str | None) -> None:
     from seminspect.training.depth import DepthConfig, DepthPredictor, load_samsung_npz
     from seminspect.training.depth_eval import mean_map, plot_sites, results_table, score_depth
 
-    cfg = DepthConfig.load(CONFIGS["l1_unet"])
+    cfg = DepthConfig.load(CONFIGS["unet"])
     train, val = load_samsung_npz(data_path or cfg.data.path, cfg.data.val_fraction, cfg.data.split_seed)
     true = val.y.numpy()
     mm = mean_map(train.y.numpy())

@@ -1,22 +1,25 @@
 """Where a Samsung depth model's error is: training vs validation sites, and the hole floor.
 
 For each model: RMSE on every 4th training site and on the validation split (the fixed split of
-docs/depth.md), the spread (std) of the per-site hole-floor offset (a site's mean error over its
-hole, hole = true depth < ``--hole-below``), and the validation RMSE an oracle would reach by removing
-each site's floor offset. A floor offset that spreads far more on validation than on training sites
-means the floor depth of the training sites is memorised.
+docs/depth.md, read from configs/depth_samsung.yaml), the spread (std) of the per-site hole-floor
+offset (a site's mean error over its hole, hole = true depth < ``--hole-below``), and the validation
+RMSE an oracle would reach by removing each site's floor offset. A floor offset that spreads far
+more on validation than on training sites means the floor depth of the training sites is memorised.
 
-    env PYTHONPATH=src python benchmarks/depth_error_analysis.py runs/depth_samsung6/l1_unet/best.pt [...]
+    env PYTHONPATH=src python benchmarks/depth_error_analysis.py runs/depth_samsung7/unet/best.pt [...]
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from seminspect.training.depth import DepthPredictor, load_samsung_npz
+from seminspect.training.depth import DepthConfig, DepthPredictor, load_samsung_npz
+
+SPLIT_CONFIG = Path(__file__).resolve().parents[1] / "configs/depth_samsung.yaml"  # data path and split
 
 
 def floor_analysis(pred: np.ndarray, true: np.ndarray, hole_below: float) -> dict[str, float]:
@@ -32,11 +35,12 @@ def floor_analysis(pred: np.ndarray, true: np.ndarray, hole_below: float) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("models", nargs="+", help="depth model files (best.pt)")
-    ap.add_argument("--data", default="../shared/data/samsung_sem_depth/train.npz")
+    ap.add_argument("--data", default=None, help="path of train.npz (default: the config's)")
     ap.add_argument("--hole-below", type=float, default=160.0, help="true depth below which a pixel is hole")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    train, val = load_samsung_npz(args.data)
+    cfg = DepthConfig.load(SPLIT_CONFIG)
+    train, val = load_samsung_npz(args.data or cfg.data.path, cfg.data.val_fraction, cfg.data.split_seed)
     train = train.subset(np.arange(0, len(train), 4))
     print("| model | split | sites | RMSE | floor offset std | RMSE with an oracle floor |")
     print("|---|---|---|---|---|---|")

@@ -77,6 +77,27 @@ def test_global_context_survives_save_and_load(tmp_path: Path) -> None:
     np.testing.assert_allclose(q.predict(x), p.predict(x), atol=1e-6)
 
 
+def test_architecture_survives_save_and_load_and_old_files_load(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = UNet(3, 1, 2, 4, norm="group", max_width=6, global_context=True)
+    p = DepthPredictor(net, Normaliser(0.5, 0.2, 100.0, 30.0))
+    p.save(tmp_path / "m.pt")
+    q = DepthPredictor.load(tmp_path / "m.pt")
+    assert q.generator.hparams() == net.hparams()
+    x = torch.rand(2, 3, 13, 10)
+    np.testing.assert_allclose(q.predict(x), p.predict(x), atol=1e-6)
+    # A file written before hparams() (five keys) still loads, with the defaults for the others.
+    old = DepthPredictor(UNet(3, 1, 1, 4), Normaliser(0.5, 0.2, 100.0, 30.0)).state()
+    old["model"] = {"in_channels": 3, "levels": 1, "width": 4, "norm": "batch", "global_context": False}
+    torch.save(old, tmp_path / "old.pt")
+    assert DepthPredictor.load(tmp_path / "old.pt").generator.hparams() == UNet(3, 1, 1, 4).hparams()
+    # A file whose weights do not fit its stated architecture is one clear error.
+    old["model"]["width"] = 6
+    torch.save(old, tmp_path / "bad.pt")
+    with pytest.raises(DepthConfigError, match=r"bad.pt: model does not match"):
+        DepthPredictor.load(tmp_path / "bad.pt")
+
+
 def test_patchgan_patch_logits() -> None:
     d = PatchGAN(4, 1, width=8, n_layers=2)
     out = d(torch.rand(3, 4, 66, 45), torch.rand(3, 1, 66, 45))
@@ -288,7 +309,7 @@ def test_onnx_export_matches_torch(tmp_path: Path) -> None:
     from seminspect.export import OnnxModule
 
     torch.manual_seed(0)
-    p = DepthPredictor(UNet(4, 1, 2, 4), Normaliser(0.5, 0.2, 100.0, 30.0))
+    p = DepthPredictor(UNet(4, 1, 2, 4, global_context=True), Normaliser(0.5, 0.2, 100.0, 30.0))
     p.export_onnx(tmp_path / "d.onnx", 66, 45)
     x = torch.rand(3, 4, 66, 45)
     out = OnnxModule(tmp_path / "d.onnx")(x)[0]
@@ -334,6 +355,6 @@ def test_init_from_starts_at_the_saved_model(tmp_path: Path) -> None:
     # With a negligible learning rate the fine-tuned model scores like its start (BN statistics
     # move a little in train mode, hence the tolerance), far below an untrained net.
     assert second.best_rmse == pytest.approx(first.best_rmse, rel=0.1)
-    with pytest.raises(DepthConfigError, match="channels/levels/width"):
+    with pytest.raises(DepthConfigError, match="architecture"):
         train_depth(_cfg(model={"width": 6}, init_from=str(tmp_path / "a" / "best.pt")), tmp_path / "c",
                     data=(train, val), verbose=False)

@@ -308,9 +308,7 @@ class DepthPredictor:
 
     def state(self) -> dict[str, Any]:
         g = self.generator
-        return {"kind": MODEL_KIND,
-                "model": {"in_channels": g.in_channels, "levels": g.levels, "width": g.width,
-                          "norm": self.meta.get("norm", "batch"), "global_context": g.global_context},
+        return {"kind": MODEL_KIND, "model": g.hparams(),
                 "norm": vars(self.norm), "meta": self.meta,
                 "state_dict": {k: v.detach().clone() for k, v in g.state_dict().items()}}
 
@@ -343,10 +341,11 @@ class DepthPredictor:
         if not isinstance(st, dict) or st.get("kind") != MODEL_KIND:
             kind = st.get("kind") if isinstance(st, dict) else None
             raise DepthConfigError(f"{path}: not a seminspect depth model (kind {kind!r})")
-        m = st["model"]
-        g = UNet(m["in_channels"], 1, m["levels"], m["width"], m["norm"],
-                 global_context=bool(m.get("global_context", False)))
-        g.load_state_dict(st["state_dict"])
+        try:
+            g = UNet(**st["model"])  # files written before hparams() lack the newer keys: defaults apply
+            g.load_state_dict(st["state_dict"])
+        except (TypeError, RuntimeError) as exc:
+            raise DepthConfigError(f"{path}: model does not match its stored architecture ({exc})") from None
         return cls(g, Normaliser(**st["norm"]), st.get("meta", {}))
 
 
@@ -451,16 +450,13 @@ def train_depth(cfg: DepthConfig, out_dir: str | Path, data: tuple[DepthData, De
     xt = (train.x - norm.x_mean) / norm.x_std
     yt = ((train.y - norm.y_mean) / norm.y_std)[:, None]
     mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    gen = UNet(train.channels, 1, cfg.model.levels, cfg.model.width, cfg.model.norm,
-               global_context=cfg.model.global_context)
+    gen = UNet(train.channels, 1, **cfg.model.model_dump())
     if cfg.init_from:
         init = DepthPredictor.load(cfg.init_from)
         g0 = init.generator
-        have = (g0.in_channels, g0.levels, g0.width, g0.global_context)
-        want = (train.channels, cfg.model.levels, cfg.model.width, cfg.model.global_context)
-        if have != want:
-            raise DepthConfigError(f"{cfg.init_from}: model has channels/levels/width/global_context "
-                                   f"{have}, the config asks for {want}")
+        if g0.hparams() != gen.hparams():
+            raise DepthConfigError(f"{cfg.init_from}: model architecture {g0.hparams()} differs from the "
+                                   f"config's {gen.hparams()}")
         gen.load_state_dict(g0.state_dict())
         norm = init.norm
         xt = (train.x - norm.x_mean) / norm.x_std
@@ -488,7 +484,7 @@ def train_depth(cfg: DepthConfig, out_dir: str | Path, data: tuple[DepthData, De
              "history": []}
     last = out / "last.pt"
     if resume and last.is_file():
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+        ck = torch.load(last, map_location="cpu", weights_only=True)
         if ck.get("config") != cfg.model_dump():
             raise DepthConfigError(f"{last}: checkpoint was written with a different config; "
                                    "use a new output folder or --no-resume")

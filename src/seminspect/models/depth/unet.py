@@ -67,6 +67,7 @@ class UNet(nn.Module):
         if in_channels < 1 or out_channels < 1 or levels < 0 or width < 1:
             raise ValueError("UNet needs in_channels, out_channels, width >= 1 and levels >= 0")
         self.in_channels, self.out_channels, self.levels, self.width = in_channels, out_channels, levels, width
+        self.norm, self.max_width = norm, max_width
         chs = [min(width * 2**i, max_width) for i in range(levels + 1)]
         self.down = nn.ModuleList()
         prev = in_channels
@@ -87,6 +88,12 @@ class UNet(nn.Module):
     @property
     def multiple(self) -> int:
         return 2**self.levels
+
+    def hparams(self) -> dict[str, int | str | bool]:
+        """The constructor arguments: ``UNet(**net.hparams())`` builds the same architecture."""
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels, "levels": self.levels,
+                "width": self.width, "norm": self.norm, "max_width": self.max_width,
+                "global_context": self.global_context}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> ``(N, out_channels, H, W)``."""

@@ -113,6 +113,39 @@ def test_flip_applies_same_transform_to_inputs_and_depth() -> None:
     assert torch.equal(y[1], torch.flip(x[1], [-2]))
 
 
+def test_flip_reorders_channels_as_the_virtual_fab_detectors_see_a_mirrored_die() -> None:
+    # Render a die and its mirror image through the virtual fab's detector model: the mirror's
+    # view from each detector must equal the mirrored view of the configured partner detector.
+    from seminspect.data.synth.die import DieRender
+    from seminspect.data.synth.sem_model import DETECTORS, detector_signal, shading_basis
+
+    rng = np.random.default_rng(0)
+    height = np.zeros((40, 32), np.float32)
+    height[8:30, 6:14] = 60.0  # an asymmetric pattern: two lines of different size
+    height[12:20, 20:29] = 45.0
+    height += rng.normal(0, 0.5, height.shape).astype(np.float32)
+
+    def views(h: np.ndarray) -> torch.Tensor:
+        die = DieRender(h, (h > 20).astype(np.uint8), np.where(h > 20, 1.0, 0.6).astype(np.float32))
+        basis = shading_basis(die, pixel_nm=5.0, line_height_nm=60.0, neighbourhood_px=9)
+        return torch.from_numpy(np.stack([detector_signal(basis, d) for d in DETECTORS]))
+
+    x = views(height)[None]
+    lr, ud = [0, 3, 2, 1, 4], [0, 1, 4, 3, 2]
+    for code, mirrored in ((1, height[:, ::-1]), (2, height[::-1]), (3, height[::-1, ::-1])):
+        expected = views(np.ascontiguousarray(mirrored))
+        got = _flip(x, torch.tensor([code]), lr, ud)[0]
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(_flip(x, torch.tensor([code]))[0], expected, atol=1e-3)  # order matters
+
+
+def test_flip_channel_order_is_checked_against_the_data(tmp_path: Path) -> None:
+    train, val = _tiny_data(8, 0), _tiny_data(4, 1)
+    with pytest.raises(DepthConfigError, match=r"flip_lr_channels = \[0, 0\] is not an order of the data's 2"):
+        train_depth(_cfg(optim={"flips": True, "flip_lr_channels": [0, 0]}), tmp_path, data=(train, val),
+                    verbose=False)
+
+
 # ----- tiny synthetic task ---------------------------------------------------------------------
 def _tiny_data(n: int, seed: int = 0, c: int = 2, h: int = 12, w: int = 10) -> DepthData:
     """Depth = 100 * smoothed mean of the inputs: learnable, spatially local."""
@@ -195,6 +228,75 @@ def test_resume_after_stop_equals_uninterrupted(tmp_path: Path, mode: str) -> No
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_ensemble_is_the_mean_of_its_members_and_survives_save_load_and_onnx(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from seminspect.export import OnnxModule
+    from seminspect.models.depth import UNetEnsemble
+
+    torch.manual_seed(0)
+    members = [UNet(3, 1, 1, 4, global_context=True).eval(), UNet(3, 1, 2, 6).eval()]
+    ens = UNetEnsemble(members).eval()
+    x = torch.rand(2, 3, 13, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(ens(x), (members[0](x) + members[1](x)) / 2)
+    p = DepthPredictor(ens, Normaliser(0.5, 0.2, 100.0, 30.0))
+    p.save(tmp_path / "e.pt")
+    q = DepthPredictor.load(tmp_path / "e.pt")
+    assert isinstance(q.generator, UNetEnsemble) and q.generator.hparams() == ens.hparams()
+    np.testing.assert_allclose(q.predict(x), p.predict(x), atol=1e-6)
+    q.export_onnx(tmp_path / "e.onnx", 13, 10)
+    assert np.max(np.abs(OnnxModule(tmp_path / "e.onnx")(x)[0] - p.predict(x))) < 1e-3
+    with pytest.raises(ValueError, match="different input channels"):
+        UNetEnsemble([UNet(3, 1, 1, 4), UNet(2, 1, 1, 4)])
+
+
+def test_ensemble_training_saves_members_and_their_average(tmp_path: Path) -> None:
+    from seminspect.models.depth import UNetEnsemble
+
+    train, val = _tiny_data(24, 0), _tiny_data(8, 1)
+    r = train_depth(_cfg(ensemble=2, optim={"ema_decay": 0.9}), tmp_path, data=(train, val), verbose=False)
+    assert r.finished and r.steps == 2 * 3 * 3  # 2 members x 3 epochs x 3 batches
+    info = json.loads((tmp_path / "ensemble.json").read_text())
+    assert [m["seed"] for m in info["members"]] == [0, 1]
+    one = [DepthPredictor.load(tmp_path / f"member{k}" / "best.pt") for k in range(2)]
+    assert not torch.equal(one[0].generator.head.weight, one[1].generator.head.weight)  # other seeds
+    avg = DepthPredictor.load(tmp_path / "best.pt")
+    assert isinstance(avg.generator, UNetEnsemble) and len(avg.generator.members) == 2
+    np.testing.assert_allclose(avg.predict(val.x), (one[0].predict(val.x) + one[1].predict(val.x)) / 2, atol=1e-4)
+    assert score_depth(avg.predict(val.x), val.y.numpy()).rmse == pytest.approx(r.best_rmse, rel=1e-5)
+    assert info["val_rmse_best"] == pytest.approx(r.best_rmse, rel=1e-6)
+    hists = [json.loads((tmp_path / f"member{k}" / "history.json").read_text()) for k in range(2)]
+    assert [m["val_rmse_best"] for m in info["members"]] == [min(h["val_rmse"] for h in hist) for hist in hists]
+    final = DepthPredictor.load(tmp_path / "final.pt")
+    assert score_depth(final.predict(val.x), val.y.numpy()).rmse == pytest.approx(info["val_rmse_final"], rel=1e-5)
+
+
+def test_ensemble_resumes_inside_any_member(tmp_path: Path) -> None:
+    train, val = _tiny_data(20, 0, h=16, w=12), _tiny_data(8, 1, h=16, w=12)
+    cfg = _cfg(ensemble=2, optim={"ema_decay": 0.9, "resample_acquisitions": True})
+    full = train_depth(cfg, tmp_path / "full", data=(train, val), verbose=False)
+    # 9 steps per member: stop inside member 0, then inside member 1, then finish.
+    for stop in (4, 13):
+        part = train_depth(cfg, tmp_path / "cut", data=(train, val), stop_after_steps=stop, verbose=False)
+        assert not part.finished and part.steps == stop
+    resumed = train_depth(cfg, tmp_path / "cut", data=(train, val), verbose=False)
+    assert resumed.finished and resumed.steps == full.steps == 18
+    assert resumed.best_rmse == full.best_rmse
+    a = torch.load(tmp_path / "full" / "best.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ensemble_members_share_the_time_budget(tmp_path: Path) -> None:
+    # A zero budget stops every member at its first epoch end; the average is still built.
+    train, val = _tiny_data(16, 0), _tiny_data(8, 1)
+    r = train_depth(_cfg(ensemble=3, optim={"max_minutes": 0.0}), tmp_path, data=(train, val), verbose=False)
+    assert r.finished and r.epochs_run == 3
+    for k in range(3):
+        assert len(json.loads((tmp_path / f"member{k}" / "history.json").read_text())) == 1
+    assert (tmp_path / "best.pt").is_file()
 
 
 def test_resume_refuses_other_config(tmp_path: Path) -> None:

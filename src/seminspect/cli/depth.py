@@ -57,7 +57,8 @@ def train(
 
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
     r = train_depth(cfg, out, resume=resume)
-    console.print(f"best validation RMSE {r.best_rmse:.3f} at epoch {r.best_epoch} ({r.epochs_run} epochs, "
+    where = f"at epoch {r.best_epoch}" if cfg.ensemble == 1 else f"for the average of {cfg.ensemble} members"
+    console.print(f"best validation RMSE {r.best_rmse:.3f} {where} ({r.epochs_run} epochs, "
                   f"{r.steps} steps); model: {out / 'best.pt'}")
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from seminspect.errors import SeminspectError
-from seminspect.models.depth import PatchGAN, UNet
+from seminspect.models.depth import PatchGAN, UNet, UNetEnsemble, build_generator
 from seminspect.utils.io import atomic_path, atomic_write_json, read_yaml_mapping
 from seminspect.utils.progress import make_progress
 
@@ -88,12 +88,19 @@ class OptimSection(_Strict):
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_steps: int = Field(100, ge=0)
     flips: bool = True
+    # A mirror can turn one input channel into another: flipping the image left-right turns what the
+    # east-facing detector saw into what the west-facing one would see. Channel i of a flipped site is
+    # the mirrored channel flip_*_channels[i]. None: the channels are interchangeable under the mirror
+    # (the Samsung acquisitions). The virtual fab's 5 detectors (in-lens, E, S, W, N): lr [0, 3, 2, 1, 4],
+    # ud [0, 1, 4, 3, 2].
+    flip_lr_channels: list[int] | None = None
+    flip_ud_channels: list[int] | None = None
     # each epoch, each training site's C input channels are C draws with replacement from its own C
     # acquisitions: new noise mixes of the same site (the Samsung sites have 4 acquisitions of one view)
     resample_acquisitions: bool = False
     ema_decay: float | None = Field(None, gt=0, lt=1)  # validate/save an EMA of the weights (and BN buffers)
     patience: int | None = 10  # epochs without a better validation RMSE before stopping
-    max_minutes: float | None = None  # wall-clock budget of this process; checked at epoch ends
+    max_minutes: float | None = None  # wall-clock budget of this process (all ensemble members); checked at epoch ends
 
 
 class DepthConfig(_Strict):
@@ -108,6 +115,10 @@ class DepthConfig(_Strict):
     checkpoint_every: int = Field(200, ge=1)  # steps between last.pt saves (also at each epoch end)
     channels_last: bool = True  # faster convolutions on CPU
     init_from: str | None = None  # start from this best.pt (fine-tuning); its normalisation is kept
+    # Train this many U-Nets one after the other (seeds seed, seed + 1, ...; folders member0, member1,
+    # ...) and save their average as best.pt. They share optim.max_minutes: each member gets an equal
+    # share of what is left of it when it starts.
+    ensemble: int = Field(1, ge=1)
 
     @classmethod
     def load(cls, path: str | Path) -> DepthConfig:
@@ -290,7 +301,7 @@ class Normaliser:
 class DepthPredictor:
     """A trained generator with its normalisation: SEM in [0, 1] -> depth in the data's units."""
 
-    def __init__(self, generator: UNet, norm: Normaliser, meta: dict[str, Any] | None = None) -> None:
+    def __init__(self, generator: UNet | UNetEnsemble, norm: Normaliser, meta: dict[str, Any] | None = None) -> None:
         self.generator = generator.eval()
         self.norm = norm
         self.meta = meta or {}
@@ -342,7 +353,7 @@ class DepthPredictor:
             kind = st.get("kind") if isinstance(st, dict) else None
             raise DepthConfigError(f"{path}: not a seminspect depth model (kind {kind!r})")
         try:
-            g = UNet(**st["model"])  # files written before hparams() lack the newer keys: defaults apply
+            g = build_generator(st["model"])  # files written before hparams() lack newer keys: defaults apply
             g.load_state_dict(st["state_dict"])
         except (TypeError, RuntimeError) as exc:
             raise DepthConfigError(f"{path}: model does not match its stored architecture ({exc})") from None
@@ -352,7 +363,7 @@ class DepthPredictor:
 class _NormalisedGenerator(torch.nn.Module):
     """SEM in [0, 1] ``(N, C, H, W)`` -> depth ``(N, H, W)`` in data units (what ONNX exports)."""
 
-    def __init__(self, generator: UNet, norm: Normaliser) -> None:
+    def __init__(self, generator: UNet | UNetEnsemble, norm: Normaliser) -> None:
         super().__init__()
         self.generator, self.norm = generator, norm
 
@@ -373,13 +384,19 @@ class TrainResult:
     out_dir: Path | None = None
 
 
-def _flip(x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-    """Flip each sample of ``(B, C, H, W)`` by ``code`` (bit 0: left-right, bit 1: up-down)."""
+def _flip(x: torch.Tensor, code: torch.Tensor, lr_channels: list[int] | None = None,
+          ud_channels: list[int] | None = None) -> torch.Tensor:
+    """Flip each sample of ``(B, C, H, W)`` by ``code`` (bit 0: left-right, bit 1: up-down).
+
+    ``lr_channels``/``ud_channels``: after a left-right / up-down flip, channel ``i`` of the output
+    is the mirrored channel ``lr_channels[i]`` (a mirror turns a detector that looks from the east
+    into one that looks from the west); None keeps the channel order.
+    """
     x = x.clone()
-    for c, dims in ((1, [-1]), (2, [-2]), (3, [-2, -1])):
-        sel = code == c
+    for bit, dims, order in ((1, [-1], lr_channels), (2, [-2], ud_channels)):
+        sel = (code & bit) != 0
         if sel.any():
-            x[sel] = torch.flip(x[sel], dims)
+            x[sel] = torch.flip(x[sel], dims) if order is None else torch.flip(x[sel], dims)[:, order]
     return x
 
 
@@ -431,12 +448,16 @@ def train_depth(cfg: DepthConfig, out_dir: str | Path, data: tuple[DepthData, De
                 resume: bool = True, stop_after_steps: int | None = None, verbose: bool = True) -> TrainResult:
     """Train; write ``best.pt`` (a :class:`DepthPredictor`), ``last.pt`` (resumable), ``history.json``.
 
+    With ``cfg.ensemble > 1`` the members train in ``member0``, ``member1``, ... (each with its own
+    ``best.pt``, ``last.pt``, ``history.json``) and ``best.pt`` is their average; ``ensemble.json``
+    records each member's and the average's validation RMSE.
+
     Args:
         cfg: the run's configuration.
         out_dir: run folder; an existing ``last.pt`` there is resumed when ``resume``.
         data: ``(train, val)``; loaded from ``cfg.data`` when None.
         stop_after_steps: stop (after saving ``last.pt``) once this many optimiser steps are done
-            in total -- simulates a killed job in tests.
+            in total (over all members) -- simulates a killed job in tests.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -445,6 +466,69 @@ def train_depth(cfg: DepthConfig, out_dir: str | Path, data: tuple[DepthData, De
     train, val = data if data is not None else load_data(cfg.data)
     if train.channels != val.channels:
         raise DepthDataError(f"train has {train.channels} channels, val {val.channels}")
+    for key in ("flip_lr_channels", "flip_ud_channels"):
+        order = getattr(cfg.optim, key)
+        if order is not None and sorted(order) != list(range(train.channels)):
+            raise DepthConfigError(f"optim.{key} = {order} is not an order of the data's {train.channels} "
+                                   f"channels (a permutation of 0..{train.channels - 1})")
+    budget_s = None if cfg.optim.max_minutes is None else 60.0 * cfg.optim.max_minutes
+    if cfg.ensemble == 1:
+        return _train_one(cfg, out, train, val, resume, stop_after_steps, verbose, budget_s)
+    return _train_ensemble(cfg, out, train, val, resume, stop_after_steps, verbose, budget_s)
+
+
+def _train_ensemble(cfg: DepthConfig, out: Path, train: DepthData, val: DepthData, resume: bool,
+                    stop_after_steps: int | None, verbose: bool, budget_s: float | None) -> TrainResult:
+    """Train ``cfg.ensemble`` members in turn, then save and score their average (see :func:`train_depth`)."""
+    t_start = time.time()
+    results: list[TrainResult] = []
+    steps = 0
+    for k in range(cfg.ensemble):
+        member_cfg = cfg.model_copy(update={"seed": cfg.seed + k, "ensemble": 1}, deep=True)
+        share = None if budget_s is None else max(0.0, budget_s - (time.time() - t_start)) / (cfg.ensemble - k)
+        left = None if stop_after_steps is None else stop_after_steps - steps
+        if left is not None and left <= 0:
+            break
+        if verbose:
+            print(f"ensemble member {k + 1}/{cfg.ensemble} (seed {member_cfg.seed})", flush=True)
+        r = _train_one(member_cfg, out / f"member{k}", train, val, resume, left, verbose, share)
+        results.append(r)
+        steps += r.steps
+        if not r.finished:
+            break
+    history = [{"member": k, **row} for k, r in enumerate(results) for row in r.history]
+    atomic_write_json(out / "history.json", history)
+    if len(results) < cfg.ensemble or not results[-1].finished:
+        return TrainResult(best_rmse=min(r.best_rmse for r in results) if results else math.inf, best_epoch=-1,
+                           epochs_run=len(history), steps=steps, finished=False, history=history, out_dir=out)
+    summary: dict[str, Any] = {"members": [], "val_sites": len(val)}
+    averages = {}
+    for weights in ("best", "final"):
+        members = [DepthPredictor.load(out / f"member{k}" / f"{weights}.pt") for k in range(cfg.ensemble)]
+        norms = {tuple(vars(m.norm).values()) for m in members}
+        if len(norms) != 1:
+            raise DepthConfigError(f"{out}: the members were trained with different normalisations {norms}")
+        meta = {**members[0].meta, "config": cfg.model_dump(), "ensemble_of": weights}
+        averages[weights] = DepthPredictor(UNetEnsemble([m.generator for m in members]), members[0].norm, meta)
+        summary[f"val_rmse_{weights}"] = errors(averages[weights].predict(val.x), val.y.numpy())["rmse"]
+    for k, r in enumerate(results):
+        summary["members"].append({"seed": cfg.seed + k, "best_epoch": r.best_epoch, "val_rmse_best": r.best_rmse,
+                                   "val_rmse_final": r.history[-1]["val_rmse"] if r.history else None})
+    averages["best"].save(out / "best.pt")
+    averages["final"].save(out / "final.pt")
+    atomic_write_json(out / "ensemble.json", summary)
+    if verbose:
+        print(f"ensemble of {cfg.ensemble}: val RMSE {summary['val_rmse_best']:.3f} (members' best epochs), "
+              f"{summary['val_rmse_final']:.3f} (members' final weights); members "
+              + ", ".join(f"{m['val_rmse_best']:.3f}" for m in summary["members"]), flush=True)
+    return TrainResult(best_rmse=summary["val_rmse_best"], best_epoch=-1, epochs_run=len(history), steps=steps,
+                       finished=True, history=history, out_dir=out)
+
+
+def _train_one(cfg: DepthConfig, out: Path, train: DepthData, val: DepthData, resume: bool,
+               stop_after_steps: int | None, verbose: bool, budget_s: float | None) -> TrainResult:
+    """One generator (see :func:`train_depth`); ``budget_s``: this call's wall-clock budget in seconds."""
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     norm = Normaliser.fit(train)
     xt = (train.x - norm.x_mean) / norm.x_std
@@ -528,7 +612,8 @@ def train_depth(cfg: DepthConfig, out_dir: str | Path, data: tuple[DepthData, De
                 if picks is not None:
                     xb = torch.gather(xb, 1, picks[idx][:, :, None, None].expand_as(xb))
                 if cfg.optim.flips:
-                    xb, yb = _flip(xb, codes[idx]), _flip(yb, codes[idx])
+                    xb = _flip(xb, codes[idx], cfg.optim.flip_lr_channels, cfg.optim.flip_ud_channels)
+                    yb = _flip(yb, codes[idx])
                 xb = xb.contiguous(memory_format=mem)
                 pred = gen(xb)
                 rec = F.mse_loss(pred, yb) if use_mse else F.l1_loss(pred, yb)
@@ -585,7 +670,7 @@ def train_depth(cfg: DepthConfig, out_dir: str | Path, data: tuple[DepthData, De
             # Early stopping never cuts into the MSE fine-tuning phase.
             early = (cfg.optim.patience is not None and state["bad_epochs"] >= cfg.optim.patience
                      and state["epoch"] < cfg.optim.epochs - cfg.loss.mse_epochs)
-            out_of_time = cfg.optim.max_minutes is not None and time.time() - t_start > 60 * cfg.optim.max_minutes
+            out_of_time = budget_s is not None and time.time() - t_start > budget_s
             if early or out_of_time:
                 state["stopped_reason"] = "early stopping" if early else "time budget"
                 state["epoch"] = cfg.optim.epochs
@@ -593,6 +678,8 @@ def train_depth(cfg: DepthConfig, out_dir: str | Path, data: tuple[DepthData, De
             atomic_write_json(out / "history.json", state["history"])
     if stopped:
         save_last()
+    else:  # the weights training ended with (the EMA's, when used), beside best.pt's best epoch
+        DepthPredictor(gen if ema is None else ema.module, norm, meta).save(out / "final.pt")
     return TrainResult(best_rmse=state["best_rmse"], best_epoch=state["best_epoch"],
                        epochs_run=len(state["history"]), steps=state["step"], finished=not stopped,
                        history=list(state["history"]), out_dir=out)

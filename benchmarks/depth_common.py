@@ -1,0 +1,95 @@
+"""Shared steps of the depth benchmarks: train each config in turn, then score all models together.
+
+``benchmarks/depth_samsung.py`` and ``benchmarks/depth_virtual_fab.py`` differ only in their data
+and configs: both train the recommended U-Net, the L1-only U-Net and pix2pix one after the other
+(each process alone on the machine, with its config's threads and time budget) and evaluate them
+with the training mean-map baseline in one table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def machine() -> str:
+    """The CPU model, core count and load: epoch times depend on them."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()
+    return f"{model}, {os.cpu_count()} cores, no GPU; load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}"
+
+
+def train_one(config: Path, run: Path, data_path: str | None) -> None:
+    """Train ``config`` into ``run`` (resuming a killed run); ``timing.json`` records the wall time."""
+    from seminspect.training.depth import DepthConfig, train_depth
+
+    cfg = DepthConfig.load(config)
+    if data_path:
+        cfg.data.path = data_path
+    t0 = time.time()
+    r = train_depth(cfg, run)
+    (run / "timing.json").write_text(json.dumps(
+        {"seconds": time.time() - t0, "best_rmse_validation": r.best_rmse, "best_epoch": r.best_epoch,
+         "epochs_run": r.epochs_run, "steps": r.steps, "machine": machine()}))
+
+
+def train_in_turn(script: str, out: Path, names: list[str], extra: list[str]) -> None:
+    """Run ``script --part NAME`` for each name, one process after the other (each gets the machine)."""
+    for name in names:
+        code = subprocess.call([sys.executable, script, "--out", str(out), "--part", name, *extra], env=os.environ)
+        if code:
+            sys.exit(f"training {name} failed: exit code {code}")
+
+
+def timing(run: Path) -> dict:
+    """Training time of a run: ``timing.json`` (these scripts) or the epochs of ``history.json``
+    (a run started with ``seminspect depth train``)."""
+    if (run / "timing.json").is_file():
+        return json.loads((run / "timing.json").read_text())
+    hist = json.loads((run / "history.json").read_text())
+    best = min(hist, key=lambda r: r["val_rmse"])
+    return {"seconds": sum(r["seconds"] for r in hist), "best_rmse_validation": best["val_rmse"],
+            "best_epoch": best["epoch"], "epochs_run": len(hist)}
+
+
+def evaluate_runs(out: Path, names: list[str], x, true: np.ndarray, train_depth: np.ndarray,  # noqa: ANN001
+                  ids: list[str], units: str, figure_prefix: str, split_name: str) -> None:
+    """Score ``out/<name>/best.pt`` for each name and the training mean map on ``(x, true)``.
+
+    Writes ``metrics.json``, ``results.md`` and a best/worst-sites figure per model into ``out``.
+    """
+    from seminspect.training.depth import DepthPredictor
+    from seminspect.training.depth_eval import mean_map, plot_sites, results_table, score_depth
+
+    scores = [score_depth(np.broadcast_to(mean_map(train_depth), true.shape), true, "training mean depth map")]
+    for name in names:
+        model = out / name / "best.pt"
+        if not model.is_file():
+            continue
+        pred = DepthPredictor.load(model).predict(x)
+        s = score_depth(pred, true, name)
+        scores.append(s)
+        plot_sites(np.asarray(x), true, pred, s.site_rmse, out / f"{figure_prefix}_{name}.png", ids=ids,
+                   title=f"{split_name}, {name}: best and worst sites ({units})")
+    times = {n: timing(out / n) for n in names if (out / n / "history.json").is_file()}
+    table = results_table(scores, units)
+    (out / "metrics.json").write_text(json.dumps({"scores": [s.row() for s in scores], "timing": times,
+                                                  "n_train": len(train_depth), "n_eval": len(true),
+                                                  "eval_split": split_name}, indent=2))
+    (out / "results.md").write_text(table + "\n" + json.dumps(times, indent=2))
+    print(table)
+    print(json.dumps(times, indent=2))

@@ -108,6 +108,37 @@ def test_kill_and_resume_equals_uninterrupted(dataset, tmp_path):
     np.testing.assert_allclose(pa["abnormal"], pb["abnormal"], rtol=1e-6)
 
 
+def test_checkpoint_is_weights_only_and_restores_every_rng(tmp_path):
+    import random
+
+    from seminspect.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    torch.manual_seed(5)
+    np.random.seed(6)  # noqa: NPY002
+    random.seed(7)
+    np.random.normal()  # noqa: NPY002  (a cached Gaussian is part of numpy's state)
+    save_checkpoint(tmp_path / "c.pt", model, epoch=3, extra={"hardness": torch.ones(4), "note": "x"})
+    expected = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
+    torch.manual_seed(0)
+    np.random.seed(0)  # noqa: NPY002
+    random.seed(0)
+    torch.load(tmp_path / "c.pt", weights_only=True)  # no pickled objects in the file
+    info = load_checkpoint(tmp_path / "c.pt", torch.nn.Linear(3, 2))
+    assert info["epoch"] == 3 and info["extra"]["note"] == "x"
+    torch.testing.assert_close(torch.rand(3), expected[0])
+    np.testing.assert_array_equal(np.random.rand(3), expected[1])  # noqa: NPY002
+    assert random.random() == expected[2]
+
+    torch.save({"model": model.state_dict(), "extra": {"obj": _Pickled()}}, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="old.pt: cannot read checkpoint"):
+        load_checkpoint(tmp_path / "old.pt", model)
+
+
+class _Pickled:
+    """An arbitrary object: a file holding one is refused by ``weights_only=True`` loading."""
+
+
 def test_class_balanced_sampler_balances_and_is_deterministic():
     keys = class_keys([0] * 90 + [1] * 10, [-1] * 90 + [0] * 5 + [1] * 5)
     w = balanced_weights(keys, power=1.0, abnormal_share=0.5)

@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -218,9 +218,9 @@ def train_heads(
         info = load_checkpoint(checkpoint, model, opt, sched)
         start_epoch = info["epoch"] + 1
         ex = info["extra"]
-        hist = ex["history"]
+        hist = History(**ex["history"])
         best_state = ex["best_state"]
-        hardness = ex["hardness"]
+        hardness = ex["hardness"].numpy()
     mem = memberships(model)
     done_here = 0
     for epoch in range(start_epoch, tc.epochs):
@@ -260,7 +260,8 @@ def train_heads(
         stop = epoch - hist.best_epoch >= tc.patience
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, opt, sched, epoch,
-                            extra={"history": hist, "best_state": best_state, "hardness": hardness,
+                            extra={"history": asdict(hist), "best_state": best_state,
+                                   "hardness": torch.from_numpy(hardness),
                                    "fingerprint": fingerprint})
         done_here += 1
         if stop or (stop_after is not None and done_here >= stop_after):
@@ -301,9 +302,11 @@ def _fingerprint(cfg: ADCConfig, fs: FeatureSet) -> str:
 
 def _checkpoint_matches(path: str | Path, fingerprint: str, log: Callable[[str], None] | None) -> bool:
     try:
-        extra = torch.load(path, map_location="cpu", weights_only=False).get("extra", {})
-    except Exception:
-        extra = {}
+        extra = torch.load(path, map_location="cpu", weights_only=True).get("extra", {})
+    except Exception as exc:  # unreadable, or written by an older version that pickled objects
+        if log:
+            log(f"{path}: checkpoint cannot be read ({type(exc).__name__}); starting afresh")
+        return False
     if extra.get("fingerprint") == fingerprint:
         return True
     if log:

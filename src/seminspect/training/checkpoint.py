@@ -18,18 +18,28 @@ class CheckpointError(SeminspectError):
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002
+    """The global RNG states as tensors, numbers and tuples: loadable with ``weights_only=True``."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"name": name, "keys": torch.from_numpy(np.asarray(keys, np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "python": random.getstate()}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))  # noqa: NPY002
     random.setstate(state["python"])
 
 
 def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
                     scheduler: Any = None, epoch: int = 0, extra: dict[str, Any] | None = None) -> None:
-    """Write everything needed to resume after epoch ``epoch`` (completed) to ``path``, atomically."""
+    """Write everything needed to resume after epoch ``epoch`` (completed) to ``path``, atomically.
+
+    ``extra`` must hold tensors, numbers, strings and lists/tuples/dicts of them only: the file is
+    read back with ``weights_only=True`` (no code runs when a checkpoint is loaded).
+    """
     state = {
         "model": model.state_dict(),
         "optimizer": None if optimizer is None else optimizer.state_dict(),
@@ -49,8 +59,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        # Our own file, holding RNG states (numpy arrays, tuples): not weights-only loadable.
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
     model.load_state_dict(state["model"])

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seminspect.utils.io import atomic_write_json, atomic_write_text
+
 
 def machine() -> str:
     """The CPU model, core count and load: epoch times depend on them."""
@@ -42,9 +44,9 @@ def train_one(config: Path, run: Path, data_path: str | None) -> None:
         cfg.data.path = data_path
     t0 = time.time()
     r = train_depth(cfg, run)
-    (run / "timing.json").write_text(json.dumps(
-        {"seconds": time.time() - t0, "best_rmse_validation": r.best_rmse, "best_epoch": r.best_epoch,
-         "epochs_run": r.epochs_run, "steps": r.steps, "machine": machine()}))
+    atomic_write_json(run / "timing.json",
+                      {"seconds": time.time() - t0, "best_rmse_validation": r.best_rmse, "best_epoch": r.best_epoch,
+                       "epochs_run": r.epochs_run, "steps": r.steps, "machine": machine()})
 
 
 def train_in_turn(script: str, out: Path, names: list[str], extra: list[str]) -> None:
@@ -87,9 +89,9 @@ def evaluate_runs(out: Path, names: list[str], x, true: np.ndarray, train_depth:
                    title=f"{split_name}, {name}: best and worst sites ({units})")
     times = {n: timing(out / n) for n in names if (out / n / "history.json").is_file()}
     table = results_table(scores, units)
-    (out / "metrics.json").write_text(json.dumps({"scores": [s.row() for s in scores], "timing": times,
-                                                  "n_train": len(train_depth), "n_eval": len(true),
-                                                  "eval_split": split_name}, indent=2))
-    (out / "results.md").write_text(table + "\n" + json.dumps(times, indent=2))
+    atomic_write_json(out / "metrics.json", {"scores": [s.row() for s in scores], "timing": times,
+                                             "n_train": len(train_depth), "n_eval": len(true),
+                                             "eval_split": split_name})
+    atomic_write_text(out / "results.md", table + "\n" + json.dumps(times, indent=2))
     print(table)
     print(json.dumps(times, indent=2))

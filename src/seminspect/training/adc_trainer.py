@@ -28,7 +28,7 @@ from seminspect.data.dataset import SampleDataset
 from seminspect.data.taxonomy import Taxonomy
 from seminspect.errors import SeminspectError
 from seminspect.models.adc import MultiViewADC
-from seminspect.training.checkpoint import load_checkpoint, save_checkpoint
+from seminspect.training.checkpoint import CheckpointError, read_checkpoint, restore_checkpoint, save_checkpoint
 from seminspect.training.config import ADCConfig, ConfigError
 from seminspect.training.feature_cache import (
     FeatureSet,
@@ -214,8 +214,9 @@ def train_heads(
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     start_epoch = 0
     fingerprint = _fingerprint(cfg, train_fs)
-    if checkpoint is not None and Path(checkpoint).is_file() and _checkpoint_matches(checkpoint, fingerprint, log):
-        info = load_checkpoint(checkpoint, model, opt, sched)
+    saved = _matching_checkpoint(checkpoint, fingerprint, log) if checkpoint is not None else None
+    if saved is not None:
+        info = restore_checkpoint(saved, model, opt, sched)
         start_epoch = info["epoch"] + 1
         ex = info["extra"]
         hist = History(**ex["history"])
@@ -300,18 +301,22 @@ def _fingerprint(cfg: ADCConfig, fs: FeatureSet) -> str:
     return h.hexdigest()[:16]
 
 
-def _checkpoint_matches(path: str | Path, fingerprint: str, log: Callable[[str], None] | None) -> bool:
+def _matching_checkpoint(path: str | Path, fingerprint: str,
+                         log: Callable[[str], None] | None) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it is from this configuration and data, else None (start afresh)."""
+    if not Path(path).is_file():
+        return None
     try:
-        extra = torch.load(path, map_location="cpu", weights_only=True).get("extra", {})
-    except Exception as exc:  # unreadable, or written by an older version that pickled objects
+        state = read_checkpoint(path)
+    except CheckpointError as exc:  # unreadable, or written by an older version that pickled objects
         if log:
-            log(f"{path}: checkpoint cannot be read ({type(exc).__name__}); starting afresh")
-        return False
-    if extra.get("fingerprint") == fingerprint:
-        return True
+            log(f"{exc}; starting afresh")
+        return None
+    if state.get("extra", {}).get("fingerprint") == fingerprint:
+        return state
     if log:
         log(f"{path}: checkpoint is from another configuration or data; starting afresh")
-    return False
+    return None
 
 
 # ----- fine-tuning on images (live path) ---------------------------------------------------------

@@ -52,16 +52,20 @@ def save_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any = None, restore_rng: bool = True) -> dict[str, Any]:
-    """Restore a checkpoint in place; returns ``{"epoch", "extra"}``."""
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The contents of a checkpoint file (``weights_only=True``: no code runs); CheckpointError if unreadable."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def restore_checkpoint(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                       scheduler: Any = None, restore_rng: bool = True) -> dict[str, Any]:
+    """Restore what :func:`read_checkpoint` returned in place; returns ``{"epoch", "extra"}``."""
     model.load_state_dict(state["model"])
     if optimizer is not None and state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -70,3 +74,9 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     if restore_rng:
         set_rng_state(state["rng"])
     return {"epoch": state["epoch"], "extra": state["extra"]}
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                    scheduler: Any = None, restore_rng: bool = True) -> dict[str, Any]:
+    """Read and restore a checkpoint in place; returns ``{"epoch", "extra"}``."""
+    return restore_checkpoint(read_checkpoint(path), model, optimizer, scheduler, restore_rng)

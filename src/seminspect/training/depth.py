@@ -396,7 +396,8 @@ def _flip(x: torch.Tensor, code: torch.Tensor, lr_channels: list[int] | None = N
     for bit, dims, order in ((1, [-1], lr_channels), (2, [-2], ud_channels)):
         sel = (code & bit) != 0
         if sel.any():
-            x[sel] = torch.flip(x[sel], dims) if order is None else torch.flip(x[sel], dims)[:, order]
+            flipped = torch.flip(x[sel], dims)
+            x[sel] = flipped if order is None else flipped[:, order]
     return x
 
 

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from seminspect.evaluation.adc_metrics import compute_metrics
 from seminspect.training.adc_trainer import (
     build_model,
-    compute_metrics,
     features_for,
     open_dataset,
     predict_features,

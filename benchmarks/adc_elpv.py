@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seminspect.pipeline import train_and_evaluate as train
 from seminspect.training.adc_trainer import (
     _stratified_holdout,
     features_for,
     open_dataset,
     predict_features,
-    train,
 )
 from seminspect.training.config import ADCConfig
 from seminspect.training.sampler import class_keys

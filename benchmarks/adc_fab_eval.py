@@ -37,12 +37,9 @@ from adc_virtual_fab import HEADER, Clock, concat, evaluate_calibrated, headline
 from seminspect.data.dataset import SampleDataset  # noqa: E402
 from seminspect.data.manifest import DatasetInfo, write_manifest  # noqa: E402
 from seminspect.data.synth.generator import _done_rows, plan_dataset  # noqa: E402
-from seminspect.training.adc_trainer import (  # noqa: E402
-    _write_report,
-    features_for,
-    load_artefact,
-    split_validation,
-)
+from seminspect.inference import load_artefact  # noqa: E402
+from seminspect.training.adc_trainer import features_for, split_validation  # noqa: E402
+from seminspect.training.config import ADCConfig  # noqa: E402
 from seminspect.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
 
@@ -86,7 +83,9 @@ def main() -> None:
         assemble(Path(a.paths[0]))
         return
     artefact, data, cache = a.paths
-    model, cfg, thresholds, tax = load_artefact(artefact)
+    art = load_artefact(artefact)
+    model, thresholds, tax = art.model, art.thresholds, art.taxonomy
+    cfg = ADCConfig.from_yaml(Path(artefact) / "config.yaml")
     ds = SampleDataset(data)
     if a.mode == "encode":
         i, n = (int(x) for x in a.shard.split("/"))
@@ -112,7 +111,6 @@ def main() -> None:
             summary["stages"][f"encode_test_shard{i}"] = json.loads(f.read_text())
     test = concat(parts)
     test.sample_ids = order
-    test_ds = ds.subset(order)
     troot, _, tcache = (a.train_data or "").partition("=")
     tds = SampleDataset(troot)
     calib = features_for(model, tds.split(cfg.data.calib_split), cfg, cfg.train.tta, Path(tcache), "calib")
@@ -128,10 +126,6 @@ def main() -> None:
     rows.append(row("README main job's model (5 target + 5 reference views + 2 zooms)", m, None))
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "rows.md", HEADER + "\n" + "\n".join(rows) + "\n")
-    try:
-        _write_report(out / "report.html", m, pt, test, test_ds, tax, cfg, th)
-    except Exception as exc:  # convenience only
-        summary["report_error"] = f"{type(exc).__name__}: {exc}"
     summary["variants"] = {}
     mv, _, _ = evaluate_calibrated(model, cfg, tax, calib.drop_role(1), test.drop_role(1), counts)
     summary["variants"]["noref_test"] = headline(mv)

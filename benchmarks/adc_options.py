@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from seminspect.evaluation.adc_metrics import compute_metrics
 from seminspect.training.adc_trainer import (
     build_model,
-    compute_metrics,
     features_for,
     finetune,
     limit_train,

@@ -42,12 +42,10 @@ from adc_common import fit_heads  # noqa: E402
 from seminspect.data.dataset import SampleDataset  # noqa: E402
 from seminspect.data.synth import FabConfig, generate_dataset  # noqa: E402
 from seminspect.decision import PrecisionThreshold, clopper_pearson_lower  # noqa: E402
+from seminspect.evaluation.adc_metrics import compute_metrics, policy_triage_metrics  # noqa: E402
 from seminspect.training.adc_trainer import (  # noqa: E402
-    _triage_metrics,
-    _write_report,
     build_model,
     calibrate,
-    compute_metrics,
     features_for,
     predict_features,
     save_artefact,
@@ -106,7 +104,9 @@ def evaluate_calibrated(model: Any, cfg: ADCConfig, tax: Any, calib: FeatureSet,
     th = calibrate(pc["abnormal"], yc, pc["types"], calib.type_index.numpy(), train_counts, cfg, tax.leaves)
     pt = predict_features(model, test)
     m = compute_metrics(pt, _labels(test), tax, th, cfg.triage.target_precision)
-    _triage_metrics(m, th, pt, test)
+    tri = policy_triage_metrics(th, pt, test.is_abnormal.numpy(), test.type_index.numpy())
+    if tri is not None:
+        m["triage"] = tri
     p98 = PrecisionThreshold(target_precision=0.98, confidence=cfg.triage.confidence).fit(pc["abnormal"], yc)
     y = test.is_abnormal.numpy()
     flag = pt["abnormal"] >= p98.threshold_
@@ -290,20 +290,15 @@ def main() -> None:
     hist = train_heads(model, tr, va, cfg, checkpoint=out / "checkpoint.pt", log=print)
     summary["stages"]["train_heads"] = clk.done(epochs_run=len(hist.epochs), best_epoch=hist.best_epoch,
                                                 head_seconds=round(hist.seconds, 1))
-    save_artefact(model, cfg, out, tax)
     clk = Clock()
     m, th, pt = evaluate_calibrated(model, cfg, tax, feats["calib"], feats["test"], counts)
     th["type_train_counts"] = counts.tolist()
-    atomic_write_json(out / "thresholds.json", th)
+    save_artefact(model, cfg, out, tax, th)  # the HTML report: `seminspect evaluate OUT DATA --split test`
     summary["stages"]["calibrate_evaluate"] = clk.done()
     summary["plain"] = headline(m)
     rows = [row(f"plain model: 5 target + 5 reference views + {a.zooms} zooms", m, hist.seconds)]
     save()
     atomic_write_text(out / "rows.md", HEADER + "\n" + "\n".join(rows) + "\n")
-    try:
-        _write_report(out / "report.html", m, pt, feats["test"], sets["test"], tax, cfg, th)
-    except Exception as exc:  # the report is a convenience; the numbers are in summary.json
-        summary["report_error"] = f"{type(exc).__name__}: {exc}"
     # Inference throughput, one thread: the whole path (read 12 PNGs, register, crop, backbone, heads).
     ds_t = sets["test"]
     n_t = min(48, len(ds_t))

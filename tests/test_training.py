@@ -11,7 +11,9 @@ import torch
 
 from seminspect.data.batch import collate
 from seminspect.data.dataset import SampleDataset
-from seminspect.training.adc_trainer import _stratified_holdout, evaluate, predict_features, train, train_heads
+from seminspect.evaluation.adc_evaluate import evaluate
+from seminspect.pipeline import train_and_evaluate as train
+from seminspect.training.adc_trainer import _stratified_holdout, predict_features, train_heads
 from seminspect.training.config import ADCConfig
 from seminspect.training.feature_cache import PrepareSample, compute_features, dihedral, load_features, save_features
 from seminspect.training.sampler import ClassBalancedSampler, balanced_weights, class_keys

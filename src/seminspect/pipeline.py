@@ -31,6 +31,37 @@ class DemoResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def train_and_evaluate(config: Any, output: str | Path | None = None, log: Any = print,
+                       report: bool = True) -> Any:
+    """``seminspect train``: train and calibrate (writes the artefact), then evaluate the test split.
+
+    The test split is judged by the inference path on the written artefact, exactly as
+    ``seminspect evaluate`` would; its metrics go under ``"test"`` in ``metrics.json`` and the
+    report to ``<artefact>/report.html``. Returns the trainer's ``TrainResult`` with
+    ``metrics["test"]`` and ``predictions["test"]`` filled in.
+    """
+    from seminspect.data.sample import Role
+    from seminspect.evaluation.adc_evaluate import evaluate_artefact
+    from seminspect.training.adc_trainer import split_or_none, train
+    from seminspect.training.config import ADCConfig
+    from seminspect.utils.io import atomic_write_json
+
+    cfg = config if isinstance(config, ADCConfig) else ADCConfig.from_yaml(config)
+    result = train(cfg, output=output, log=log)
+    from seminspect.data.dataset import SampleDataset
+
+    if split_or_none(SampleDataset(cfg.data.path), cfg.data.test_split) is None:
+        return result
+    kept = {Role.parse(r) for r in cfg.data.roles} if cfg.data.roles else set(Role)
+    ev = evaluate_artefact(result.artefact, cfg.data.path, cfg.data.test_split,
+                           report=result.artefact / "report.html" if report else None,
+                           drop_roles=[r.value for r in Role if r not in kept], log=log)
+    result.metrics["test"] = ev.metrics
+    result.predictions["test"] = ev.predictions
+    atomic_write_json(result.artefact / "metrics.json", result.metrics)
+    return result
+
+
 def demo_config_path() -> Path:
     """The packaged ADC config of the main job."""
     return Path(str(resources.files("seminspect") / "configs" / "demo.yaml"))
@@ -47,7 +78,6 @@ def run_demo(out: str | Path = "runs/demo", n_samples: int = 760, image_size: in
     from seminspect.data.synth import FabConfig, generate_dataset
     from seminspect.data.validate import validate_dataset
     from seminspect.evaluation.contact_sheet import render_contact_sheet
-    from seminspect.training.adc_trainer import train
     from seminspect.training.config import ADCConfig
 
     out = Path(out)
@@ -86,7 +116,7 @@ def run_demo(out: str | Path = "runs/demo", n_samples: int = 760, image_size: in
     cfg = ADCConfig.from_yaml(demo_config_path())
     cfg.data.path = str(dataset)
     cfg.seed = seed
-    result = train(cfg, output=out / "adc", log=log)
+    result = train_and_evaluate(cfg, output=out / "adc", log=log)
     seconds["train_calibrate_evaluate"] = time.perf_counter() - t0
     test = result.metrics.get("test", {})
     headline = _headline(test)

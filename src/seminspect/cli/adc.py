@@ -17,14 +17,14 @@ def train(
     """Train the ADC model, calibrate its thresholds on the calib split, evaluate on test; write one artefact."""
     import torch
 
-    from seminspect.training.adc_trainer import train as run_train
+    from seminspect.pipeline import train_and_evaluate
     from seminspect.training.config import ADCConfig
 
     cfg = ADCConfig.from_yaml(config)
     if threads:
         cfg.threads = threads
         torch.set_num_threads(threads)
-    result = run_train(cfg, output=output, log=lambda msg: console.print(msg, highlight=False))
+    result = train_and_evaluate(cfg, output=output, log=lambda msg: console.print(msg, highlight=False))
     _print_headline(result.metrics.get("test", {}))
     console.print(f"artefact: {result.artefact}")
 
@@ -36,13 +36,13 @@ def evaluate(
     report: Path | None = typer.Option(None, help="HTML report path (default: <artefact>/eval_<split>.html)."),
     drop_role: list[str] = typer.Option([], "--drop-role", help="Remove views of this role (e.g. reference)."),
 ) -> None:
-    """Metrics and an HTML report of a trained model on a dataset."""
-    from seminspect.training.adc_trainer import evaluate as run_eval
+    """Metrics and an HTML report of a trained model on a dataset (the inference path, then the labels)."""
+    from seminspect.evaluation.adc_evaluate import evaluate as run_eval
     from seminspect.utils.io import atomic_write_json
 
     report = report or (artefact / f"eval_{split}.html")
     metrics = run_eval(artefact, dataset, split=None if split == "all" else split, report=report,
-                       drop_roles=drop_role)
+                       drop_roles=drop_role, log=lambda msg: console.print(msg, highlight=False))
     atomic_write_json(report.with_suffix(".json"), metrics)
     _print_headline(metrics)
     console.print(f"report: {report}")

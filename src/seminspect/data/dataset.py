@@ -121,36 +121,65 @@ class SampleDataset(Sequence[Sample]):
 
     def load(self, sample_id: str) -> Sample:
         rows: pd.DataFrame = self.manifest.iloc[self._rows[sample_id]]
-        views = []
-        for row_no, row in zip(self._rows[sample_id], rows.itertuples(index=False), strict=True):
-            where = f"{self.manifest_path}: row {row_no + 2} (sample {sample_id!r})"
-            try:
-                role = Role.parse(row.role)
-            except ValueError as exc:
-                raise ManifestError(f"{where}: {exc}") from None
-            if self.roles is not None and role not in self.roles:
-                continue
-            image = read_image(self.root / row.path)
-            mask = None
-            if getattr(row, "mask", ""):
-                mask = read_image(self.root / row.mask) > 0
-                if mask.shape != image.shape:
-                    raise ManifestError(f"{where}: mask {row.mask} is {mask.shape}, image is {image.shape}")
-            views.append(View(role=role, index=int(row.index), image=image, mask=mask,
-                              source=str(self.root / row.path)))
-        if not views:
-            raise ManifestError(f"{self.manifest_path}: sample {sample_id!r} has no views of roles {self.roles}")
-        first = rows.iloc[0]
-        label = first["label"]
-        if label and label not in LABELS:
-            raise ManifestError(f"{self.manifest_path}: sample {sample_id!r}: label {label!r} is not normal/abnormal")
-        depth = read_depth(self.root / first["depth"]) if first["depth"] else None
-        metadata = {c: str(first[c]) for c in rows.columns if c not in _NON_METADATA and str(first[c])}
-        return Sample(
-            sample_id=sample_id,
-            views=views,
-            is_abnormal=LABELS.get(label),
-            defect_type=first["defect_type"] or None,
-            depth=depth,
-            metadata=metadata,
-        )
+        return sample_from_rows(self.root, sample_id, rows.to_dict("records"), self.manifest_path,
+                                [int(r) + 2 for r in self._rows[sample_id]], self.roles)
+
+
+def sample_from_rows(root: Path, sample_id: str, rows: Sequence[dict], manifest_path: str | Path,
+                     line_numbers: Sequence[int], roles: set[Role] | None = None, masks: bool = True,
+                     depth: bool = True) -> Sample:
+    """One :class:`Sample` from its manifest rows (normalised as by ``read_manifest``), images read.
+
+    ``line_numbers``: the manifest line of each row (header = 1), for error messages. ``masks`` /
+    ``depth`` False skip those files (inference needs neither). Raises :class:`ManifestError` or
+    :class:`ImageReadError` naming the file.
+    """
+    views = []
+    for line, row in zip(line_numbers, rows, strict=True):
+        where = f"{manifest_path}: row {line} (sample {sample_id!r})"
+        try:
+            role = Role.parse(row["role"])
+        except ValueError as exc:
+            raise ManifestError(f"{where}: {exc}") from None
+        if roles is not None and role not in roles:
+            continue
+        image = read_image(root / row["path"])
+        mask = None
+        if masks and row.get("mask", ""):
+            mask = read_image(root / row["mask"]) > 0
+            if mask.shape != image.shape:
+                raise ManifestError(f"{where}: mask {row['mask']} is {mask.shape}, image is {image.shape}")
+        try:
+            views.append(View(role=role, index=int(row["index"]), image=image, mask=mask,
+                              source=str(root / row["path"])))
+        except ValueError as exc:
+            raise ManifestError(f"{where}: {exc}") from None
+    if not views:
+        raise ManifestError(f"{manifest_path}: sample {sample_id!r} has no views of roles {roles}")
+    first = rows[0]
+    label = first.get("label", "")
+    if label and label not in LABELS:
+        raise ManifestError(f"{manifest_path}: sample {sample_id!r}: label {label!r} is not normal/abnormal")
+    depth_map = read_depth(root / first["depth"]) if depth and first.get("depth", "") else None
+    metadata = {c: str(v) for c, v in first.items() if c not in _NON_METADATA and str(v)}
+    try:
+        return Sample(sample_id=sample_id, views=views, is_abnormal=LABELS.get(label),
+                      defect_type=first.get("defect_type", "") or None, depth=depth_map, metadata=metadata)
+    except ValueError as exc:
+        raise ManifestError(f"{manifest_path}: {exc}") from None
+
+
+def select_split(dataset: str | Path, split: str | None, drop_roles: Sequence[str] = ()) -> SampleDataset:
+    """The sites of ``split`` (all when None), with the views of ``drop_roles`` removed."""
+    keep = None
+    if drop_roles:
+        dropped = {Role.parse(r) for r in drop_roles}
+        keep = [r.value for r in Role if r not in dropped]
+    ds = SampleDataset(dataset, roles=keep)
+    if split:
+        if split not in set(ds.metadata_column("split")):
+            found = sorted(set(ds.metadata_column("split")) - {""})
+            raise ManifestError(f"{ds.manifest_path}: no samples with split == {split!r} (splits here: "
+                                f"{', '.join(found) or 'none'}; use --split all)")
+        ds = ds.split(split)
+    return ds

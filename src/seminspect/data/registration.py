@@ -205,6 +205,18 @@ def register_pair(
     )
 
 
+def shifted_reference(reference: np.ndarray, shift: tuple[float, float]) -> Registration:
+    """``reference`` moved by a known ``shift`` (estimated elsewhere), as :func:`register_pair` would warp it.
+
+    Residual fields are NaN (no target was compared here); :meth:`Registration.valid_mask` works.
+    """
+    r = to_float(np.asarray(reference)).astype(np.float64)
+    warped = ndimage.shift(r, shift, order=3, mode="reflect") if any(shift) else r
+    return Registration(shift=(float(shift[0]), float(shift[1])), residual=float("nan"),
+                        residual_before=float("nan"), error=float("nan"), warped=warped.astype(np.float32),
+                        method="given")
+
+
 def register_batch(
     images: torch.Tensor,
     roles: torch.Tensor,

@@ -1,14 +1,19 @@
-"""ADC training configuration: a pydantic model read from / written to YAML."""
+"""ADC training configuration: a pydantic model read from / written to YAML.
+
+The ``image`` and ``model`` sections are defined with the model (:mod:`seminspect.models.adc_spec`),
+because inference reads them back from an artefact without importing training.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seminspect.errors import SeminspectError
+from seminspect.models.adc_spec import ImageConfig, ModelConfig
 from seminspect.utils.io import read_yaml_mapping
 
 
@@ -40,26 +45,6 @@ class DataConfig(_Strict):
     roles: list[str] | None = None  # e.g. [target] to drop references (ablation)
     max_train: int | None = None  # subsample the train split (quick runs)
     generate: GenerateConfig | None = None
-
-
-class ImageConfig(_Strict):
-    crop: int | None = 224  # centre crop at native resolution (None = whole image)
-    resize: int | None = None  # then resize to this size (None = keep)
-    registration: bool = True  # align each reference to its target (phase correlation), once
-    registration_method: Literal["integer", "phase", "ecc"] = "integer"
-    max_shift: float = 24.0
-
-
-class ModelConfig(_Strict):
-    backbone: str = "mobilenetv2"
-    pretrained: bool = True
-    weights_path: str | None = None
-    out_indices: list[int] = Field(default_factory=lambda: [1, 2, 3])
-    grid: int = 8
-    pool: Literal["avg", "max", "avgmax"] = "avgmax"
-    dim: int = 128
-    fusion: Literal["mean", "attention", "gru"] = "attention"
-    dropout: float = 0.1
 
 
 class LossConfig(_Strict):

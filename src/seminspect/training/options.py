@@ -23,14 +23,9 @@ import numpy as np
 import torch
 
 from seminspect.data.taxonomy import Taxonomy
+from seminspect.evaluation.adc_metrics import compute_metrics
 from seminspect.models.adc import MultiViewADC
-from seminspect.training.adc_trainer import (
-    build_model,
-    compute_metrics,
-    predict_features,
-    split_validation,
-    train_heads,
-)
+from seminspect.training.adc_trainer import build_model, predict_features, split_validation, train_heads
 from seminspect.training.config import ADCConfig
 from seminspect.training.feature_cache import FeatureSet
 from seminspect.training.sampler import class_keys

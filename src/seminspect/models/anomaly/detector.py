@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch import nn
 
 from seminspect.data.imageio import to_float
+from seminspect.data.prepare import Alignment
 from seminspect.data.sample import Role, Sample
 from seminspect.models.anomaly.features import AnomalyConfigError, build_backbone
 from seminspect.models.anomaly.memory import MemoryPlan, item_bytes, plan_memory
@@ -271,16 +272,21 @@ class AnomalyDetector:
             image = F.interpolate(t, size=(cfg.image_size,) * 2, mode=mode)[0, 0].numpy()
         return np.ascontiguousarray(image)
 
-    def _items_of_sample(self, index: int, sample: Sample) -> Iterator[_Item]:
-        from seminspect.data.registration import register_pair
+    def _items_of_sample(self, index: int, sample: Sample,
+                         alignment: dict[int, Alignment] | None = None) -> Iterator[_Item]:
+        """One item per target view. ``alignment`` (from ``PrepareSample.align``, computed once per site
+        by the inspector) replaces this model's own registration for the indices it holds."""
+        from seminspect.data.registration import register_pair, shifted_reference
 
         cfg = self.config
         for tgt, ref in sample.pairs():
             t = to_float(tgt.image)
             r = None
             if ref is not None and ref.image.shape == tgt.image.shape:
-                if cfg.registration != "off":
-                    reg = register_pair(t, ref.image, method=cfg.registration, max_shift=cfg.max_shift)
+                given = None if alignment is None or cfg.registration == "off" else alignment.get(tgt.index)
+                if given is not None or cfg.registration != "off":
+                    reg = (shifted_reference(ref.image, given.shift) if given is not None else
+                           register_pair(t, ref.image, method=cfg.registration, max_shift=cfg.max_shift))
                     r = reg.warped
                     if cfg.fill_border:
                         # The uncovered strip holds reflected content the reference never showed there: on the
@@ -530,8 +536,12 @@ class AnomalyDetector:
 
     # ----- prediction -----------------------------------------------------------------------
     @torch.no_grad()
-    def score(self, data: Any, keep_images: bool = False) -> AnomalyResult:
-        """Scores, maps and the ground truth of ``data`` (SampleDataset, list of Samples, Batch)."""
+    def score(self, data: Any, keep_images: bool = False,
+              alignments: Sequence[dict[int, Alignment]] | None = None, progress: bool = True) -> AnomalyResult:
+        """Scores, maps and the ground truth of ``data`` (SampleDataset, list of Samples, Batch).
+
+        ``alignments``: one ``{index: Alignment}`` per sample, reused instead of registering again.
+        """
         self.model.eval()
         listed = list(self._samples(data))
         samples_meta: dict[int, Sample] = dict(listed)
@@ -541,8 +551,8 @@ class AnomalyDetector:
             raise AnomalyConfigError(f"{len(empty)} sample(s) have no target view to score (first: {empty[0]!r})")
 
         def items() -> Iterator[_Item]:
-            for i, s in track(listed, "anomaly scoring"):
-                yield from self._items_of_sample(i, s)
+            for i, s in track(listed, "anomaly scoring") if progress else listed:
+                yield from self._items_of_sample(i, s, None if alignments is None else alignments[i])
 
         # The maps are written into one preallocated (N, H, W) array as the views come (no per-sample copies
         # stacked at the end: that held the result twice); score maps live only until their sample is complete.

@@ -1,0 +1,79 @@
+"""``seminspect predict`` and ``seminspect join``: judge new sites with an inspection artefact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from seminspect.cli._common import console
+
+
+def predict(
+    artefact: Path = typer.Argument(..., help="Inspection artefact folder (written by `seminspect train`)."),
+    data: Path = typer.Argument(..., help="Dataset folder or manifest (.csv/.parquet); labels are ignored."),
+    out: Path = typer.Option(Path("decisions.parquet"), "--out", "-o",
+                             help="Decisions file: .parquet, or .csv for CSV (errors and summary beside it)."),
+    maps: Path | None = typer.Option(None, "--maps", help="Write each site's anomaly map here (16-bit PNG)."),
+    ray: str | None = typer.Option(None, "--ray", help="Run on Ray Data: 'local' starts a local Ray, else a "
+                                   "cluster address (ray://host:10001 or host:6379). Needs seminspect[ray]."),
+    workers: int = typer.Option(2, help="Ray: inspector actors (each loads the model once)."),
+    part_size: int = typer.Option(64, min=1, help="Sites per output part (a killed run redoes at most one)."),
+    overwrite: bool = typer.Option(False, help="Discard an earlier run or output at OUT."),
+    threads: int | None = typer.Option(None, help="Torch threads (default: torch's)."),
+) -> None:
+    """Judge every site of DATA: route (auto-abnormal / auto-normal / review) with its reason, types, anomaly score.
+
+    Streams the manifest (bounded memory) and resumes after an interruption: run the same command again.
+    Exit status: 0 all sites judged, 1 some sites could not be read (see the errors file), 2 bad input.
+    """
+    if ray is not None:
+        from seminspect.inference.ray_predict import predict_ray
+
+        summary = predict_ray(artefact, data, out, address=None if ray == "local" else ray, workers=workers,
+                              overwrite=overwrite, log=console.print)
+    else:
+        from seminspect.inference.predict import predict as run_predict
+        from seminspect.utils.progress import make_progress
+
+        with make_progress() as bar:
+            task = bar.add_task("predict", total=None)
+
+            def tick(done: int, total: int, rate: float) -> None:
+                bar.update(task, completed=done, total=total, description=f"predict ({rate:.2f} sites/s)")
+
+            summary = run_predict(artefact, data, out, maps=maps, part_size=part_size, overwrite=overwrite,
+                                  threads=threads, log=console.print, progress=tick)
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    r = summary.routes
+    console.print(f"{summary.n_decided} of {summary.n_sites} sites judged in {summary.seconds:.1f} s "
+                  f"({summary.sites_per_second:.2f} sites/s): auto_abnormal {r.get('auto_abnormal', 0)}, "
+                  f"auto_normal {r.get('auto_normal', 0)}, review {r.get('review', 0)}", highlight=False)
+    console.print(f"decisions: {summary.out}", highlight=False)
+    if summary.n_failed:
+        console.print(f"[bold red]{summary.n_failed} site(s) could not be judged[/]: {summary.errors}", highlight=False)
+        raise typer.Exit(1)
+
+
+def join(
+    adc: Path = typer.Argument(..., help="ADC artefact folder (written by `seminspect train`)."),
+    anomaly: Path = typer.Argument(..., help="Anomaly model folder (written by `seminspect anomaly fit`)."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="New artefact folder (default: add to ADC in place)."),
+    normals: Path | None = typer.Option(None, help="Dataset whose normal sites re-fit the anomaly rule through "
+                                        "the inspector's shared alignment (recommended)."),
+    split: str = typer.Option("calib", help="Split of --normals to use ('all' for every site)."),
+) -> None:
+    """Join an ADC artefact and an anomaly model into one inspection artefact (anomaly rule in the triage)."""
+    from seminspect.inference.join import join as run_join
+
+    manifest = run_join(adc, anomaly, out=out, normals=normals, split=None if split == "all" else split,
+                        log=console.print)
+    rule = manifest["anomaly"]
+    console.print(f"artefact {out or adc} (model version {manifest['model_version']}): anomaly rule "
+                  f"{rule['threshold']:.4g} ({rule['source']})", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
+    app.command("join")(join)

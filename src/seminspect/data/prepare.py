@@ -1,0 +1,157 @@
+"""Site preparation shared by training and inference: align each reference to its target once, then crop.
+
+    prep = PrepareSample(crop=128, register=True, method="integer", max_shift=8)
+    alignment = prep.align(sample)            # {index: Alignment(shift, residual, ...)}, computed once
+    prepared = prep.apply(sample, alignment)  # views cropped, references moved onto their targets
+
+:meth:`PrepareSample.align` is the one place a site's registration is estimated; the classifier
+(through :meth:`~PrepareSample.apply`) and the anomaly models (``AnomalyDetector.score(...,
+alignments=...)``) reuse the same shifts. Only NumPy/SciPy; no model code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from seminspect.data.sample import Role, Sample, View
+
+METHODS = ("integer", "phase", "ecc")
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """How the reference of one detector index was moved onto its target.
+
+    ``shift`` ``(dy, dx)`` px applied to the reference (``target[y, x] ~= reference[y - dy, x - dx]``);
+    ``residual`` / ``residual_before``: normalised RMS difference of the compared windows after /
+    before the shift (0 = identical, ~0.7 = unrelated; see ``registration.normalised_residual``).
+    """
+
+    index: int
+    shift: tuple[float, float]
+    residual: float
+    residual_before: float
+    method: str
+
+
+def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
+    h, w = image.shape
+    if h <= size and w <= size:
+        return image
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return image[top:top + size, left:left + size]
+
+
+def integer_shift(target: np.ndarray, reference: np.ndarray, max_shift: int) -> tuple[int, int]:
+    """Integer ``(dy, dx)`` that best aligns ``reference`` onto ``target`` (phase correlation).
+
+    ``target[y, x] ~= reference[y - dy, x - dx]``. Hann-windowed, zero-mean; a peak beyond
+    ``max_shift`` (e.g. a false peak on a periodic layout) gives (0, 0). ~1 ms at 150 px, against
+    ~100 ms for sub-pixel registration: the fast path for caching thousands of sites.
+    """
+    t = np.asarray(target, dtype=np.float32)
+    r = np.asarray(reference, dtype=np.float32)
+    win = np.outer(np.hanning(t.shape[0]), np.hanning(t.shape[1])).astype(np.float32)
+    ft = np.fft.rfft2((t - t.mean()) * win)
+    fr = np.fft.rfft2((r - r.mean()) * win)
+    cross = ft * np.conj(fr)
+    cross /= np.abs(cross) + 1e-6
+    corr = np.fft.irfft2(cross, s=t.shape)
+    dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    dy = dy - t.shape[0] if dy > t.shape[0] // 2 else dy
+    dx = dx - t.shape[1] if dx > t.shape[1] // 2 else dx
+    if max(abs(dy), abs(dx)) > max_shift:
+        return 0, 0
+    return int(dy), int(dx)
+
+
+def crop_at(image: np.ndarray, size: int, dy: int = 0, dx: int = 0) -> np.ndarray:
+    """``size`` x ``size`` window centred on the image centre moved by ``(-dy, -dx)`` (clamped)."""
+    h, w = image.shape
+    top = min(max(0, (h - size) // 2 - dy), max(0, h - size))
+    left = min(max(0, (w - size) // 2 - dx), max(0, w - size))
+    return image[top:top + size, left:left + size]
+
+
+def _residual(target: np.ndarray, reference: np.ndarray) -> float:
+    from seminspect.data.imageio import to_float
+    from seminspect.data.registration import normalised_residual
+
+    return normalised_residual(to_float(target), to_float(reference))
+
+
+class PrepareSample:
+    """Register references to targets (once), then centre-crop every view.
+
+    ``method="integer"`` (default; fast): integer phase correlation on the central crop, and the
+    shift is applied by moving the reference's crop window -- no resampling at all.
+    ``"phase"``/``"ecc"``: sub-pixel :func:`seminspect.data.registration.register_pair` (slower).
+    """
+
+    def __init__(self, crop: int | None = 224, register: bool = True, method: str = "integer",
+                 max_shift: float = 24.0) -> None:
+        if method not in METHODS:
+            raise ValueError(f"registration method {method!r} is not one of {METHODS}")
+        self.crop, self.register, self.method, self.max_shift = crop, register, method, max_shift
+
+    @property
+    def margin(self) -> int:
+        return int(np.ceil(self.max_shift))
+
+    def _window(self, image: np.ndarray) -> np.ndarray:
+        """The central region registration looks at: the crop plus the largest shift on each side."""
+        return image if self.crop is None else centre_crop(image, self.crop + 2 * self.margin)
+
+    def align(self, sample: Sample) -> dict[int, Alignment]:
+        """``{index: Alignment}`` for every target view with a same-size reference (empty when off)."""
+        if not self.register:
+            return {}
+        out: dict[int, Alignment] = {}
+        for t, r in sample.pairs():
+            if r is None or r.image.shape != t.image.shape:
+                continue
+            tc, rc = self._window(t.image), self._window(r.image)
+            if self.method == "integer" and self.crop is not None:
+                dy, dx = integer_shift(tc, rc, self.margin)
+                before = _residual(centre_crop(t.image, self.crop), centre_crop(r.image, self.crop))
+                after = _residual(centre_crop(t.image, self.crop), crop_at(r.image, self.crop, dy, dx))
+                out[t.index] = Alignment(t.index, (float(dy), float(dx)), after, before, "integer")
+            else:
+                from seminspect.data.registration import register_pair
+
+                method = "phase" if self.method == "integer" else self.method
+                reg = register_pair(tc, rc, method=method, upsample=4, max_shift=self.max_shift)
+                out[t.index] = Alignment(t.index, reg.shift, reg.residual, reg.residual_before, method)
+        return out
+
+    def apply(self, sample: Sample, alignment: dict[int, Alignment]) -> Sample:
+        """The prepared copy of ``sample``: references moved by ``alignment``, every view cropped."""
+        views: list[View] = []
+        for v in sample.views:
+            img = v.image
+            moved = False
+            a = alignment.get(v.index) if v.role == Role.REFERENCE else None
+            if a is not None:
+                if a.method == "integer" and self.crop is not None:
+                    img = crop_at(img, self.crop, int(a.shift[0]), int(a.shift[1]))
+                    moved = True
+                else:
+                    from scipy import ndimage
+
+                    from seminspect.data.imageio import to_float
+
+                    win = self._window(img)
+                    img = ndimage.shift(to_float(win).astype(np.float64), a.shift, order=3,
+                                        mode="reflect").astype(np.float32)
+            if self.crop is not None and not moved:
+                img = centre_crop(img, self.crop)
+            mask = None if v.mask is None or self.crop is None else centre_crop(v.mask, self.crop)
+            views.append(View(role=v.role, index=v.index, image=np.ascontiguousarray(img), mask=mask,
+                              source=v.source))
+        return Sample(sample_id=sample.sample_id, views=views, is_abnormal=sample.is_abnormal,
+                      defect_type=sample.defect_type, depth=None, metadata=sample.metadata)
+
+    def __call__(self, sample: Sample) -> Sample:
+        return self.apply(sample, self.align(sample))

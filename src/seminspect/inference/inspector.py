@@ -1,0 +1,169 @@
+"""The inspector: a loaded inspection artefact that judges sites and says why.
+
+    insp = Inspector.load("runs/demo/adc")
+    result = insp.inspect(samples)           # list of Sample -> Inspection (columnar, one row per site)
+    result.frame()                           # pandas DataFrame in the documented schema (docs/predict.md)
+
+Per site, in this order and each once: the reference of every detector index is aligned to its
+target (:meth:`PrepareSample.align`); the ADC encodes the prepared views (per dihedral op of the
+artefact's TTA) and its heads give p(abnormal), type and tree-level probabilities; the optional
+anomaly model scores the same site with the same alignment; the triage policy routes the site and
+the route's reason is spelled out. Every site is computed on its own (no batch neighbours), so a
+site's numbers do not depend on how the input was chunked: ``evaluate``, ``predict`` and
+``predict --ray`` agree to the last bit on the same machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seminspect.data.batch import collate
+from seminspect.data.prepare import Alignment
+from seminspect.data.sample import Sample
+from seminspect.decision import AUTO_ABNORMAL, AUTO_NORMAL, TriageResult
+from seminspect.inference.artefact import LoadedArtefact, load_artefact
+from seminspect.inference.reasons import route_reasons, type_reasons
+from seminspect.models.adc_features import FeatureSet, dihedral, predict_features, resize_batch
+from seminspect.utils.progress import track
+
+
+@dataclass
+class Inspection:
+    """Decisions on ``N`` sites (arrays are aligned with ``sample_ids``).
+
+    ``abnormal (N,)`` p(abnormal); ``types (N, L)`` leaf probabilities; ``levels {level: (N, n)}``;
+    ``triage`` routes and type decisions; ``route_reason`` / ``type_reason`` (N,) sentences;
+    ``anomaly_scores (N,)`` or None; ``anomaly_maps`` one ``(H, W)`` float32 map per site when asked;
+    ``alignments`` one ``{index: Alignment}`` per site.
+    """
+
+    sample_ids: list[str]
+    abnormal: np.ndarray
+    types: np.ndarray
+    levels: dict[str, np.ndarray]
+    triage: TriageResult
+    route_reason: list[str]
+    type_reason: list[str]
+    alignments: list[dict[int, Alignment]]
+    n_views: np.ndarray
+    model_version: str
+    anomaly_scores: np.ndarray | None = None
+    anomaly_maps: list[np.ndarray] | None = None
+    taxonomy_paths: list[str] = field(default_factory=list)  # "group/family/type" per leaf index
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    @property
+    def route(self) -> np.ndarray:
+        return self.triage.route
+
+    def frame(self, ordinals: Sequence[int] | None = None) -> Any:
+        """One row per site in the documented output schema (a pandas DataFrame)."""
+        from seminspect.inference.schema import decisions_frame
+
+        return decisions_frame(self, ordinals)
+
+
+class Inspector:
+    """Judge sites with an inspection artefact (see the module docstring)."""
+
+    def __init__(self, artefact: LoadedArtefact, threads: int | None = None) -> None:
+        self.artefact = artefact
+        self.prepare = artefact.prepare
+        if threads:
+            torch.set_num_threads(threads)
+        tax = artefact.taxonomy
+        self.paths = ["/".join(tax.path(leaf)) for leaf in tax.leaves]
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int | None = None, with_anomaly: bool = True) -> Inspector:
+        return cls(load_artefact(path, with_anomaly=with_anomaly), threads=threads)
+
+    @property
+    def has_anomaly(self) -> bool:
+        return self.artefact.anomaly is not None
+
+    @property
+    def model_version(self) -> str:
+        return self.artefact.model_version
+
+    # ----- the judges ------------------------------------------------------------------------
+    @torch.no_grad()
+    def _adc(self, prepared: Sample) -> dict[str, Any]:
+        """ADC probabilities of one prepared site (its views in one backbone call per TTA op)."""
+        art = self.artefact
+        batch = collate([prepared], art.taxonomy)
+        images = resize_batch(batch.images, art.image.resize)
+        feats = torch.stack([art.model.encode_views(dihedral(images, op), batch.view_mask, batch.roles,
+                                                    batch.indices).to(torch.float16) for op in art.tta])
+        fs = FeatureSet(feats, batch.roles, batch.indices, batch.view_mask, batch.is_abnormal, batch.type_index,
+                        batch.sample_ids, list(art.tta))
+        return predict_features(art.model, fs, art.tta)
+
+    def _anomaly(self, sample: Sample, alignment: dict[int, Alignment]) -> tuple[float, np.ndarray]:
+        res = self.artefact.anomaly.score([sample], alignments=[alignment], progress=False)
+        return float(res.scores[0]), res.maps[0]
+
+    def inspect(self, samples: Sequence[Sample], maps: bool = False, progress: str | None = None) -> Inspection:
+        """Judge ``samples`` (labels, if any, are ignored). ``maps``: keep each site's anomaly map.
+
+        ``samples`` may be a ``SampleDataset``: sites are read one at a time. ``progress``: a bar
+        with this description.
+        """
+        if maps and not self.has_anomaly:
+            from seminspect.models.artefact import ArtefactError
+
+            raise ArtefactError(f"{self.artefact.path}: anomaly maps asked for, but the artefact has no anomaly model "
+                                "(add one with `seminspect join`)")
+        art = self.artefact
+        ab, ty, align, nviews, ids = [], [], [], [], []
+        lv: dict[str, list[np.ndarray]] = {n: [] for n in art.model.level_names}
+        an_scores: list[float] = []
+        an_maps: list[np.ndarray] = []
+        for s in (track(samples, progress) if progress else samples):
+            a = self.prepare.align(s)
+            p = self._adc(self.prepare.apply(s, a))
+            ab.append(p["abnormal"])
+            ty.append(p["types"])
+            for n in lv:
+                lv[n].append(p["levels"][n])
+            align.append(a)
+            nviews.append(len(s.views))
+            ids.append(s.sample_id)
+            if self.has_anomaly:
+                score, amap = self._anomaly(s, a)
+                an_scores.append(score)
+                if maps:
+                    an_maps.append(amap)
+        n_types = art.taxonomy.num_leaves
+        abnormal = np.concatenate(ab).astype(np.float64) if ab else np.zeros(0)
+        types = np.concatenate(ty).astype(np.float64) if ty else np.zeros((0, n_types))
+        levels = {n: (np.concatenate(v) if v else np.zeros((0, 0))) for n, v in lv.items()}
+        anomaly = np.asarray(an_scores, dtype=np.float64) if self.has_anomaly else None
+        triage = self._route(abnormal, types, anomaly)
+        return Inspection(
+            sample_ids=ids, abnormal=abnormal, types=types, levels=levels, triage=triage,
+            route_reason=route_reasons(art, triage, anomaly), type_reason=type_reasons(art, triage),
+            alignments=align, n_views=np.asarray(nviews, dtype=np.int64), model_version=art.model_version,
+            anomaly_scores=anomaly, anomaly_maps=an_maps if maps else None, taxonomy_paths=self.paths)
+
+    def _route(self, abnormal: np.ndarray, types: np.ndarray, anomaly: np.ndarray | None) -> TriageResult:
+        pol = self.artefact.policy
+        n = len(abnormal)
+        if pol is None or n == 0:  # nothing calibrated: every site to review, types as suggestions only
+            k = min(3, types.shape[1])
+            top = np.argsort(-types, axis=1, kind="stable")[:, :k].astype(np.int64)
+            return TriageResult(route=np.full(n, "review", dtype="<U13"), type_decision=np.full(n, -1, np.int64),
+                                top_k_types=top, top_k_probs=np.take_along_axis(types, top, 1),
+                                abnormal_scores=abnormal)
+        return pol.predict(abnormal, type_probs=types if pol.n_types_ else None,
+                           anomaly_scores=anomaly if pol.anomaly_threshold is not None else None)
+
+__all__ = ["AUTO_ABNORMAL", "AUTO_NORMAL", "Inspection", "Inspector"]

@@ -91,7 +91,8 @@ def _load_weights(model: MultiViewADC, path: Path) -> None:
     except SafetensorError as exc:
         raise ArtefactError(f"{path}: not a readable safetensors file ({exc})") from None
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        first = next((ln for ln in lines if "mismatch" in ln or "key" in ln.lower()), lines[0])[:200]
         raise ArtefactError(f"{path}: weights do not match the model of config.yaml and taxonomy.yaml "
                             f"(a different taxonomy or architecture? {first})") from None
     model.eval()

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from seminspect.pipeline import train_and_evaluate as train
 from seminspect.training.adc_trainer import (
     _stratified_holdout,
     features_for,
@@ -31,6 +30,7 @@ from seminspect.training.adc_trainer import (
 )
 from seminspect.training.config import ADCConfig
 from seminspect.training.sampler import class_keys
+from seminspect.workflow import train_and_evaluate as train
 
 
 def load() -> str:

@@ -22,9 +22,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from adc_common import HEADER, cached_splits, fit_heads, machine, metrics_of, row  # noqa: E402
 
-from seminspect.pipeline import train_and_evaluate as train  # noqa: E402
 from seminspect.training.adc_trainer import features_for, open_dataset  # noqa: E402
 from seminspect.training.config import ADCConfig  # noqa: E402
+from seminspect.workflow import train_and_evaluate as train  # noqa: E402
 
 
 def main(name: str, config: str, out: str) -> None:

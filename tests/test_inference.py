@@ -16,8 +16,8 @@ from seminspect.evaluation.adc_evaluate import evaluate_artefact
 from seminspect.inference import Inspector, load_artefact
 from seminspect.inference.predict import predict
 from seminspect.models.artefact import ArtefactError
-from seminspect.pipeline import train_and_evaluate
 from seminspect.training.config import ADCConfig
+from seminspect.workflow import train_and_evaluate
 from test_adc import TAX, make_sample
 
 SHIFT = (2, -1)  # every reference is the target's texture moved by this much

@@ -53,3 +53,11 @@ def test_the_core_inference_path_does_not_import_ray_or_the_service():
             "print(sorted(m for m in ('ray', 'fastapi', 'sqlalchemy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_docs_list_every_output_column():
+    from seminspect.inference.schema import DECISION_COLUMNS, ERROR_COLUMNS
+
+    doc = (SRC.parents[1] / "docs" / "predict.md").read_text(encoding="utf-8")
+    missing = [name for name, _, _ in (*DECISION_COLUMNS, *ERROR_COLUMNS) if f"| `{name}` |" not in doc]
+    assert not missing, f"docs/predict.md lacks columns {missing}"

@@ -26,7 +26,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
-    from seminspect.pipeline import train_and_evaluate
+    from seminspect.workflow import train_and_evaluate
 
     root = tmp_path_factory.mktemp("predict")
     ds = make_shifted_dataset(root / "ds", n=96)

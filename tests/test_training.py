@@ -12,11 +12,11 @@ import torch
 from seminspect.data.batch import collate
 from seminspect.data.dataset import SampleDataset
 from seminspect.evaluation.adc_evaluate import evaluate
-from seminspect.pipeline import train_and_evaluate as train
 from seminspect.training.adc_trainer import _stratified_holdout, predict_features, train_heads
 from seminspect.training.config import ADCConfig
 from seminspect.training.feature_cache import PrepareSample, compute_features, dihedral, load_features, save_features
 from seminspect.training.sampler import ClassBalancedSampler, balanced_weights, class_keys
+from seminspect.workflow import train_and_evaluate as train
 from test_adc import TAX, make_dataset, make_sample, tiny_model
 
 

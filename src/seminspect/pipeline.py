@@ -14,6 +14,7 @@ from typing import Any
 
 from seminspect.errors import SeminspectError
 from seminspect.utils.io import atomic_write_json
+from seminspect.workflow import train_and_evaluate
 
 
 class DemoError(SeminspectError):
@@ -29,37 +30,13 @@ class DemoResult:
     report: Path
     headline: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    decisions: Path | None = None
 
 
-def train_and_evaluate(config: Any, output: str | Path | None = None, log: Any = print,
-                       report: bool = True) -> Any:
-    """``seminspect train``: train and calibrate (writes the artefact), then evaluate the test split.
-
-    The test split is judged by the inference path on the written artefact, exactly as
-    ``seminspect evaluate`` would; its metrics go under ``"test"`` in ``metrics.json`` and the
-    report to ``<artefact>/report.html``. Returns the trainer's ``TrainResult`` with
-    ``metrics["test"]`` and ``predictions["test"]`` filled in.
-    """
-    from seminspect.data.sample import Role
-    from seminspect.evaluation.adc_evaluate import evaluate_artefact
-    from seminspect.training.adc_trainer import split_or_none, train
-    from seminspect.training.config import ADCConfig
-    from seminspect.utils.io import atomic_write_json
-
-    cfg = config if isinstance(config, ADCConfig) else ADCConfig.from_yaml(config)
-    result = train(cfg, output=output, log=log)
-    from seminspect.data.dataset import SampleDataset
-
-    if split_or_none(SampleDataset(cfg.data.path), cfg.data.test_split) is None:
-        return result
-    kept = {Role.parse(r) for r in cfg.data.roles} if cfg.data.roles else set(Role)
-    ev = evaluate_artefact(result.artefact, cfg.data.path, cfg.data.test_split,
-                           report=result.artefact / "report.html" if report else None,
-                           drop_roles=[r.value for r in Role if r not in kept], log=log)
-    result.metrics["test"] = ev.metrics
-    result.predictions["test"] = ev.predictions
-    atomic_write_json(result.artefact / "metrics.json", result.metrics)
-    return result
+# The calibration split is the largest: certifying 99 % precision at 95 % confidence needs at least 299
+# error-free automatic calls on it (docs/adc.md, "How large a calibration split").
+DEMO_SITES = 2000
+DEMO_SPLITS = {"train": 0.30, "calib": 0.55, "test": 0.15}
 
 
 def demo_config_path() -> Path:
@@ -67,13 +44,13 @@ def demo_config_path() -> Path:
     return Path(str(resources.files("seminspect") / "configs" / "demo.yaml"))
 
 
-def run_demo(out: str | Path = "runs/demo", n_samples: int = 760, image_size: int = 460, n_zooms: int = 2,
-             difficulty: str = "medium", seed: int = 0, workers: int | None = None,
+def run_demo(out: str | Path = "runs/demo", n_samples: int = DEMO_SITES, image_size: int = 460, n_zooms: int = 2,
+             difficulty: str = "medium", seed: int = 0, workers: int | None = None, n_new: int = 200,
              log: Any = print) -> DemoResult:
     """Run the main job into ``out`` and return where everything is, with headline figures.
 
-    Re-running with the same settings reuses the generated samples and the feature cache
-    (generation and training both resume), so an interrupted demo continues where it stopped.
+    Re-running with the same settings reuses the generated samples, the feature cache and a finished
+    prediction run (generation, training and predict all resume), so an interrupted demo continues.
     """
     from seminspect.data.synth import FabConfig, generate_dataset
     from seminspect.data.validate import validate_dataset
@@ -86,10 +63,11 @@ def run_demo(out: str | Path = "runs/demo", n_samples: int = 760, image_size: in
 
     t0 = time.perf_counter()
     fab = FabConfig(image_size=image_size, n_angles=5, n_zooms=n_zooms, difficulty=difficulty)
-    dataset = generate_dataset(out / "data", n_samples, fab, abnormal_fraction=0.5, seed=seed, workers=workers)
+    dataset = generate_dataset(out / "data", n_samples, fab, abnormal_fraction=0.5, seed=seed, workers=workers,
+                               splits=DEMO_SPLITS)
     seconds["generate"] = time.perf_counter() - t0
-    log(f"[1/4] generated {n_samples} samples ({fab.n_angles}+{fab.refs} views + {fab.n_zooms} zooms, "
-        f"{image_size} px) in {seconds['generate']:.0f} s -> {dataset}")
+    log(f"[1/6] generated {n_samples} labelled sites ({fab.n_angles}+{fab.refs} views + {fab.n_zooms} zooms, "
+        f"{image_size} px; splits {_shares(DEMO_SPLITS)}) in {seconds['generate']:.0f} s -> {dataset}")
 
     t0 = time.perf_counter()
     report = validate_dataset(dataset, progress=True)
@@ -97,7 +75,7 @@ def run_demo(out: str | Path = "runs/demo", n_samples: int = 760, image_size: in
     seconds["validate"] = time.perf_counter() - t0
     if not report.ok:
         raise DemoError(f"{dataset}: generated dataset failed validation:\n{report.summary()}")
-    log(f"[2/4] validated: no problems ({seconds['validate']:.0f} s) -> {out / 'validation.json'}")
+    log(f"[2/6] validated: no problems ({seconds['validate']:.0f} s) -> {out / 'validation.json'}")
 
     from seminspect.data.dataset import SampleDataset
 
@@ -110,7 +88,7 @@ def run_demo(out: str | Path = "runs/demo", n_samples: int = 760, image_size: in
             shown[key] = i
     sheet = render_contact_sheet([ds[i] for i in shown.values()], out / "contact_sheet.png",
                                  title=f"virtual fab, {difficulty}: one sample per type", max_views=12)
-    log(f"[3/4] contact sheet of {len(shown)} samples -> {sheet}")
+    log(f"[3/6] contact sheet of {len(shown)} samples -> {sheet}")
 
     t0 = time.perf_counter()
     cfg = ADCConfig.from_yaml(demo_config_path())
@@ -119,13 +97,68 @@ def run_demo(out: str | Path = "runs/demo", n_samples: int = 760, image_size: in
     result = train_and_evaluate(cfg, output=out / "adc", log=log)
     seconds["train_calibrate_evaluate"] = time.perf_counter() - t0
     test = result.metrics.get("test", {})
+    report_path = result.artefact / "report.html"
+    log(f"[4/6] trained, calibrated on {result.metrics.get('calib_samples', '?')} sites and evaluated on "
+        f"{test.get('n')} held-out test sites in {seconds['train_calibrate_evaluate']:.0f} s -> {report_path}")
+    log(f"[5/6] {automation_sentence(test)}")
+
+    t0 = time.perf_counter()
+    new = unlabelled_batch(out / "new_sites", n_new, fab, seed=seed + 1000, workers=workers)
+    from seminspect.inference.predict import predict
+
+    decisions = out / "new_sites_decisions.parquet"
+    summary = predict(result.artefact, new, decisions, log=None)
+    seconds["new_sites_predict"] = time.perf_counter() - t0
+    r = summary.routes
+    log(f"[6/6] {summary.n_sites} new unlabelled sites generated and judged in {seconds['new_sites_predict']:.0f} s "
+        f"({summary.sites_per_second:.1f} sites/s in predict): auto_abnormal {r.get('auto_abnormal', 0)}, "
+        f"auto_normal {r.get('auto_normal', 0)}, review {r.get('review', 0)}; failed {summary.n_failed} "
+        f"-> {decisions}")
     headline = _headline(test)
+    headline["new_sites"] = {"n": summary.n_sites, "routes": r, "decisions": str(decisions)}
     headline["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
     atomic_write_json(out / "summary.json", headline)
-    report_path = result.artefact / "report.html"
-    log(f"[4/4] trained, calibrated and evaluated in {seconds['train_calibrate_evaluate']:.0f} s -> {report_path}")
     return DemoResult(out=out, dataset=dataset, contact_sheet=sheet, artefact=result.artefact,
-                      report=report_path, headline=headline, seconds=seconds)
+                      report=report_path, headline=headline, seconds=seconds, decisions=decisions)
+
+
+def unlabelled_batch(root: Path, n: int, fab: Any, seed: int, workers: int | None) -> Path:
+    """``n`` fresh virtual-fab sites with their labels, types and masks removed from the manifest."""
+    from seminspect.data.manifest import write_manifest
+    from seminspect.data.synth import generate_dataset
+
+    generate_dataset(root, n, fab, abnormal_fraction=0.5, seed=seed, workers=workers, splits={"new": 1.0})
+    import pandas as pd
+
+    m = pd.read_csv(root / "manifest.csv", dtype=str, keep_default_na=False)
+    keep = [c for c in m.columns if c not in ("label", "defect_type", "mask", "depth", "split")]
+    write_manifest(root, m[keep].to_dict("records"), "csv")
+    return root
+
+
+def _shares(splits: dict[str, float]) -> str:
+    return " / ".join(f"{k} {v:.0%}" for k, v in splits.items())
+
+
+def automation_sentence(test: dict[str, Any]) -> str:
+    """The main job's headline in words: certified automation and the realised precision beside it."""
+    tri = test.get("triage") or {}
+    n = tri.get("n", 0)
+    routes = tri.get("routes", {})
+    n_ab, n_no = routes.get("auto_abnormal", 0), routes.get("auto_normal", 0)
+    text = (f"certified automation on {n} held-out test sites: {tri.get('automation_rate', 0):.1%} "
+            f"(auto-abnormal {n_ab}, auto-normal {n_no}, review {routes.get('review', 0)}) at the floor of "
+            f">= 99 % precision with 95 % confidence")
+    if n_ab:
+        lo, hi = tri["abnormal_precision_ci"]
+        text += (f"; realised precision of the automatic abnormal calls {tri['abnormal_precision']:.1%} "
+                 f"(95 % CI {lo:.1%}-{hi:.1%})")
+    if n_no:
+        lo, hi = tri["normal_miss_rate_ci"]
+        text += f"; defects among automatic normal calls {tri['normal_miss_rate']:.1%} (95 % CI {lo:.1%}-{hi:.1%})"
+    if not n_ab and not n_no:
+        text += ": nothing was automated (the report says why)"
+    return text
 
 
 def _headline(test: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,8 @@ def train(
     """Train the ADC model, calibrate its thresholds on the calib split, evaluate on test; write one artefact."""
     import torch
 
-    from seminspect.pipeline import train_and_evaluate
     from seminspect.training.config import ADCConfig
+    from seminspect.workflow import train_and_evaluate
 
     cfg = ADCConfig.from_yaml(config)
     if threads:

@@ -28,7 +28,7 @@ DECISION_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("route", pa.string(), "auto_abnormal | auto_normal | review"),
     ("route_reason", pa.string(), "why: the bound that allowed the automatic call, or what sent it to review"),
     ("type", pa.string(), "auto-classified defect type (leaf), null when the type goes to review or does not apply"),
-    ("type_path", pa.string(), "tree path of `type`, e.g. pattern/bridge/metal_bridge"),
+    ("type_path", pa.string(), "tree path of `type`, e.g. pattern/connectivity/bridge"),
     ("type_reason", pa.string(), "why the type of an auto-abnormal site goes to review (else null)"),
     *[c for k in range(1, TOP_K + 1) for c in (
         (f"top{k}_type", pa.string(), f"{k}. most probable type"),
@@ -37,7 +37,7 @@ DECISION_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("anomaly_score", pa.float64(), "anomaly model's image score (null without an anomaly model)"),
     ("anomaly_flag", pa.bool_(), "anomaly score above the triage rule (never auto-normal); null without a model"),
     ("n_views", pa.int64(), "views read for the site"),
-    ("reg_shift_max_px", pa.float64(), "largest |shift| (px) applied to a reference, null without references"),
+    ("reg_shift_max_px", pa.float64(), "largest shift (px, either axis) applied to a reference; null without one"),
     ("reg_residual_max", pa.float64(), "largest normalised residual after alignment (0 same, ~0.7 unrelated)"),
     *[c for i in range(MAX_VIEWS_PER_ROLE) for c in (
         (f"reg_dy_{i}", pa.float64(), f"shift (rows, px) of reference {i} onto target {i}"),

@@ -187,6 +187,7 @@ def train(config: ADCConfig | str | Path, output: str | Path | None = None,
     if calib_ds is not None:
         splits["calib"] = len(calib_ds)
     metrics: dict[str, Any] = {"train_samples": len(train_fs), "val_samples": len(val_fs),
+                               "calib_samples": splits.get("calib", 0),
                                "encode_seconds": encode_s, "train_seconds": hist.seconds, "finetune_seconds": ft_s,
                                "best_epoch": hist.best_epoch, "epochs_run": len(hist.epochs)}
     save_artefact(model, cfg, out, taxonomy, thresholds, provenance={"dataset": str(cfg.data.path),

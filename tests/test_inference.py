@@ -68,6 +68,16 @@ def test_artefact_has_a_versioned_manifest(trained):
     assert manifest["provenance"]["splits"]["calib"] == 30
 
 
+def test_metrics_json_is_standard_json(trained):
+    _, art = trained
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    metrics = json.loads((art / "metrics.json").read_text(), parse_constant=refuse)
+    assert metrics["test"]["n"] == 30
+
+
 def test_inspector_aligns_each_reference_and_reports_it(trained):
     ds, art = trained
     from seminspect.data.dataset import SampleDataset

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from seminspect.errors import SeminspectError
-from seminspect.utils.io import atomic_write_json
+from seminspect.utils.io import atomic_write_json, finite_json
 from seminspect.workflow import train_and_evaluate
 
 
@@ -117,7 +117,7 @@ def run_demo(out: str | Path = "runs/demo", n_samples: int = DEMO_SITES, image_s
     headline = _headline(test)
     headline["new_sites"] = {"n": summary.n_sites, "routes": r, "decisions": str(decisions)}
     headline["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
-    atomic_write_json(out / "summary.json", headline)
+    atomic_write_json(out / "summary.json", finite_json(headline))
     return DemoResult(out=out, dataset=dataset, contact_sheet=sheet, artefact=result.artefact,
                       report=report_path, headline=headline, seconds=seconds, decisions=decisions)
 

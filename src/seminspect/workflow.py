@@ -26,7 +26,7 @@ def train_and_evaluate(config: Any, output: str | Path | None = None, log: Any =
     from seminspect.evaluation.adc_evaluate import evaluate_artefact
     from seminspect.training.adc_trainer import split_or_none, train
     from seminspect.training.config import ADCConfig
-    from seminspect.utils.io import atomic_write_json
+    from seminspect.utils.io import atomic_write_json, finite_json
 
     cfg = config if isinstance(config, ADCConfig) else ADCConfig.from_yaml(config)
     result = train(cfg, output=output, log=log)
@@ -40,5 +40,5 @@ def train_and_evaluate(config: Any, output: str | Path | None = None, log: Any =
                            drop_roles=[r.value for r in Role if r not in kept], log=log)
     result.metrics["test"] = ev.metrics
     result.predictions["test"] = ev.predictions
-    atomic_write_json(result.artefact / "metrics.json", result.metrics)
+    atomic_write_json(result.artefact / "metrics.json", finite_json(result.metrics))
     return result

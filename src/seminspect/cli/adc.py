@@ -38,12 +38,12 @@ def evaluate(
 ) -> None:
     """Metrics and an HTML report of a trained model on a dataset (the inference path, then the labels)."""
     from seminspect.evaluation.adc_evaluate import evaluate as run_eval
-    from seminspect.utils.io import atomic_write_json
+    from seminspect.utils.io import atomic_write_json, finite_json
 
     report = report or (artefact / f"eval_{split}.html")
     metrics = run_eval(artefact, dataset, split=None if split == "all" else split, report=report,
                        drop_roles=drop_role, log=lambda msg: console.print(msg, highlight=False))
-    atomic_write_json(report.with_suffix(".json"), metrics)
+    atomic_write_json(report.with_suffix(".json"), finite_json(metrics))
     _print_headline(metrics)
     console.print(f"report: {report}")
 

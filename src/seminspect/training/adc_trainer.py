@@ -43,7 +43,7 @@ from seminspect.training.heads import (
     train_heads,
     update_hardness,
 )
-from seminspect.utils.io import atomic_write_json
+from seminspect.utils.io import atomic_write_json, finite_json
 from seminspect.utils.seed import seed_everything
 
 __all__ = ["ArtefactError", "History", "TrainResult", "_stratified_holdout", "_val_loss_live", "build_model",
@@ -192,7 +192,7 @@ def train(config: ADCConfig | str | Path, output: str | Path | None = None,
                                "best_epoch": hist.best_epoch, "epochs_run": len(hist.epochs)}
     save_artefact(model, cfg, out, taxonomy, thresholds, provenance={"dataset": str(cfg.data.path),
                                                                       "splits": splits})
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "metrics.json", finite_json(metrics))
     atomic_write_json(out / "history.json", hist.epochs)
     return TrainResult(out, metrics, model, hist)
 

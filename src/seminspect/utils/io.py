@@ -53,6 +53,24 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN / infinite float replaced by None, so that the JSON written is standard
+    (``json.dumps`` would otherwise write ``NaN`` / ``Infinity``, which strict readers reject)."""
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return finite_json(obj.tolist())
+    return obj
+
+
 def _json_default(obj: Any) -> Any:
     import numpy as np
 

@@ -99,7 +99,7 @@ class Inspector:
     def _adc(self, prepared: Sample) -> dict[str, Any]:
         """ADC probabilities of one prepared site (its views in one backbone call per TTA op)."""
         art = self.artefact
-        batch = collate([prepared], art.taxonomy)
+        batch = collate([prepared], None)  # labels never reach the judges (a type unknown to the artefact is fine)
         images = resize_batch(batch.images, art.image.resize)
         feats = torch.stack([art.model.encode_views(dihedral(images, op), batch.view_mask, batch.roles,
                                                     batch.indices).to(torch.float16) for op in art.tta])

@@ -17,5 +17,5 @@ def test_demo_runs_end_to_end(tmp_path):
     assert json.loads((tmp_path / "demo" / "validation.json").read_text())["problems"] == []
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["n"] > 0 and 0.0 <= summary["auroc"] <= 1.0
-    assert set(summary["seconds"]) == {"generate", "validate", "train_calibrate_evaluate"}
-    assert [m.split("]")[0] for m in messages if m.startswith("[")] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert set(summary["seconds"]) == {"generate", "validate", "train_calibrate_evaluate", "new_sites_predict"}
+    assert [m.split("]")[0] for m in messages if m.startswith("[")] == [f"[{k}/6" for k in range(1, 7)]

@@ -20,7 +20,7 @@ def predict(
     workers: int = typer.Option(2, help="Ray: inspector actors (each loads the model once)."),
     part_size: int = typer.Option(64, min=1, help="Sites per output part (a killed run redoes at most one)."),
     overwrite: bool = typer.Option(False, help="Discard an earlier run or output at OUT."),
-    threads: int | None = typer.Option(None, help="Torch threads (default: torch's)."),
+    threads: int | None = typer.Option(None, help="Torch threads (default: torch's; with --ray: per actor, 1)."),
 ) -> None:
     """Judge every site of DATA: route (auto-abnormal / auto-normal / review) with its reason, types, anomaly score.
 
@@ -31,7 +31,8 @@ def predict(
         from seminspect.inference.ray_predict import predict_ray
 
         summary = predict_ray(artefact, data, out, address=None if ray == "local" else ray, workers=workers,
-                              overwrite=overwrite, log=console.print)
+                              maps=maps, part_size=part_size, threads=threads or 1, overwrite=overwrite,
+                              log=console.print)
     else:
         from seminspect.inference.predict import predict as run_predict
         from seminspect.utils.progress import make_progress

@@ -133,13 +133,27 @@ def _load(root: Path, mpath: Path, ordinal: int, sid: str, rows: list[dict], lin
     return Site(ordinal, sid, sample=sample)
 
 
-def iter_sites(data: str | Path, start: int = 0, stop: int | None = None) -> Iterator[Site]:
-    """Sites of ``data`` in manifest order, ordinals ``start <= i < stop`` loaded (others skipped unread).
+@dataclass
+class SiteRows:
+    """One site's manifest rows before any image is read (what :func:`load_site` turns into a :class:`Site`).
 
-    Structural problems of the whole manifest (unreadable, a required column missing) raise
-    :class:`ManifestError`; a problem of one site is a :class:`Site` with ``error`` set.
+    ``error`` is set when the rows themselves are unusable (the id reappears after other sites).
     """
-    root, mpath = manifest_of(data)
+
+    ordinal: int
+    sample_id: str
+    rows: list[dict]
+    lines: list[int]
+    error: str | None = None
+    file: str | None = None
+
+
+def iter_site_rows(data: str | Path, start: int = 0, stop: int | None = None) -> Iterator[SiteRows]:
+    """Each site's rows in manifest order, ordinals ``start <= i < stop`` (others skipped, rows not kept).
+
+    Streams the manifest in chunks; structural problems of the whole manifest raise :class:`ManifestError`.
+    """
+    _, mpath = manifest_of(data)
 
     def wanted(i: int) -> bool:
         return start <= i and (stop is None or i < stop)
@@ -156,7 +170,7 @@ def iter_sites(data: str | Path, start: int = 0, stop: int | None = None) -> Ite
             sid = row["sample_id"].strip()
             if sid != cur or ordinal < 0:
                 if ordinal >= 0 and not dup and wanted(ordinal):
-                    yield _load(root, mpath, ordinal, cur or "", rows, lines)
+                    yield SiteRows(ordinal, cur or "", rows, lines)
                 if stop is not None and ordinal + 1 >= stop:
                     return
                 ordinal += 1
@@ -164,10 +178,32 @@ def iter_sites(data: str | Path, start: int = 0, stop: int | None = None) -> Ite
                 dup = sid in seen
                 seen.add(sid)
                 if dup and wanted(ordinal):
-                    yield Site(ordinal, sid, error="rows of this site are not consecutive in the manifest (the id "
-                               "appeared earlier)", file=f"{mpath}: row {line}")
+                    yield SiteRows(ordinal, sid, [], [], error="rows of this site are not consecutive in the "
+                                   "manifest (the id appeared earlier)", file=f"{mpath}: row {line}")
             if not dup and wanted(ordinal):
                 rows.append(row)
                 lines.append(line)
     if ordinal >= 0 and not dup and wanted(ordinal):
-        yield _load(root, mpath, ordinal, cur or "", rows, lines)
+        yield SiteRows(ordinal, cur or "", rows, lines)
+
+
+def load_site(data: str | Path, site: SiteRows) -> Site:
+    """Read one site's images (every per-site check of ``validate``); problems become ``Site.error``."""
+    if site.error is not None:
+        return Site(site.ordinal, site.sample_id, error=site.error, file=site.file)
+    root, mpath = manifest_of(data)
+    return _load(root, mpath, site.ordinal, site.sample_id, site.rows, site.lines)
+
+
+def iter_sites(data: str | Path, start: int = 0, stop: int | None = None) -> Iterator[Site]:
+    """Sites of ``data`` in manifest order, ordinals ``start <= i < stop`` loaded (others skipped unread).
+
+    Structural problems of the whole manifest (unreadable, a required column missing) raise
+    :class:`ManifestError`; a problem of one site is a :class:`Site` with ``error`` set.
+    """
+    root, mpath = manifest_of(data)
+    for rows in iter_site_rows(data, start, stop):
+        if rows.error is not None:
+            yield Site(rows.ordinal, rows.sample_id, error=rows.error, file=rows.file)
+        else:
+            yield _load(root, mpath, rows.ordinal, rows.sample_id, rows.rows, rows.lines)

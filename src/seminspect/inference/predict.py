@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from seminspect.data.stream import Site, file_digest, iter_sites, manifest_of
+from seminspect.data.stream import Site, file_digest, iter_site_rows, iter_sites, manifest_of
 from seminspect.errors import SeminspectError
 from seminspect.inference.inspector import Inspector
 from seminspect.inference.schema import DECISION_SCHEMA, ERROR_SCHEMA, errors_frame, to_table
@@ -59,15 +59,7 @@ class PredictSummary:
 
 def count_sites(data: str | Path) -> int:
     """Sites in ``data`` (one streaming pass over the manifest, no image read)."""
-    root, mpath = manifest_of(data)
-    from seminspect.data.stream import _chunks, _normalise
-
-    n, last = 0, None
-    for chunk in _chunks(mpath):
-        for sid in _normalise(chunk, mpath)["sample_id"].str.strip():
-            if sid != last or n == 0:
-                n, last = n + 1, sid
-    return n
+    return sum(1 for _ in iter_site_rows(data))
 
 
 def output_paths(out: Path) -> dict[str, Path]:

@@ -14,7 +14,6 @@ per site. Labels are read but the caller may ignore them; masks and depth maps a
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,14 +48,6 @@ def manifest_of(data: str | Path) -> tuple[Path, Path]:
     if not data.exists():
         raise ManifestError(f"{data}: not found (expected a dataset folder or a manifest .csv/.parquet)")
     return data, find_manifest(data)
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _chunks(path: Path) -> Iterator[pd.DataFrame]:

@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from seminspect.data.stream import Site, file_digest, iter_site_rows, iter_sites, manifest_of
+from seminspect.data.stream import Site, iter_site_rows, iter_sites, manifest_of
 from seminspect.errors import SeminspectError
 from seminspect.inference.inspector import Inspector
 from seminspect.inference.schema import DECISION_SCHEMA, ERROR_SCHEMA, errors_frame, to_table
+from seminspect.utils.digest import sha256_file
 from seminspect.utils.io import atomic_path, atomic_write_json
 from seminspect.utils.provenance import utc_now
 
@@ -79,7 +80,7 @@ def safe_name(sample_id: str) -> str:
 def _fingerprint(inspector: Inspector, data: Path, part_size: int, maps: Path | None) -> dict[str, Any]:
     _, mpath = manifest_of(data)
     return {"run_version": RUN_VERSION, "model_version": inspector.model_version,
-            "manifest": str(mpath.resolve()), "manifest_sha256": file_digest(mpath), "part_size": part_size,
+            "manifest": str(mpath.resolve()), "manifest_sha256": sha256_file(mpath), "part_size": part_size,
             "maps": None if maps is None else str(maps.resolve())}
 
 
@@ -174,6 +175,44 @@ def _finalise(paths: dict[str, Path], n_parts: int) -> tuple[int, int, dict[str,
     return decided, failed, routes
 
 
+@dataclass
+class RunStart:
+    """A checked run: output paths, fingerprint, maps folder and scale; ``finished`` when nothing is left to do."""
+
+    paths: dict[str, Path]
+    fingerprint: dict[str, Any]
+    maps: Path | None
+    scale: float
+    finished: PredictSummary | None = None
+
+
+def start_run(inspector: Inspector, data: Path, out: str | Path, maps: str | Path | None, part_size: int,
+              overwrite: bool, log: Callable[[str], None] | None, **extra: Any) -> RunStart:
+    """The checks and set-up every runner shares (taxonomy, maps, the run's fingerprint, the parts folder).
+
+    ``extra`` goes into the fingerprint (e.g. ``runner="ray"``): runs that differ there never mix.
+    """
+    _check_taxonomy(inspector, data)
+    paths = output_paths(Path(out))
+    maps_dir = None if maps is None else Path(maps)
+    if maps_dir is not None and not inspector.has_anomaly:
+        raise PredictError(f"--maps {maps_dir}: the artefact {inspector.artefact.path} has no anomaly model "
+                           "(add one with `seminspect join`)")
+    fp = {**_fingerprint(inspector, data, part_size, maps_dir), **extra}
+    scale = _map_scale(inspector)
+    if _check_run(paths, fp, overwrite):
+        summary = json.loads(paths["summary"].read_text())
+        if log:
+            log(f"{out}: already complete ({summary['n_sites']} sites); pass --overwrite to run again")
+        summary.pop("fingerprint", None)
+        return RunStart(paths, fp, maps_dir, scale, finished=PredictSummary(**summary))
+    if maps_dir is not None:
+        maps_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(maps_dir / "maps.json", {"scale": scale, "meaning": "anomaly = png / 65535 * scale",
+                                                   "model_version": inspector.model_version})
+    return RunStart(paths, fp, maps_dir, scale)
+
+
 def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path, maps: str | Path | None = None,
             part_size: int = 64, overwrite: bool = False, threads: int | None = None,
             log: Callable[[str], None] | None = print, progress: Any = None) -> PredictSummary:
@@ -187,25 +226,10 @@ def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path,
     data = Path(data)
     manifest_of(data)  # a missing DATA path fails here, before the model loads
     inspector = artefact if isinstance(artefact, Inspector) else Inspector.load(artefact, threads=threads)
-    _check_taxonomy(inspector, data)
-    out = Path(out)
-    paths = output_paths(out)
-    maps_dir = None if maps is None else Path(maps)
-    if maps_dir is not None and not inspector.has_anomaly:
-        raise PredictError(f"--maps {maps_dir}: the artefact {inspector.artefact.path} has no anomaly model "
-                           "(add one with `seminspect join`)")
-    fp = _fingerprint(inspector, data, part_size, maps_dir)
-    if _check_run(paths, fp, overwrite):
-        summary = json.loads(paths["summary"].read_text())
-        if log:
-            log(f"{out}: already complete ({summary['n_sites']} sites); pass --overwrite to run again")
-        summary.pop("fingerprint", None)
-        return PredictSummary(**summary)
-    scale = _map_scale(inspector)
-    if maps_dir is not None:
-        maps_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(maps_dir / "maps.json", {"scale": scale, "meaning": "anomaly = png / 65535 * scale",
-                                                   "model_version": inspector.model_version})
+    run = start_run(inspector, data, out, maps, part_size, overwrite, log)
+    if run.finished is not None:
+        return run.finished
+    paths, fp, maps_dir, scale = run.paths, run.fingerprint, run.maps, run.scale
     n = count_sites(data)
     n_parts = (n + part_size - 1) // part_size
     parts = paths["parts"]
@@ -276,4 +300,4 @@ def _check_taxonomy(inspector: Inspector, data: Path) -> None:
                            f"artefact's ({inspector.artefact.path / 'taxonomy.yaml'}, {mine.num_leaves} types)")
 
 
-__all__ = ["PredictError", "PredictSummary", "count_sites", "output_paths", "predict"]
+__all__ = ["PredictError", "PredictSummary", "RunStart", "count_sites", "output_paths", "predict", "start_run"]

@@ -32,17 +32,7 @@ import pyarrow.parquet as pq
 from seminspect.data.stream import SiteRows, iter_site_rows, load_site, manifest_of
 from seminspect.errors import SeminspectError
 from seminspect.inference.inspector import Inspector
-from seminspect.inference.predict import (
-    PredictError,
-    PredictSummary,
-    _check_run,
-    _check_taxonomy,
-    _finalise,
-    _fingerprint,
-    _judge,
-    _map_scale,
-    output_paths,
-)
+from seminspect.inference.predict import PredictError, PredictSummary, _finalise, _judge, start_run
 from seminspect.inference.schema import DECISION_SCHEMA, ERROR_SCHEMA, errors_frame, to_table
 from seminspect.utils.io import atomic_path, atomic_write_json
 from seminspect.utils.provenance import utc_now
@@ -148,27 +138,12 @@ def predict_ray(artefact: str | Path, data: str | Path, out: str | Path, address
     data = Path(data)
     _, mpath = manifest_of(data)
     inspector = Inspector.load(artefact)  # checks the artefact once here, with a one-line error, before Ray starts
-    _check_taxonomy(inspector, data)
-    out = Path(out)
-    paths = output_paths(out)
-    maps_dir = None if maps is None else Path(maps)
-    if maps_dir is not None and not inspector.has_anomaly:
-        raise PredictError(f"--maps {maps_dir}: the artefact {inspector.artefact.path} has no anomaly model")
-    fp = {**_fingerprint(inspector, data, part_size, maps_dir), "runner": "ray"}
-    if _check_run(paths, fp, overwrite):
-        summary = json.loads(paths["summary"].read_text())
-        if log:
-            log(f"{out}: already complete ({summary['n_sites']} sites); pass --overwrite to run again")
-        summary.pop("fingerprint", None)
-        return PredictSummary(**summary)
+    run = start_run(inspector, data, out, maps, part_size, overwrite, log, runner="ray")
+    if run.finished is not None:
+        return run.finished
+    paths, fp, maps_dir, scale = run.paths, run.fingerprint, run.maps, run.scale
     parts = paths["parts"]
-    for stale in ("ray", "sites.parquet"):  # a killed Ray stage starts again
-        shutil.rmtree(parts / stale, ignore_errors=True) if stale == "ray" else (parts / stale).unlink(missing_ok=True)
-    scale = _map_scale(inspector)
-    if maps_dir is not None:
-        maps_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(maps_dir / "maps.json", {"scale": scale, "meaning": "anomaly = png / 65535 * scale",
-                                                   "model_version": inspector.model_version})
+    shutil.rmtree(parts / "ray", ignore_errors=True)  # a killed Ray stage starts again
     n = _write_sites(data, parts / "sites.parquet")
     notes = list(inspector.artefact.notes)
     del inspector  # the actors load their own

@@ -28,6 +28,7 @@ import yaml
 
 from seminspect.data.taxonomy import Taxonomy
 from seminspect.errors import SeminspectError
+from seminspect.utils.digest import sha256_file
 from seminspect.utils.io import atomic_path, atomic_write_json, atomic_write_text
 from seminspect.utils.provenance import code_provenance, utc_now
 
@@ -43,14 +44,6 @@ class ArtefactError(SeminspectError):
     """An artefact folder is missing a part, has an unknown format, or its parts do not fit together."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_version(folder: Path, parts: dict[str, str]) -> str:
     """A short id of the judging parts' content: weights, thresholds and anomaly model files."""
     h = hashlib.sha256()
@@ -59,7 +52,7 @@ def model_version(folder: Path, parts: dict[str, str]) -> str:
         files = sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]
         for f in files:
             if f.is_file():
-                h.update(f"{key}:{f.relative_to(folder)}:{_sha256(f)}\n".encode())
+                h.update(f"{key}:{f.relative_to(folder)}:{sha256_file(f)}\n".encode())
     return h.hexdigest()[:12]
 
 

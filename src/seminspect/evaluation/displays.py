@@ -74,7 +74,8 @@ class PRCurveDisplay:
         label = f"{self.name + ' ' if self.name else ''}AP = {self.average_precision:.3f}"
         ax.step(self.recall, self.precision, where="post", label=label)
         if self.target_precision is not None:
-            ax.axhline(self.target_precision, color="grey", ls="--", lw=0.8, label=f"target {self.target_precision:g}")
+            target = f"{100 * self.target_precision:g} %"
+            ax.axhline(self.target_precision, color="grey", ls="--", lw=0.8, label=f"target {target}")
         if self.point is not None:
             ax.plot(self.point["recall"], self.point["precision"], "o", color="C3",
                     label=f"operating point: R {self.point['recall']:.3f}, P {self.point['precision']:.3f}")
@@ -104,7 +105,7 @@ class ROCCurveDisplay:
 
     def plot(self, ax: Any = None, log_fpr: bool = False) -> ROCCurveDisplay:
         ax = _axes(ax)
-        ax.plot(self.fpr, self.tpr, label=f"{self.name + ' ' if self.name else ''}AUROC = {self.auroc:.4f}")
+        ax.plot(self.fpr, self.tpr, label=f"{self.name + ' ' if self.name else ''}AUROC = {self.auroc:.3f}")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.6, ls=":")
         if self.point is not None:
             ax.plot(self.point["fpr"], self.point["recall"], "o", color="C3",

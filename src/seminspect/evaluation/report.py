@@ -35,6 +35,13 @@ figure{display:inline-block;margin:.4em .6em .4em 0;vertical-align:top;text-alig
 figcaption{font-size:.8em;color:#555;max-width:260px;word-wrap:break-word}
 img{image-rendering:pixelated}.strip{border:1px solid #ddd;padding:.4em;margin:.6em 0;overflow-x:auto;
 white-space:nowrap}.strip h3{margin:.1em 0 .3em 0;font-size:1em}.meta{color:#777;font-size:.85em}
+.card{border:1px solid #ccc;border-radius:4px;padding:.5em .8em;margin:.8em 0;background:#fafafa}
+.card h3{margin:.2em 0}.card p{margin:.2em 0;font-size:.9em}.row{overflow-x:auto;white-space:nowrap;margin:.3em 0}
+td.n{white-space:nowrap}table.views{margin:.2em 0}table.views td,table.views th{border:none;padding:2px 3px;
+text-align:center;vertical-align:top;background:none;font-weight:normal;font-size:.8em;color:#444}
+table.views th.l{text-align:left;max-width:9em;white-space:normal}
+.why{background:#f4f8ff;border-left:4px solid #4a78c2;padding:.4em .8em;margin:.6em 0}
+.legend{font-size:.85em;color:#444}details pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.85em}
 """
 
 
@@ -50,7 +57,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
         v = float(value)
         if math.isnan(v) or math.isinf(v):
-            return str(v)
+            return "n/a"
         return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
     if isinstance(value, (list, tuple)) and all(isinstance(x, (int, float, np.number)) for x in value):
         return "[" + ", ".join(_fmt(x) for x in value) + "]"
@@ -117,8 +124,23 @@ class HtmlReport:
                 self._parts.append("<p>" + html.escape(block.strip()).replace("\n", "<br>") + "</p>")
         return self
 
-    def add_table(self, table: Any, title: str | None = None, index: bool = False) -> HtmlReport:
-        """A pandas DataFrame, a list of dicts (rows), or a dict of columns."""
+    def add_html(self, fragment: str) -> HtmlReport:
+        """A trusted HTML fragment as it is (the caller escapes any text in it)."""
+        self._parts.append(str(fragment))
+        return self
+
+    def add_details(self, summary: str, text: str) -> HtmlReport:
+        """A collapsed block (``<details>``) holding preformatted text, e.g. a YAML config."""
+        self._parts.append(f"<details><summary>{html.escape(str(summary))}</summary>"
+                           f"<pre>{html.escape(str(text))}</pre></details>")
+        return self
+
+    def add_table(self, table: Any, title: str | None = None, index: bool = False,
+                  right: Sequence[str] = ()) -> HtmlReport:
+        """A pandas DataFrame, a list of dicts (rows), or a dict of columns.
+
+        Numeric columns are right-aligned, and so are the columns named in ``right`` (numbers
+        already written as text, e.g. ``"85.5 %"``)."""
         import pandas as pd
 
         if isinstance(table, pd.DataFrame):
@@ -133,14 +155,15 @@ class HtmlReport:
         if title:
             self._parts.append(f"<h3>{html.escape(str(title))}</h3>")
         cols = [str(c) for c in df.columns]
-        numeric = [pd.api.types.is_numeric_dtype(df[c]) for c in df.columns]
+        numeric = [pd.api.types.is_numeric_dtype(df[c]) or str(c) in right for c in df.columns]
         head = "".join(
             f'<th class="{"" if n else "l"}">{html.escape(c)}</th>' for c, n in zip(cols, numeric, strict=True)
         )
         rows = []
         for rec in df.itertuples(index=False):
             cells = "".join(
-                f'<td class="{"" if n else "l"}">{html.escape(_fmt(v))}</td>' for v, n in zip(rec, numeric, strict=True)
+                f'<td class="{"n" if n else "l"}">{html.escape(_fmt(v))}</td>'
+                for v, n in zip(rec, numeric, strict=True)
             )
             rows.append(f"<tr>{cells}</tr>")
         self._parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from serve_fixtures import need_serve_extra, site_files, train_tiny
@@ -49,11 +50,15 @@ def served(tmp_path_factory):
     with app.state.sessions.begin() as s:
         add_user(s, "ana", "correct horse")
     client = TestClient(app)
-    for k in range(7):
+    m = pd.read_csv(ds / "manifest.csv", dtype=str, keep_default_na=False)
+    for k, sid in enumerate(m.sample_id.unique()[:6]):  # by path under the data root
+        rows = m[m.sample_id == sid]
+        views = [{"role": r.role, "index": int(r["index"]), "path": r.path} for _, r in rows.iterrows()]
         meta = {"lot": f"L{k % 2}", "wafer": str(k), "tool": "SEM-3", "product": "P9"}
-        resp = client.post("/v1/sites", files=site_files(k, size=96), data={"sample_id": f"site{k}",
-                                                                             "meta": json.dumps(meta)})
+        resp = client.post("/v1/sites", json={"sample_id": sid, "views": views, "meta": meta})
         assert resp.status_code == 201 and resp.json()["review_task"], resp.text
+    resp = client.post("/v1/sites", files=site_files(7, size=96), data={"sample_id": "uploaded"})  # by upload
+    assert resp.status_code == 201 and resp.json()["review_task"], resp.text
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

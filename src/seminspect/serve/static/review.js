@@ -96,12 +96,14 @@
     e.preventDefault();
   });
 
+  // Small views start at the integer scale that makes them about 256 px wide (pixels stay sharp).
   document.querySelectorAll(".zoombox img").forEach(function (img) {
+    let base = 1;
     let scale = 1;
-    img.addEventListener("click", function () {
-      scale = scale >= 4 ? 1 : scale * 2;
-      img.style.width = (img.naturalWidth * scale) + "px";
-    });
+    function show() { img.style.width = (img.naturalWidth * base * scale) + "px"; }
+    function init() { base = Math.max(1, Math.floor(256 / Math.max(img.naturalWidth, 1))); show(); }
+    if (img.complete && img.naturalWidth) { init(); } else { img.addEventListener("load", init); }
+    img.addEventListener("click", function () { scale = scale >= 4 ? 1 : scale * 2; show(); });
   });
   document.body.dataset.ready = "1";
 })();

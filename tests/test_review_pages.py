@@ -62,3 +62,32 @@ def test_a_claimed_task_shows_who_holds_it_and_refuses_the_other_reviewer(app):
     assert ana.get("/review/image/view/1.png").headers["content-type"] == "image/png"
     assert ana.get("/review/image/diff/1/0.png").status_code == 200
     assert ana.get("/review?status=done").text.count("/review/task/2?") == 1
+
+
+def test_the_anomaly_map_of_a_joined_artefact_is_shown_on_one_fixed_scale(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from seminspect.data.dataset import SampleDataset
+    from seminspect.inference.join import join
+    from seminspect.models.anomaly import AnomalyConfig, AnomalyDetector
+
+    ds, art = train_tiny(tmp_path, n=48)
+    det = AnomalyDetector(AnomalyConfig(backbone="tiny", pretrained=False, out_indices=[0, 1, 2], layers=[0, 1],
+                                        conditioning="reference", sigma=2.0, max_bank_patches=200, batch_size=8))
+    det.fit(SampleDataset(ds).split("train"))
+    det.save(tmp_path / "anomaly")
+    join(art, tmp_path / "anomaly", out=tmp_path / "joined", normals=ds, split="calib")
+    app = create_app(tmp_path / "joined", ServeConfig(db_url=str(tmp_path / "r.db"), data_root=ds))
+    with app.state.sessions.begin() as s:
+        add_user(s, "ana", "password-a")
+    ana = _signed_in(app, "ana", "password-a")
+    out = ana.post("/v1/sites", files=site_files(1)).json()
+    assert out["decision"]["anomaly_score"] is not None
+    task = out["review_task"]
+    assert task, out["decision"]["route"]
+    assert "anomaly map over target 0" in ana.get(f"/review/task/{task}").text
+    resp = ana.get(f"/review/image/anomaly/{out['site_id']}.png")
+    assert resp.status_code == 200
+    assert Image.open(io.BytesIO(resp.content)).size == (64, 64)

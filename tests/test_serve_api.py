@@ -105,6 +105,8 @@ def test_bad_requests_are_4xx_json_naming_the_field(service):
                               422, "target_0")
     _error(client.post("/v1/sites", files={"target_0": ("t.jpg", b"xx", "image/jpeg")}), 415, "target_0")
     _error(client.post("/v1/sites", files={"target_7": files["target_0"]}), 422, "target_7")
+    _error(client.post("/v1/sites", files=files, data={"meta": "[1, 2]"}), 422, "meta")
+    _error(client.post("/v1/sites", json={"meta": "x", "views": []}), 422, "meta")
     _error(client.post("/v1/sites", files={"reference_0": files["reference_0"]}), 422, "views")  # no target
     _error(client.post("/v1/sites", content=b"{not json", headers={"content-type": "application/json"}), 400, "body")
     _error(client.post("/v1/sites", content=b"x", headers={"content-type": "text/plain"}), 415, "content-type")

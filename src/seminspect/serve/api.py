@@ -51,11 +51,12 @@ async def _multipart(request: Request, cfg: Any) -> tuple[Any, Any, list[tuple[s
             files.append((name, value.filename or "", data))
         elif name == "meta":
             try:
-                meta.update(json.loads(value))
+                parsed = json.loads(value)
             except (ValueError, TypeError):
-                raise RequestError(422, "meta", "not a JSON object") from None
-            if not isinstance(meta, dict):
+                parsed = None
+            if not isinstance(parsed, dict):
                 raise RequestError(422, "meta", "not a JSON object")
+            meta.update(parsed)
         elif name in META_KEYS:
             meta[name] = value
     return form.get("sample_id"), meta, files

@@ -44,3 +44,26 @@ def diff_png(target_path: str, reference_path: str, dy: float | None, dx: float 
         r = ndimage.shift(r, (float(dy or 0.0), float(dx or 0.0)), order=1, mode="nearest")
     d = np.clip(np.abs(t - r) / DIFF_FULL_SCALE, 0.0, 1.0)
     return png(np.rint(d * 255).astype(np.uint8))
+
+
+def anomaly_png(amap: np.ndarray, scale: float, shape: tuple[int, int] | None = None) -> bytes:
+    """The anomaly map in colour (inferno) on one fixed scale: 0 dark, ``scale`` (twice the rule) bright.
+
+    Resized (nearest) to ``shape`` so it lies over the target view pixel for pixel.
+    """
+    from matplotlib import colormaps
+
+    v = np.clip(np.asarray(amap, dtype=np.float64) / scale, 0.0, 1.0)
+    rgb = (colormaps["inferno"](v)[..., :3] * 255).astype(np.uint8)
+    im = Image.fromarray(rgb)
+    if shape is not None and (im.height, im.width) != tuple(shape):
+        im = im.resize((shape[1], shape[0]), Image.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def map_scale(rule: dict | None) -> float:
+    """The value shown brightest: twice the anomaly rule's threshold (as ``predict --maps``), else 1."""
+    thr = (rule or {}).get("threshold")
+    return float(2 * thr) if thr and np.isfinite(thr) and thr > 0 else 1.0

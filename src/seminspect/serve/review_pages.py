@@ -19,7 +19,7 @@ from sqlalchemy import select
 from seminspect.serve import queue as q
 from seminspect.serve.auth import COOKIE, authenticate, make_cookie, read_cookie
 from seminspect.serve.errors import error_body
-from seminspect.serve.review_images import diff_png, view_png
+from seminspect.serve.review_images import anomaly_png, diff_png, map_scale, view_png
 from seminspect.serve.tables import Reviewer, ReviewTask, Site, SiteView
 
 HERE = Path(__file__).resolve().parent
@@ -117,13 +117,15 @@ def _task_context(s: Any, task: ReviewTask, user: Reviewer, request: Request) ->
     s.commit()
     s.refresh(task)
     f = _filters(request)
+    nav = q.neighbours(s, task.id, f)
     return {
         "user": user, "task": task, "site": site, "d": payload, "top": top, "pairs": sorted(by_index.items()),
         "zooms": zooms, "holder": None if claimed else q.holder(s, task, user.id), "claim_expires": task.claim_expires,
-        "nav": q.neighbours(s, task.id, f), "remaining": q.remaining(s), "query": urlencode(f),
+        "nav": nav, "remaining": q.remaining(s), "query": urlencode(f), "has_anomaly": state.inspector.has_anomaly,
+        "map_scale": map_scale(state.inspector.artefact.anomaly_rule),
         "js": {"task": task.id, "suggestions": [t["type"] for t in top], "types": list(tax.leaves),
                "paths": ["/".join(tax.path(x)) for x in tax.leaves], "label": task.label, "query": urlencode(f),
-               "nav": q.neighbours(s, task.id, f)},
+               "nav": nav},
     }
 
 
@@ -204,6 +206,30 @@ def diff_image(site_id: int, index: int, request: Request) -> Response:
     if t is None or r is None:
         return JSONResponse(error_body("index", f"site {site_id} has no target/reference pair {index}"), 404)
     png = diff_png(t, r, payload.get(f"reg_dy_{index}"), payload.get(f"reg_dx_{index}"))
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.get("/image/anomaly/{site_id}.png")
+def anomaly_image(site_id: int, request: Request) -> Response:
+    """The site's anomaly map, recomputed by the inspector (same alignment as its decision)."""
+    from seminspect.data.imageio import read_image
+    from seminspect.data.sample import Sample, View
+
+    if _reviewer(request) is None:
+        return JSONResponse(error_body("session", "sign in first"), 401)
+    state = request.app.state
+    if not state.inspector.has_anomaly:
+        return JSONResponse(error_body(None, "the artefact has no anomaly model"), 404)
+    with state.sessions() as s:
+        site = s.get(Site, site_id)
+        views = [(v.role, v.view_index, v.path) for v in site.views] if site else []
+    if not views:
+        return JSONResponse(error_body("site_id", f"no site {site_id}"), 404)
+    sample = Sample(str(site_id), [View(r, i, read_image(p), source=p) for r, i, p in views])
+    with state.inspect_lock:
+        amap = state.inspector.inspect([sample], maps=True).anomaly_maps[0]
+    target = sample.targets[0].image.shape if sample.targets else None
+    png = anomaly_png(amap, map_scale(state.inspector.artefact.anomaly_rule), target)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
 

@@ -1,5 +1,5 @@
 // Keyboard review of one site: 1-3 take a suggestion, N normal, T type picker, Enter confirms (saved at once),
-// arrows previous/next, U undoes your last decision. Images: click to zoom 1x/2x/4x, scroll to pan.
+// arrows previous/next, U undoes your last decision, H toggles the anomaly map. Images: click to zoom 1x/2x/4x, scroll to pan.
 (function () {
   "use strict";
   const D = JSON.parse(document.getElementById("task-data").textContent);
@@ -51,6 +51,13 @@
     go(r.data.task_id);
   }
 
+  function toggleHeatmap() {
+    const box = document.getElementById("heatmap");
+    const img = box.querySelector("img");
+    if (!img.src) { img.src = img.dataset.src; }
+    box.hidden = !box.hidden;
+  }
+
   function renderPicker() {
     const needle = search.value.trim().toLowerCase();
     const hits = D.types.map(function (t, i) { return [t, D.paths[i]]; })
@@ -92,6 +99,7 @@
     else if (k === "ArrowLeft") { go(D.nav.prev); }
     else if (k === "ArrowRight") { go(D.nav.next); }
     else if (k === "u" || k === "U") { undo(); }
+    else if ((k === "h" || k === "H") && document.getElementById("heatmap")) { toggleHeatmap(); }
     else { return; }
     e.preventDefault();
   });

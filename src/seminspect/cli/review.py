@@ -75,5 +75,26 @@ def export_cmd(out: Path = typer.Argument(..., help="Dataset folder to write."),
     console.print(f"{n} reviewed sites written to {out}")
 
 
+@review_app.command("import")
+def import_cmd(artefact: Path = typer.Argument(..., help="The artefact predict ran with."),
+               decisions: Path = typer.Argument(..., help="predict's decisions table (.parquet or .csv)."),
+               data: Path = typer.Argument(..., help="The DATA predict read (dataset folder or manifest)."),
+               db: str = DB) -> None:
+    """Store a `seminspect predict` run in the review database: batch runs and the service fill one queue."""
+    from seminspect.inference import Inspector
+    from seminspect.serve.app import rare_types_of
+    from seminspect.serve.ingest import import_predictions
+
+    sessions = _sessions(db)
+    inspector = Inspector.load(artefact, with_anomaly=False)
+    art = inspector.artefact
+    try:
+        done, skipped = import_predictions(sessions, decisions, data, art.model_version, art.taxonomy.to_dict(),
+                                           str(art.path), rare_types_of(inspector), log=console.print)
+    except ValueError as exc:
+        raise SeminspectError(str(exc)) from None
+    console.print(f"{done} sites imported, {skipped} already there")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(review_app, name="review")

@@ -37,3 +37,26 @@ def test_predict_decisions_become_sites_decisions_and_tasks_once(tmp_path):
         assert s.scalar(select(func.count(ReviewTask.id))) == want > 0
         d = s.scalar(select(Decision).join(Site).where(Site.sample_id == table.sample_id.iloc[0]))
         assert d.abnormal_prob == table.abnormal_prob.iloc[0] and d.route == table.route.iloc[0]
+
+
+def test_review_commands_migrate_add_user_stats_and_export(tmp_path):
+    import json
+
+    from seminspect.serve.auth import authenticate
+
+    db = str(tmp_path / "cli.db")
+    runner = CliRunner()
+    assert "revision 0001" in runner.invoke(app, ["review", "migrate", "--db", db]).output
+    added = runner.invoke(app, ["review", "add-user", "ana", "--db", db],
+                          env={"SEMINSPECT_REVIEWER_PASSWORD": "s3cret-pw"})
+    assert added.exit_code == 0, added.output
+    with sessions(make_engine(db))() as s:
+        assert authenticate(s, "ana", "s3cret-pw") is not None
+    short = runner.invoke(app, ["review", "add-user", "bo", "--db", db], env={"SEMINSPECT_REVIEWER_PASSWORD": "x"})
+    assert short.exit_code != 0
+    stats = runner.invoke(app, ["review", "stats", "--db", db, "--json", str(tmp_path / "s.json")])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads((tmp_path / "s.json").read_text())["queue"] == {"open": 0, "done": 0, "sites": 0}
+    exported = runner.invoke(app, ["review", "export", str(tmp_path / "out"), "--db", db])
+    assert exported.exit_code != 0 and "no reviewed sites" in str(exported.exception)
+    assert not (tmp_path / "out").exists()

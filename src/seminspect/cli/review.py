@@ -70,8 +70,11 @@ def export_cmd(out: Path = typer.Argument(..., help="Dataset folder to write."),
     """Write the reviewed sites as a seminspect dataset (`seminspect validate` passes, `train` reads it)."""
     from seminspect.serve.export import export_reviewed
 
-    with _sessions(db)() as s:
-        n = export_reviewed(s, out)
+    try:
+        with _sessions(db)() as s:
+            n = export_reviewed(s, out)
+    except ValueError as exc:
+        raise SeminspectError(str(exc)) from None
     console.print(f"{n} reviewed sites written to {out}")
 
 

@@ -40,8 +40,10 @@ def _taxonomy_spec(taxonomy: dict, out: Path) -> str:
 def export_reviewed(session: Session, out: str | Path) -> int:
     """Write every reviewed site under ``out``; returns the number of sites."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     items = queue(session, status="done")
+    if not items:
+        raise ValueError("no reviewed sites to export yet")
+    out.mkdir(parents=True, exist_ok=True)
     versions = {i.decision.model_version for i in items}
     taxonomies = {str(session.get(ModelVersion, v).taxonomy) for v in versions}  # type: ignore[union-attr]
     if len(taxonomies) > 1:

@@ -85,3 +85,23 @@ def test_valid_mask_marks_the_uncovered_strip() -> None:
     assert inner < 0.02 and strip > 5 * inner
     assert register_pair(img, img).valid_mask().all()  # no shift: nothing uncovered
     assert not reg.valid_mask(margin=0)[:3].any() and reg.valid_mask(margin=0)[3, 0]
+
+
+def test_joint_shift_recovers_the_common_offset_where_single_noisy_pairs_disagree():
+    from seminspect.data.prepare import PrepareSample, joint_integer_shift
+    from seminspect.data.sample import Role
+
+    rng = np.random.default_rng(3)
+    base = ndimage.gaussian_filter(rng.random((200, 200)), 2.0)
+    true = (2, -3)
+    pairs, views = [], []
+    for k in range(5):
+        scene = base + 0.02 * k
+        target = scene[40:184, 40:184] + rng.normal(0, 0.12, (144, 144))
+        reference = np.roll(scene, (-true[0], -true[1]), axis=(0, 1))[40:184, 40:184] + rng.normal(0, 0.12, (144, 144))
+        pairs.append((target, reference))
+        views += [View(Role.TARGET, k, target.astype(np.float32)),
+                  View(Role.REFERENCE, k, reference.astype(np.float32))]
+    assert joint_integer_shift(pairs, 8) == true
+    aligned = PrepareSample(crop=128, method="joint", max_shift=8).align(Sample("s", views))
+    assert {a.shift for a in aligned.values()} == {(2.0, -3.0)} and len(aligned) == 5

@@ -104,10 +104,14 @@ def run_demo(out: str | Path = "runs/demo", n_samples: int = DEMO_SITES, image_s
 
     t0 = time.perf_counter()
     new = unlabelled_batch(out / "new_sites", n_new, fab, seed=seed + 1000, workers=workers)
-    from seminspect.inference.predict import predict
+    from seminspect.inference.predict import PredictError, predict
 
     decisions = out / "new_sites_decisions.parquet"
-    summary = predict(result.artefact, new, decisions, log=None)
+    try:
+        summary = predict(result.artefact, new, decisions, log=None)
+    except PredictError:  # decisions of an earlier model (the demo re-trained): judge again with this one
+        log(f"{decisions}: written by an earlier model; judging the new sites again")
+        summary = predict(result.artefact, new, decisions, log=None, overwrite=True)
     seconds["new_sites_predict"] = time.perf_counter() - t0
     r = summary.routes
     log(f"[6/6] {summary.n_sites} new unlabelled sites generated and judged in {seconds['new_sites_predict']:.0f} s "

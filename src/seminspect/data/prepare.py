@@ -17,7 +17,7 @@ import numpy as np
 
 from seminspect.data.sample import Role, Sample, View
 
-METHODS = ("integer", "phase", "ecc")
+METHODS = ("integer", "joint", "phase", "ecc")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,26 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     return image[top:top + size, left:left + size]
 
 
+def _cross_power(target: np.ndarray, reference: np.ndarray, whiten: bool = True) -> np.ndarray:
+    """Cross-power spectrum of a Hann-windowed, zero-mean pair (``rfft2`` layout); ``whiten``: each
+    frequency normalised to unit magnitude (phase correlation), else plain cross-correlation."""
+    t = np.asarray(target, dtype=np.float32)
+    r = np.asarray(reference, dtype=np.float32)
+    win = np.outer(np.hanning(t.shape[0]), np.hanning(t.shape[1])).astype(np.float32)
+    cross = np.fft.rfft2((t - t.mean()) * win) * np.conj(np.fft.rfft2((r - r.mean()) * win))
+    return cross / (np.abs(cross) + 1e-6) if whiten else cross
+
+
+def _peak(cross: np.ndarray, shape: tuple[int, int], max_shift: int) -> tuple[int, int]:
+    corr = np.fft.irfft2(cross, s=shape)
+    dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
+    dy = dy - shape[0] if dy > shape[0] // 2 else dy
+    dx = dx - shape[1] if dx > shape[1] // 2 else dx
+    if max(abs(dy), abs(dx)) > max_shift:
+        return 0, 0
+    return int(dy), int(dx)
+
+
 def integer_shift(target: np.ndarray, reference: np.ndarray, max_shift: int) -> tuple[int, int]:
     """Integer ``(dy, dx)`` that best aligns ``reference`` onto ``target`` (phase correlation).
 
@@ -51,20 +71,23 @@ def integer_shift(target: np.ndarray, reference: np.ndarray, max_shift: int) -> 
     ``max_shift`` (e.g. a false peak on a periodic layout) gives (0, 0). ~1 ms at 150 px, against
     ~100 ms for sub-pixel registration: the fast path for caching thousands of sites.
     """
-    t = np.asarray(target, dtype=np.float32)
-    r = np.asarray(reference, dtype=np.float32)
-    win = np.outer(np.hanning(t.shape[0]), np.hanning(t.shape[1])).astype(np.float32)
-    ft = np.fft.rfft2((t - t.mean()) * win)
-    fr = np.fft.rfft2((r - r.mean()) * win)
-    cross = ft * np.conj(fr)
-    cross /= np.abs(cross) + 1e-6
-    corr = np.fft.irfft2(cross, s=t.shape)
-    dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
-    dy = dy - t.shape[0] if dy > t.shape[0] // 2 else dy
-    dx = dx - t.shape[1] if dx > t.shape[1] // 2 else dx
-    if max(abs(dy), abs(dx)) > max_shift:
-        return 0, 0
-    return int(dy), int(dx)
+    return _peak(_cross_power(target, reference), np.asarray(target).shape, max_shift)
+
+
+def joint_integer_shift(pairs: list[tuple[np.ndarray, np.ndarray]], max_shift: int) -> tuple[int, int]:
+    """One integer shift for several same-size (target, reference) pairs: the peak of their summed
+    cross-correlations (not whitened).
+
+    The detectors of an SEM record one scan together, so the stage offset between the target die
+    and the reference die is the same in every detector's pair; summing the pairs' correlations
+    keeps the common peak and averages away a false one that a noisy or periodic pair may have.
+    Whitening (phase correlation) weights every frequency alike, shot noise included; on the
+    virtual fab's training split (150 sites) the plain correlation found shifts with a median error
+    of 0.49 px (the rounding limit) against 0.85 px whitened, and left a lower residual (median
+    0.288 vs 0.312, 90th percentile 0.404 vs 0.488).
+    """
+    cross = sum(_cross_power(t, r, whiten=False) for t, r in pairs)
+    return _peak(cross, np.asarray(pairs[0][0]).shape, max_shift)
 
 
 def crop_at(image: np.ndarray, size: int, dy: int = 0, dx: int = 0) -> np.ndarray:
@@ -88,6 +111,8 @@ class PrepareSample:
     ``method="integer"`` (default; fast): integer phase correlation on the central crop, and the
     shift is applied by moving the reference's crop window -- no resampling at all.
     ``"phase"``/``"ecc"``: sub-pixel :func:`seminspect.data.registration.register_pair` (slower).
+    ``"joint"``: like ``"integer"``, but one shift for all detector pairs of a site
+    (:func:`joint_integer_shift`; each pair on its own where the views differ in size).
     """
 
     def __init__(self, crop: int | None = 224, register: bool = True, method: str = "integer",
@@ -108,21 +133,29 @@ class PrepareSample:
         """``{index: Alignment}`` for every target view with a same-size reference (empty when off)."""
         if not self.register:
             return {}
+        pairs = [(t, r) for t, r in sample.pairs() if r is not None and r.image.shape == t.image.shape]
+        integer = self.method in ("integer", "joint") and self.crop is not None
+        shifts: dict[int, tuple[int, int]] = {}
+        if integer and pairs:
+            windows = [(self._window(t.image), self._window(r.image)) for t, r in pairs]
+            if self.method == "joint" and len({w[0].shape for w in windows}) == 1:  # one shift for the site
+                shifts = dict.fromkeys((t.index for t, _ in pairs), joint_integer_shift(windows, self.margin))
+            else:
+                shifts = {t.index: integer_shift(w[0], w[1], self.margin) for (t, _), w in
+                          zip(pairs, windows, strict=True)}
         out: dict[int, Alignment] = {}
-        for t, r in sample.pairs():
-            if r is None or r.image.shape != t.image.shape:
-                continue
-            tc, rc = self._window(t.image), self._window(r.image)
-            if self.method == "integer" and self.crop is not None:
-                dy, dx = integer_shift(tc, rc, self.margin)
+        for t, r in pairs:
+            if integer:
+                dy, dx = shifts[t.index]
                 before = _residual(centre_crop(t.image, self.crop), centre_crop(r.image, self.crop))
                 after = _residual(centre_crop(t.image, self.crop), crop_at(r.image, self.crop, dy, dx))
                 out[t.index] = Alignment(t.index, (float(dy), float(dx)), after, before, "integer")
             else:
                 from seminspect.data.registration import register_pair
 
-                method = "phase" if self.method == "integer" else self.method
-                reg = register_pair(tc, rc, method=method, upsample=4, max_shift=self.max_shift)
+                method = "phase" if self.method in ("integer", "joint") else self.method
+                reg = register_pair(self._window(t.image), self._window(r.image), method=method, upsample=4,
+                                    max_shift=self.max_shift)
                 out[t.index] = Alignment(t.index, reg.shift, reg.residual, reg.residual_before, method)
         return out
 

@@ -28,7 +28,7 @@ class ImageConfig(_Strict):
     crop: int | None = Field(224, gt=0)  # centre crop at native resolution (None = whole image)
     resize: int | None = Field(None, gt=0)  # then resize to this size (None = keep)
     registration: bool = True  # align each reference to its target (phase correlation), once
-    registration_method: Literal["integer", "phase", "ecc"] = "integer"
+    registration_method: Literal["integer", "joint", "phase", "ecc"] = "integer"
     max_shift: float = Field(24.0, ge=0)
 
 

@@ -39,6 +39,18 @@ def test_predict_decisions_become_sites_decisions_and_tasks_once(tmp_path):
         assert d.abnormal_prob == table.abnormal_prob.iloc[0] and d.route == table.route.iloc[0]
 
 
+def test_predict_with_db_fills_the_same_queue(tmp_path):
+    ds, art = train_tiny(tmp_path, n=32)
+    db = str(tmp_path / "review.db")
+    res = CliRunner().invoke(app, ["predict", str(art), str(ds), "--out", str(tmp_path / "d.parquet"), "--db", db])
+    assert res.exit_code == 0, res.output
+    table = pd.read_parquet(tmp_path / "d.parquet")
+    assert f"{len(table)} sites stored, 0 already there" in " ".join(res.output.split())
+    with sessions(make_engine(db))() as s:
+        assert s.scalar(select(func.count(Site.id)).where(Site.source == "predict")) == len(table)
+        assert s.scalar(select(func.count(ReviewTask.id))) == sum(needs_review(r) for r in table.to_dict("records"))
+
+
 def test_review_commands_migrate_add_user_stats_and_export(tmp_path):
     import json
 

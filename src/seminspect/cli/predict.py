@@ -21,6 +21,9 @@ def predict(
     part_size: int = typer.Option(64, min=1, help="Sites per output part (a killed run redoes at most one)."),
     overwrite: bool = typer.Option(False, help="Discard an earlier run or output at OUT."),
     threads: int | None = typer.Option(None, help="Torch threads (default: torch's; with --ray: per actor, 1)."),
+    db: str | None = typer.Option(None, "--db", help="Also store the decisions in this review database (SQLite "
+                                  "file or PostgreSQL URL; needs seminspect[serve]); sites routed to review "
+                                  "join the review queue."),
 ) -> None:
     """Judge every site of DATA: route (auto-abnormal / auto-normal / review) with its reason, types, anomaly score.
 
@@ -52,6 +55,11 @@ def predict(
                   f"({summary.sites_per_second:.2f} sites/s): auto_abnormal {r.get('auto_abnormal', 0)}, "
                   f"auto_normal {r.get('auto_normal', 0)}, review {r.get('review', 0)}", highlight=False)
     console.print(f"decisions: {summary.out}", highlight=False)
+    if db is not None:
+        from seminspect.cli.review import store_predictions
+
+        done, skipped = store_predictions(artefact, Path(summary.out), data, db)
+        console.print(f"review database {db}: {done} sites stored, {skipped} already there", highlight=False)
     if summary.n_failed:
         console.print(f"[bold red]{summary.n_failed} site(s) could not be judged[/]: {summary.errors}", highlight=False)
         raise typer.Exit(1)

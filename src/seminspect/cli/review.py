@@ -84,6 +84,12 @@ def import_cmd(artefact: Path = typer.Argument(..., help="The artefact predict r
                data: Path = typer.Argument(..., help="The DATA predict read (dataset folder or manifest)."),
                db: str = DB) -> None:
     """Store a `seminspect predict` run in the review database: batch runs and the service fill one queue."""
+    done, skipped = store_predictions(artefact, decisions, data, db)
+    console.print(f"{done} sites imported, {skipped} already there")
+
+
+def store_predictions(artefact: Path, decisions: Path, data: Path, db: str) -> tuple[int, int]:
+    """``review import`` and ``predict --db``: a predict run's decisions into the review tables and queue."""
     from seminspect.inference import Inspector
     from seminspect.serve.app import rare_types_of
     from seminspect.serve.ingest import import_predictions
@@ -92,11 +98,10 @@ def import_cmd(artefact: Path = typer.Argument(..., help="The artefact predict r
     inspector = Inspector.load(artefact, with_anomaly=False)
     art = inspector.artefact
     try:
-        done, skipped = import_predictions(sessions, decisions, data, art.model_version, art.taxonomy.to_dict(),
-                                           str(art.path), rare_types_of(inspector), log=console.print)
+        return import_predictions(sessions, decisions, data, art.model_version, art.taxonomy.to_dict(),
+                                  str(art.path), rare_types_of(inspector), log=console.print)
     except ValueError as exc:
         raise SeminspectError(str(exc)) from None
-    console.print(f"{done} sites imported, {skipped} already there")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 
 from seminspect.cli._common import console
+from seminspect.pipeline import DEMO_SITES
 
 
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder (re-running resumes)."),
-    n_samples: int = typer.Option(2000, "--n", min=40, help="Labelled virtual-fab sites to generate."),
+    n_samples: int = typer.Option(DEMO_SITES, "--n", min=40, help="Labelled virtual-fab sites to generate."),
     n_new: int = typer.Option(200, "--new", min=1, help="Fresh unlabelled sites judged by `predict` at the end."),
     size: int = typer.Option(460, help="Image size, px."),
     zooms: int = typer.Option(2, min=0, max=5, help="Zoom views per site."),

@@ -12,35 +12,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from seminspect.data.imageio import ImageReadError, read_image
+from seminspect.data.depthio import read_depth
+from seminspect.data.door import read_input
 from seminspect.data.manifest import LABELS, DatasetInfo, ManifestError, read_manifest
 from seminspect.data.sample import Role, Sample, View
+from seminspect.data.site_rules import SiteError, site_problem
 from seminspect.data.taxonomy import Taxonomy
 
 _NON_METADATA = {"sample_id", "role", "index", "path", "mask", "label", "defect_type", "depth"}
 
-
-def read_depth(path: Path) -> np.ndarray:
-    """Depth map as ``(H, W)`` float32 from ``.npy`` or TIFF/PNG."""
-    if not path.is_file():
-        raise ImageReadError(f"{path}: depth file not found")
-    try:
-        if path.suffix == ".npy":
-            depth = np.load(path, allow_pickle=False)
-        elif path.suffix.lower() in {".tif", ".tiff"}:
-            import tifffile
-
-            depth = tifffile.imread(path)
-        else:
-            depth = read_image(path)
-    except ImageReadError:
-        raise
-    except Exception as exc:
-        raise ImageReadError(f"{path}: cannot read depth map ({type(exc).__name__}: {exc})") from None
-    depth = np.asarray(depth)
-    if depth.ndim != 2:
-        raise ImageReadError(f"{path}: depth map must be 2-D, got shape {depth.shape}")
-    return depth.astype(np.float32)
+__all__ = ["SampleDataset", "read_depth", "sample_from_rows", "select_split"]
 
 
 class SampleDataset(Sequence[Sample]):
@@ -51,6 +32,7 @@ class SampleDataset(Sequence[Sample]):
         roles: keep only views of these roles (e.g. ``["target"]`` for an ablation).
         transform: optional callable applied to each loaded :class:`Sample`.
         sample_ids: restrict to (and order by) these ids.
+        allow_roots: folders besides ``root`` that manifest paths may lead into (docs/trust.md).
     """
 
     def __init__(
@@ -59,8 +41,10 @@ class SampleDataset(Sequence[Sample]):
         roles: Sequence[str] | None = None,
         transform: Callable[[Sample], Sample] | None = None,
         sample_ids: Sequence[str] | None = None,
+        allow_roots: Sequence[str | Path] | None = None,
     ) -> None:
         self.root = Path(root)
+        self.allow_roots = None if allow_roots is None else list(allow_roots)
         self.info = DatasetInfo.read(self.root)
         self.manifest = read_manifest(self.root)
         self.manifest_path = self.manifest.attrs["manifest_path"]
@@ -102,7 +86,7 @@ class SampleDataset(Sequence[Sample]):
 
     def subset(self, sample_ids: Sequence[str]) -> SampleDataset:
         return SampleDataset(self.root, roles=None if self.roles is None else [r.value for r in self.roles],
-                             transform=self.transform, sample_ids=sample_ids)
+                             transform=self.transform, sample_ids=sample_ids, allow_roots=self.allow_roots)
 
     def split(self, name: str) -> SampleDataset:
         """Samples whose ``split`` metadata equals ``name`` (train/val/calib/test)."""
@@ -122,17 +106,21 @@ class SampleDataset(Sequence[Sample]):
     def load(self, sample_id: str) -> Sample:
         rows: pd.DataFrame = self.manifest.iloc[self._rows[sample_id]]
         return sample_from_rows(self.root, sample_id, rows.to_dict("records"), self.manifest_path,
-                                [int(r) + 2 for r in self._rows[sample_id]], self.roles)
+                                [int(r) + 2 for r in self._rows[sample_id]], self.roles,
+                                allow_roots=self.allow_roots)
 
 
 def sample_from_rows(root: Path, sample_id: str, rows: Sequence[dict], manifest_path: str | Path,
                      line_numbers: Sequence[int], roles: set[Role] | None = None, masks: bool = True,
-                     depth: bool = True) -> Sample:
+                     depth: bool = True, allow_roots: Sequence[str | Path] | None = None) -> Sample:
     """One :class:`Sample` from its manifest rows (normalised as by ``read_manifest``), images read.
 
     ``line_numbers``: the manifest line of each row (header = 1), for error messages. ``masks`` /
-    ``depth`` False skip those files (inference needs neither). Raises :class:`ManifestError` or
-    :class:`ImageReadError` naming the file.
+    ``depth`` False skip those files (inference needs neither). Every file is read by
+    :func:`~seminspect.data.door.read_input` (paths kept inside ``root`` or ``allow_roots``), and
+    the site must pass ``validate``'s per-site rules (:mod:`seminspect.data.site_rules`) when its
+    target views are loaded. Raises :class:`ManifestError` (:class:`SiteError` for a per-site rule)
+    or :class:`ImageReadError` naming the file.
     """
     views = []
     for line, row in zip(line_numbers, rows, strict=True):
@@ -143,30 +131,43 @@ def sample_from_rows(root: Path, sample_id: str, rows: Sequence[dict], manifest_
             raise ManifestError(f"{where}: {exc}") from None
         if roles is not None and role not in roles:
             continue
-        image = read_image(root / row["path"])
+        if not str(row["path"]).strip():
+            raise SiteError(manifest_path, line, sample_id, "path is empty")
+        image = read_input(root, row["path"], "image", allow_roots=allow_roots)
         mask = None
         if masks and row.get("mask", ""):
-            mask = read_image(root / row["mask"]) > 0
+            mask = read_input(root, row["mask"], "mask", allow_roots=allow_roots) > 0
             if mask.shape != image.shape:
-                raise ManifestError(f"{where}: mask {row['mask']} is {mask.shape}, image is {image.shape}")
+                raise SiteError(manifest_path, line, sample_id, f"mask {row['mask']!r} is {mask.shape[0]}x"
+                                f"{mask.shape[1]}, image is {image.shape[0]}x{image.shape[1]}")
         try:
             views.append(View(role=role, index=int(row["index"]), image=image, mask=mask,
                               source=str(root / row["path"])))
         except ValueError as exc:
             raise ManifestError(f"{where}: {exc}") from None
+    checks_targets = roles is None or Role.TARGET in roles
     if not views:
-        raise ManifestError(f"{manifest_path}: sample {sample_id!r} has no views of roles {roles}")
+        present = sorted({str(r.get("role", "")) for r in rows})
+        reason = (f"no target view (roles: {present})" if checks_targets else
+                  f"no views of roles {sorted(r.value for r in roles or ())} (roles: {present})")
+        raise SiteError(manifest_path, line_numbers[0], sample_id, reason)
     first = rows[0]
     label = first.get("label", "")
     if label and label not in LABELS:
         raise ManifestError(f"{manifest_path}: sample {sample_id!r}: label {label!r} is not normal/abnormal")
-    depth_map = read_depth(root / first["depth"]) if depth and first.get("depth", "") else None
+    depth_map = None
+    if depth and first.get("depth", ""):
+        depth_map = read_input(root, first["depth"], "depth", allow_roots=allow_roots)
     metadata = {c: str(v) for c, v in first.items() if c not in _NON_METADATA and str(v)}
     try:
-        return Sample(sample_id=sample_id, views=views, is_abnormal=LABELS.get(label),
-                      defect_type=first.get("defect_type", "") or None, depth=depth_map, metadata=metadata)
+        sample = Sample(sample_id=sample_id, views=views, is_abnormal=LABELS.get(label),
+                        defect_type=first.get("defect_type", "") or None, depth=depth_map, metadata=metadata)
     except ValueError as exc:
         raise ManifestError(f"{manifest_path}: {exc}") from None
+    problem = site_problem(sample) if checks_targets else None
+    if problem is not None:  # validate's per-site rules, for every command that loads the site
+        raise SiteError(manifest_path, line_numbers[0], sample_id, problem)
+    return sample
 
 
 def select_split(dataset: str | Path, split: str | None, drop_roles: Sequence[str] = ()) -> SampleDataset:

@@ -9,7 +9,9 @@ a 20,000-site manifest costs the memory of one chunk. A site's rows must be cons
 writer in this package produces them); a site whose rows reappear later is reported as an error.
 Every check ``seminspect validate`` makes of one site (missing or corrupt file, bad role or index,
 no target view, reference / target size mismatch, duplicate views, too many views) is made here
-per site. Labels are read but the caller may ignore them; masks and depth maps are not read.
+per site, and every image goes through the reader at the door (:mod:`seminspect.data.door`: paths
+inside the dataset folder, pixel limit, bit depth). Labels are read but the caller may ignore them;
+masks and depth maps are not read.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from seminspect.data.dataset import sample_from_rows
 from seminspect.data.imageio import ImageReadError
 from seminspect.data.manifest import REQUIRED_COLUMNS, SAMPLE_COLUMNS, ManifestError, find_manifest
 from seminspect.data.sample import MAX_VIEWS_PER_ROLE, Role, Sample
+from seminspect.data.site_rules import SiteError, site_problem
+
+__all__ = ["Site", "SiteRows", "iter_site_rows", "iter_sites", "load_site", "manifest_of", "site_problem"]
 
 CHUNK_ROWS = 4096
 
@@ -95,17 +100,6 @@ def _check_rows(rows: list[dict], lines: list[int], mpath: Path) -> tuple[str, s
     return None
 
 
-def site_problem(sample: Sample) -> str | None:
-    """What makes a loaded site unusable for the judges (``validate``'s per-site checks), else None."""
-    if not sample.targets:
-        return f"no target view (roles: {sorted({v.role.value for v in sample.views})})"
-    for t, r in sample.pairs():
-        if r is not None and r.image.shape != t.image.shape:
-            return (f"reference view {t.index} is {r.image.shape[0]}x{r.image.shape[1]} but target view "
-                    f"{t.index} is {t.image.shape[0]}x{t.image.shape[1]}")
-    return None
-
-
 def _load(root: Path, mpath: Path, ordinal: int, sid: str, rows: list[dict], lines: list[int]) -> Site:
     if not sid:
         return Site(ordinal, sid, error="sample_id is empty", file=f"{mpath}: row {lines[0]}")
@@ -114,13 +108,14 @@ def _load(root: Path, mpath: Path, ordinal: int, sid: str, rows: list[dict], lin
         return Site(ordinal, sid, error=bad[1], file=bad[0])
     try:
         sample = sample_from_rows(root, sid, rows, mpath, lines, masks=False, depth=False)
-    except (ImageReadError, ManifestError) as exc:
+    except ImageReadError as exc:  # the file and the problem, as the reader at the door names them
+        return Site(ordinal, sid, error=exc.reason, file=exc.path or str(mpath))
+    except SiteError as exc:  # validate's per-site rules
+        return Site(ordinal, sid, error=exc.reason, file=exc.file)
+    except ManifestError as exc:
         text = str(exc)
         file, _, reason = text.partition(": ")
         return Site(ordinal, sid, error=reason or text, file=file if reason else str(mpath))
-    problem = site_problem(sample)
-    if problem is not None:
-        return Site(ordinal, sid, error=problem, file=f"{mpath}: row {lines[0]}")
     return Site(ordinal, sid, sample=sample)
 
 

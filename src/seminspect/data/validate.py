@@ -13,165 +13,26 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from seminspect.data.dataset import read_depth
-from seminspect.data.imageio import ImageReadError, read_image
+from seminspect.data.door import Kind, check_input, read_input
 from seminspect.data.manifest import MANIFEST_NAMES, METADATA_COLUMNS, REQUIRED_COLUMNS
+from seminspect.data.refusals import ImageReadError
 from seminspect.data.sample import MAX_VIEWS, MAX_VIEWS_PER_ROLE, Role
 from seminspect.data.taxonomy import Taxonomy, TaxonomyError
-from seminspect.utils.io import atomic_write_json
+from seminspect.data.validation_report import KINDS, Problem, ValidationReport
 from seminspect.utils.progress import track
+
+__all__ = ["KINDS", "Problem", "ValidationReport", "validate_dataset"]
 
 #: Columns whose value describes the whole sample, so all of a sample's rows must agree.
 SAMPLE_LEVEL_COLUMNS = ("label", "defect_type", "depth", *METADATA_COLUMNS)
 VALID_LABELS = ("normal", "abnormal")
-
-# Problem kinds (stable names: tests and JSON consumers match on them).
-KINDS = {
-    "bad_dataset_yaml": "dataset.yaml is unreadable or names an unknown taxonomy",
-    "no_manifest": "no manifest.csv / manifest.parquet, or it cannot be read",
-    "missing_column": "a required manifest column is absent",
-    "empty_manifest": "the manifest has no rows",
-    "empty_field": "a required cell (sample_id, role, index, path) is empty",
-    "bad_role": "role is not target / reference / zoom",
-    "bad_index": "index is not a whole number",
-    "index_out_of_range": f"index outside 0..{MAX_VIEWS_PER_ROLE - 1}",
-    "missing_file": "an image, mask or depth file does not exist",
-    "corrupt_image": "a file exists but cannot be decoded as an 8/16-bit grayscale image",
-    "mask_size_mismatch": "a mask's size differs from its image",
-    "size_mismatch": "target view i and reference view i differ in size",
-    "depth_size_mismatch": "the depth map's size differs from the target views (warning)",
-    "duplicate_view": "two rows share the same (sample_id, role, index)",
-    "duplicate_sample_id": "sample ids that differ only in case or surrounding spaces",
-    "duplicate_path": "one image file is used by two rows (warning)",
-    "inconsistent_sample": "a sample-level field differs between the rows of one sample",
-    "bad_label": "label is not normal / abnormal (or empty for unlabelled)",
-    "unknown_defect_type": "defect_type is not a leaf of the taxonomy",
-    "type_on_normal": "a normal (or unlabelled) sample carries a defect type",
-    "no_target": "a sample has no target view",
-    "too_many_views": f"a sample has more than {MAX_VIEWS} views",
-}
-
-
-@dataclass
-class Problem:
-    """One problem: ``kind`` (see :data:`KINDS`), the file it concerns, the manifest row (or None)."""
-
-    kind: str
-    message: str
-    file: str
-    row: int | None = None
-    sample_id: str | None = None
-    severity: str = "error"
-
-    def __str__(self) -> str:
-        where = self.file + (f": row {self.row}" if self.row is not None else "")
-        who = f" (sample {self.sample_id!r})" if self.sample_id else ""
-        return f"{where}{who}: {self.message}"
-
-
-@dataclass
-class ValidationReport:
-    """Outcome of :func:`validate_dataset`: problems plus what the dataset holds."""
-
-    root: str
-    manifest: str | None = None
-    taxonomy: str | None = None
-    n_rows: int = 0
-    n_samples: int = 0
-    n_views: int = 0
-    labels: dict[str, int] = field(default_factory=dict)
-    defect_types: dict[str, int] = field(default_factory=dict)
-    roles: dict[str, int] = field(default_factory=dict)
-    views_per_sample: dict[int, int] = field(default_factory=dict)
-    splits: dict[str, int] = field(default_factory=dict)
-    image_sizes: dict[str, int] = field(default_factory=dict)
-    dtypes: dict[str, int] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-
-    # ----- queries ---------------------------------------------------------------------------
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        """True when there is no error (warnings allowed)."""
-        return not self.errors
-
-    def kinds(self) -> Counter[str]:
-        """How many problems of each kind (errors and warnings)."""
-        return Counter(p.kind for p in self.problems)
-
-    def summary(self) -> str:
-        """One paragraph: verdict, counts, and the problem kinds."""
-        verdict = "OK" if self.ok else "FAILED"
-        lines = [
-            f"{verdict}: {self.root}: {self.n_samples} samples, {self.n_views} views "
-            f"({len(self.errors)} errors, {len(self.warnings)} warnings)",
-        ]
-        if self.labels:
-            lines.append("labels: " + ", ".join(f"{k or 'unlabelled'}={v}" for k, v in self.labels.items()))
-        if self.defect_types:
-            lines.append("defect types: " + ", ".join(f"{k}={v}" for k, v in self.defect_types.items()))
-        if self.splits:
-            lines.append("splits: " + ", ".join(f"{k or '(none)'}={v}" for k, v in self.splits.items()))
-        if self.problems:
-            lines.append("problems: " + ", ".join(f"{k}={v}" for k, v in sorted(self.kinds().items())))
-        return "\n".join(lines)
-
-    # ----- output ----------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["ok"] = self.ok
-        data["n_errors"] = len(self.errors)
-        data["n_warnings"] = len(self.warnings)
-        data["views_per_sample"] = {str(k): v for k, v in self.views_per_sample.items()}
-        return data
-
-    def save_json(self, path: str | Path) -> None:
-        atomic_write_json(path, self.to_dict())
-
-    def print(self, console: Any = None, max_problems: int = 50) -> None:
-        """Print the counts and (up to ``max_problems``) problems as rich tables."""
-        from rich.console import Console
-        from rich.table import Table
-
-        console = console or Console()
-        counts = Table(title=f"dataset {self.root}", show_header=True)
-        counts.add_column("what")
-        counts.add_column("count", justify="right")
-        counts.add_row("samples", str(self.n_samples))
-        counts.add_row("views (rows)", str(self.n_views))
-        for name, table in (("role", self.roles), ("label", self.labels), ("type", self.defect_types),
-                            ("split", self.splits), ("size", self.image_sizes), ("dtype", self.dtypes)):
-            for key, value in table.items():
-                counts.add_row(f"{name}: {key or '(empty)'}", str(value))
-        for key, value in self.views_per_sample.items():
-            counts.add_row(f"samples with {key} views", str(value))
-        console.print(counts)
-        if self.problems:
-            table = Table(title=f"{len(self.problems)} problems", show_header=True)
-            for col in ("severity", "kind", "file", "row", "sample", "message"):
-                table.add_column(col, overflow="fold")
-            for p in self.problems[:max_problems]:
-                table.add_row(p.severity, p.kind, p.file, "" if p.row is None else str(p.row),
-                              p.sample_id or "", p.message)
-            console.print(table)
-            if len(self.problems) > max_problems:
-                console.print(f"... and {len(self.problems) - max_problems} more (use --json for all)")
-        console.print(self.summary(), highlight=False)
 
 
 # ----- the checks --------------------------------------------------------------------------------
@@ -246,23 +107,33 @@ def _read_manifest_lenient(root: Path, out: _Collector) -> tuple[pd.DataFrame | 
     return df.fillna("").astype(str), path
 
 
-def _check_file(root: Path, rel: str, what: str, mpath: Path, row: int, sid: str,
-                out: _Collector) -> np.ndarray | None:
-    """Decode an image file; on failure record a problem and return None."""
-    path = root / rel
-    if not path.is_file():
-        out.add("missing_file", f"{what} file {rel!r} not found", mpath, row, sid)
-        return None
+def _check_file(root: Path, rel: str, kind: Kind, mpath: Path, row: int, sid: str, out: _Collector,
+                decode: bool = True, allow_roots: Sequence[str | Path] | None = None) -> np.ndarray | None:
+    """Read one file through the reader at the door; on a refusal record a problem and return None.
+
+    ``decode`` False applies only the path rule and checks that the file exists (``--fast``).
+    The problem kind is the refusal's (:mod:`seminspect.data.refusals`), its reason the reader's.
+    """
+    what = "image" if kind == "image" else kind
     try:
-        return read_image(path)
+        if not decode:
+            check_input(root, rel, kind, allow_roots)
+            return None
+        return read_input(root, rel, kind, allow_roots=allow_roots)
     except ImageReadError as exc:
-        out.add("corrupt_image", f"{what} file {rel!r} is unreadable: {str(exc).removeprefix(str(path) + ': ')}",
-                mpath, row, sid)
+        if exc.kind == "missing_file":
+            message = f"{what} file {rel!r} not found"
+        elif exc.kind == "corrupt_image":
+            message = f"{what} file {rel!r} is unreadable: {exc.reason}"
+        else:
+            message = f"{what} file {rel!r}: {exc.reason}"
+        out.add(exc.kind if exc.kind in KINDS else "corrupt_image", message, mpath, row, sid)
         return None
 
 
 def validate_dataset(root: str | Path, taxonomy: str | Taxonomy | None = None,
-                     check_images: bool = True, progress: bool = True) -> ValidationReport:
+                     check_images: bool = True, progress: bool = True,
+                     allow_roots: Sequence[str | Path] | None = None) -> ValidationReport:
     """Check a dataset folder; return a report listing every problem found.
 
     Args:
@@ -272,6 +143,8 @@ def validate_dataset(root: str | Path, taxonomy: str | Taxonomy | None = None,
         check_images: decode every image, mask and depth file (sizes, corruption). False checks
             only that the files exist (fast).
         progress: show a progress bar while reading files.
+        allow_roots: folders besides ``root`` that manifest paths may lead into (docs/trust.md);
+            ``$SEMINSPECT_EXTRA_ROOTS`` adds more.
     """
     root = Path(root)
     report = ValidationReport(root=str(root))
@@ -417,33 +290,20 @@ def validate_dataset(root: str | Path, taxonomy: str | Taxonomy | None = None,
     for i in track(order, "validating files") if progress else order:
         row, sid = rows[i], sids[i] or None
         if paths[i]:
-            if check_images:
-                image = _check_file(root, paths[i], "image", mpath, row, sid or "", out)
-                if image is not None:
-                    shapes[i] = image.shape
-                    size_counts[f"{image.shape[0]}x{image.shape[1]}"] += 1
-                    dtype_counts[str(image.dtype)] += 1
-            elif not (root / paths[i]).is_file():
-                out.add("missing_file", f"image file {paths[i]!r} not found", mpath, row, sid)
+            image = _check_file(root, paths[i], "image", mpath, row, sid or "", out, check_images, allow_roots)
+            if image is not None:
+                shapes[i] = image.shape
+                size_counts[f"{image.shape[0]}x{image.shape[1]}"] += 1
+                dtype_counts[str(image.dtype)] += 1
         if masks[i]:
-            if check_images:
-                mask = _check_file(root, masks[i], "mask", mpath, row, sid or "", out)
-                if mask is not None and i in shapes and mask.shape != shapes[i]:
-                    out.add("mask_size_mismatch", f"mask {masks[i]!r} is {mask.shape[0]}x{mask.shape[1]}, "
-                            f"image is {shapes[i][0]}x{shapes[i][1]}", mpath, row, sid)
-            elif not (root / masks[i]).is_file():
-                out.add("missing_file", f"mask file {masks[i]!r} not found", mpath, row, sid)
+            mask = _check_file(root, masks[i], "mask", mpath, row, sid or "", out, check_images, allow_roots)
+            if mask is not None and i in shapes and mask.shape != shapes[i]:
+                out.add("mask_size_mismatch", f"mask {masks[i]!r} is {mask.shape[0]}x{mask.shape[1]}, "
+                        f"image is {shapes[i][0]}x{shapes[i][1]}", mpath, row, sid)
         dpath = depth_col[i]
         if dpath and dpath not in checked_depth:
-            checked_depth[dpath] = None
-            if not (root / dpath).is_file():
-                out.add("missing_file", f"depth file {dpath!r} not found", mpath, row, sid)
-            elif check_images:
-                try:
-                    checked_depth[dpath] = read_depth(root / dpath).shape
-                except ImageReadError as exc:
-                    out.add("corrupt_image", f"depth file {dpath!r} is unreadable: "
-                            f"{str(exc).removeprefix(str(root / dpath) + ': ')}", mpath, row, sid)
+            depth = _check_file(root, dpath, "depth", mpath, row, sid or "", out, check_images, allow_roots)
+            checked_depth[dpath] = None if depth is None else depth.shape
     report.image_sizes = dict(size_counts.most_common(10))
     report.dtypes = dict(sorted(dtype_counts.items()))
 

@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from seminspect.data.imageio import read_image
+from seminspect.data.door import read_input
 from seminspect.data.stream import manifest_of
 from seminspect.serve.store import ensure_model_version, save_site
 from seminspect.serve.tables import Decision, Site
@@ -59,8 +59,8 @@ def import_predictions(sessions: sessionmaker[Session], decisions: str | Path, d
                 raise ValueError(f"{decisions}: site {sid!r} is not in {mpath}")
             views = []
             for _, r in rows.iterrows():
+                img = read_input(root, r["path"])  # the reader at the door: inside the dataset folder
                 path = (root / r["path"]).resolve()
-                img = read_image(path)
                 views.append(StoredView(r["role"].strip().lower(), int(r["index"]), str(path), sha256_file(path),
                                         int(img.shape[0]), int(img.shape[1]), 8 if img.dtype.itemsize == 1 else 16))
             first = rows.iloc[0]

@@ -1,7 +1,13 @@
-"""``seminspect train`` and ``seminspect evaluate``: the multi-view ADC classifier from the command line."""
+"""``seminspect train`` and ``seminspect evaluate``: the multi-view ADC classifier from the command line.
+
+``seminspect train`` also runs under ``torchrun`` (``torchrun --standalone --nproc_per_node=2 -m
+seminspect train CONFIG``): every process trains its share, rank 0 alone evaluates the test split and
+writes the artefact and report (docs/distributed.md).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -12,11 +18,18 @@ from seminspect.cli._common import console
 def train(
     config: Path = typer.Argument(..., help="YAML training config (see configs/adc_*.yaml)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Artefact folder (default: the config's output)."),
-    threads: int | None = typer.Option(None, help="Torch threads (default: the config's, else torch's)."),
+    threads: int | None = typer.Option(
+        None, help="Torch threads per process (default: the config's, else torch's; under torchrun the CPUs "
+                   "divided by the processes on the machine)."),
 ) -> None:
-    """Train the ADC model, calibrate its thresholds on the calib split, evaluate on test; write one artefact."""
+    """Train the ADC model, calibrate its thresholds on the calib split, evaluate on test; write one artefact.
+
+    Also runs under torchrun: each process trains on its share of every batch (docs/distributed.md).
+    """
     import torch
 
+    from seminspect.training import distributed as dist
+    from seminspect.training.adc_trainer import train as train_only
     from seminspect.training.config import ADCConfig
     from seminspect.workflow import train_and_evaluate
 
@@ -24,9 +37,19 @@ def train(
     if threads:
         cfg.threads = threads
         torch.set_num_threads(threads)
-    result = train_and_evaluate(cfg, output=output, log=lambda msg: console.print(msg, highlight=False))
-    _print_headline(result.metrics.get("test", {}))
-    console.print(f"artefact: {result.artefact}")
+    dist.init()
+    try:
+        if not dist.is_main():
+            os.environ["SEMINSPECT_PROGRESS"] = "0"  # one set of progress bars: rank 0's
+            train_only(cfg, output=output, log=None)  # the same collectives as rank 0's training
+            dist.barrier()  # rank 0 evaluates and writes; leave together
+            return
+        result = train_and_evaluate(cfg, output=output, log=lambda msg: console.print(msg, highlight=False))
+        _print_headline(result.metrics.get("test", {}))
+        console.print(f"artefact: {result.artefact}")
+        dist.barrier()
+    finally:
+        dist.shutdown()
 
 
 def evaluate(

@@ -1,9 +1,11 @@
 """Fine-tuning on images (the live path): the last backbone stages unfrozen, trained with the heads.
 
-    seconds = finetune(model, train_ds, cfg, taxonomy, prepare, val_ds=val_ds)
+    seconds = finetune(model, train_ds, cfg, taxonomy, prepare, val_ds=val_ds, checkpoint="out/finetune.pt")
 
 Runs after head training (:mod:`seminspect.training.heads`) when ``train.finetune_epochs > 0``;
-with a validation set the model ends with the weights of its best epoch.
+with a validation set the model ends with the weights of its best epoch. A checkpoint after every
+epoch lets a killed run resume. Under ``torchrun`` the model is wrapped in DistributedDataParallel
+and each batch split between the processes (:mod:`seminspect.training.distributed`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +24,17 @@ from seminspect.data.prepare import PrepareSample
 from seminspect.data.taxonomy import Taxonomy
 from seminspect.models.adc import MultiViewADC
 from seminspect.models.adc_features import dihedral, resize_batch
+from seminspect.training import distributed as dist
+from seminspect.training.checkpoint import restore_checkpoint, save_checkpoint
 from seminspect.training.config import ADCConfig
-from seminspect.training.heads import _cosine, freeze_backbone, make_loss, memberships
+from seminspect.training.heads import (
+    _cosine,
+    _fingerprint,
+    _matching_checkpoint,
+    freeze_backbone,
+    make_loss,
+    memberships,
+)
 from seminspect.training.losses import ADCLoss
 from seminspect.training.sampler import balanced_weights, class_keys
 from seminspect.utils.progress import make_progress
@@ -29,13 +42,19 @@ from seminspect.utils.progress import make_progress
 
 def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxonomy: Taxonomy,
              prepare: PrepareSample, log: Callable[[str], None] | None = None,
-             val_ds: SampleDataset | None = None) -> float:
+             val_ds: SampleDataset | None = None, checkpoint: str | Path | None = None) -> float:
     """Unfreeze the last ``finetune_stages`` backbone stages and train on images; returns seconds.
 
     Each step draws a class-balanced batch of ``batch_size // 8`` sites and applies one dihedral
     op from ``train.finetune_augment`` (default ``train.augment``) to all views of the batch.
     With ``val_ds``, the validation loss is measured after every epoch and the model ends with
-    the weights of the best epoch (the warm-started heads count as epoch 0).
+    the weights of the best epoch (the warm-started heads count as epoch 0). With ``checkpoint``,
+    the state is saved after every epoch and a run finding a matching file resumes from it.
+
+    Under torchrun every rank draws the same order and op; rank ``r`` encodes every
+    ``world_size``-th site of each batch from ``r`` and DDP averages the gradients (the same global
+    batch as on one process); the losses are averaged over the ranks, so all keep the same best
+    epoch. Rank 0 alone writes the checkpoint.
     """
     from seminspect.data.batch import collate
 
@@ -56,28 +75,44 @@ def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxon
     keys = class_keys(train_ds.is_abnormal, [taxonomy.leaf_index(t) if t else -1 for t in train_ds.defect_types])
     w = balanced_weights(keys, tc.balance_power) if tc.balanced_sampling else np.full(n, 1.0 / n)
     mem = memberships(model)
+    dist.check_share(bs, "a fine-tuning batch (train.batch_size // 8, at least 2)")
     best_val, best_state = float("inf"), None
-    if val_ds is not None and len(val_ds):
+    start_epoch = 0
+    fingerprint = _fingerprint(cfg, ["finetune", *train_ds.sample_ids, "val", *(val_ds.sample_ids if val_ds else [])])
+    saved = None
+    if checkpoint is not None:
+        saved = dist.on_main(lambda: _matching_checkpoint(checkpoint, fingerprint, log))
+    if saved is not None:
+        info = restore_checkpoint(saved, model, opt, sched)
+        start_epoch = info["epoch"] + 1
+        best_val = info["extra"]["best_val"]
+        best_state = info["extra"]["best_state"] or None
+        if log:
+            log(f"{checkpoint}: resuming fine-tuning after epoch {start_epoch}")
+    elif val_ds is not None and len(val_ds):
         best_val = _val_loss_live(model, val_ds, cfg, taxonomy, prepare, loss_fn)
         best_state = {k: v.clone() for k, v in model.state_dict().items()}
         if log:
             log(f"fine-tune start: val {best_val:.4f}")
-    for epoch in range(tc.finetune_epochs):
+    net = dist.wrap(model)
+    for epoch in range(start_epoch, tc.finetune_epochs):
         model.train()
         # BatchNorm statistics stay fixed (batches of ~8 views would make them noisy, and frozen
         # stages must not drift); the trainable stages still learn their BN scale and shift.
         model.backbone.eval()
+        dist.reseed(cfg.seed * 1000 + 500 + epoch)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + epoch)
         order = torch.multinomial(torch.as_tensor(w), steps * bs, replacement=True, generator=g).tolist()
         total = 0.0
         with make_progress() as progress:
             task = progress.add_task(f"fine-tune epoch {epoch + 1}", total=steps)
             for s in range(steps):
-                batch = collate([prepare(train_ds[i]) for i in order[s * bs:(s + 1) * bs]], taxonomy)
+                # this rank's part of the global batch (all of it on one process)
+                batch = collate([prepare(train_ds[i]) for i in dist.share(order[s * bs:(s + 1) * bs])], taxonomy)
                 # one of the configured dihedral ops, the same for every view of the batch
                 op = ops[int(torch.randint(0, len(ops), (1,), generator=g))]
                 images = dihedral(resize_batch(batch.images, cfg.image.resize), op)
-                out = model(images, batch.roles, batch.indices, batch.view_mask)
+                out = net(images, batch.roles, batch.indices, batch.view_mask)
                 loss, _ = loss_fn(out, batch.is_abnormal, batch.type_index, mem)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -85,6 +120,7 @@ def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxon
                 sched.step()
                 total += float(loss.detach()) / steps
                 progress.advance(task)
+        total = dist.mean_parts({"loss": total})["loss"]
         msg = f"fine-tune epoch {epoch + 1}/{tc.finetune_epochs} loss {total:.4f}"
         if best_state is not None:
             val = _val_loss_live(model, val_ds, cfg, taxonomy, prepare, loss_fn)
@@ -93,6 +129,10 @@ def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxon
                 best_val, best_state = val, {k: v.clone() for k, v in model.state_dict().items()}
         if log:
             log(msg)
+        if checkpoint is not None and dist.writes():
+            extra: dict[str, Any] = {"best_val": best_val, "best_state": best_state or {}, "fingerprint": fingerprint}
+            save_checkpoint(checkpoint, model, opt, sched, epoch, extra=extra)
+    del net
     if best_state is not None:
         model.load_state_dict(best_state)
     freeze_backbone(model)
@@ -103,16 +143,22 @@ def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxon
 @torch.no_grad()
 def _val_loss_live(model: MultiViewADC, ds: SampleDataset, cfg: ADCConfig, taxonomy: Taxonomy,
                    prepare: PrepareSample, loss_fn: ADCLoss) -> float:
-    """Mean loss on images (identity view), model in eval mode."""
+    """Mean loss on images (identity view), model in eval mode.
+
+    Under torchrun each rank scores every ``world_size``-th chunk of ``encode_batch`` sites and the
+    sums are added up: the same chunks, so the same value as on one process up to rounding.
+    """
     from seminspect.data.batch import collate
 
     model.eval()
     total, n, bs = 0.0, 0, cfg.train.encode_batch
-    for start in range(0, len(ds), bs):
+    for start in dist.share(range(0, len(ds), bs)):
         batch = collate([prepare(ds[i]) for i in range(start, min(len(ds), start + bs))], taxonomy)
         out = model(resize_batch(batch.images, cfg.image.resize), batch.roles, batch.indices, batch.view_mask)
         loss, _ = loss_fn(out, batch.is_abnormal, batch.type_index, memberships(model))
         total += float(loss) * len(batch.sample_ids)
         n += len(batch.sample_ids)
+    if dist.active():
+        total, n = dist.all_reduce_sum([total, n])
     return total / max(1, n)
 

@@ -5,6 +5,8 @@
 AdamW + cosine decay with warm-up, class-balanced sampling (optionally with online hard-example
 mining), a random cached dihedral view per sample as synchronised augmentation, early stopping on
 validation loss, and a checkpoint after every epoch so that a killed run resumes where it stopped.
+Under ``torchrun`` (:mod:`seminspect.training.distributed`) each global batch is split between the
+processes and the model is wrapped in DistributedDataParallel (see :func:`train_heads`).
 Also the helpers shared with fine-tuning (:mod:`seminspect.training.finetune`): freezing, the
 schedule, the loss factory and the stratified validation carve-out.
 """
@@ -15,7 +17,7 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import torch
 
 from seminspect.models.adc import MultiViewADC
 from seminspect.models.adc_features import FeatureSet
+from seminspect.training import distributed as dist
 from seminspect.training.checkpoint import CheckpointError, read_checkpoint, restore_checkpoint, save_checkpoint
 from seminspect.training.config import ADCConfig
 from seminspect.training.losses import ADCLoss
@@ -99,15 +102,29 @@ def _stratified_holdout(keys: np.ndarray, fraction: float, seed: int) -> tuple[n
 
 @torch.no_grad()
 def _val_loss(model: MultiViewADC, fs: FeatureSet, loss_fn: ADCLoss, batch_size: int = 256) -> float:
+    """Mean loss over ``fs`` (identity view); under torchrun each rank scores a share of the chunks."""
     model.eval()
     total, n = 0.0, 0
-    for start in range(0, len(fs), batch_size):
+    for start in dist.share(range(0, len(fs), batch_size)):
         idx = torch.arange(start, min(len(fs), start + batch_size))
         out = model.forward_features(fs.feats[0, idx].float(), fs.roles[idx], fs.indices[idx], fs.view_mask[idx])
         loss, _ = loss_fn(out, fs.is_abnormal[idx], fs.type_index[idx], memberships(model))
         total += float(loss) * len(idx)
         n += len(idx)
+    if dist.active():
+        total, n = dist.all_reduce_sum([total, n])
     return total / max(1, n)
+
+
+class FeatureForward(torch.nn.Module):
+    """``model.forward_features`` as a module's ``forward``, so that DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: MultiViewADC) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: torch.Tensor) -> dict[str, Any]:
+        return self.model.forward_features(*args)
 
 
 def train_heads(
@@ -125,6 +142,12 @@ def train_heads(
         checkpoint: file written after every epoch; if it exists, training resumes from it.
         stop_after: stop (as if killed) after this many epochs in this call -- for tests.
     Returns the :class:`History`; the model ends with its best-validation weights.
+
+    Under torchrun every rank draws the same epoch order; each global batch of ``batch_size``
+    samples is split between the ranks (rank ``r`` takes every ``world_size``-th sample from ``r``)
+    and DDP averages the gradients, so a step sees the same global batch as on one process. Losses
+    and the validation loss are averaged over the ranks, so all take the same early-stopping and
+    best-epoch decisions; rank 0 alone writes the checkpoint and every rank resumes from it.
     """
     t0 = time.perf_counter()
     tc = cfg.train
@@ -141,30 +164,39 @@ def train_heads(
     hist = History()
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     start_epoch = 0
-    fingerprint = _fingerprint(cfg, train_fs)
-    saved = _matching_checkpoint(checkpoint, fingerprint, log) if checkpoint is not None else None
+    fingerprint = _fingerprint(cfg, train_fs.sample_ids)
+    dist.check_share(tc.batch_size, "train.batch_size")
+    saved = None
+    if checkpoint is not None:
+        saved = dist.on_main(lambda: _matching_checkpoint(checkpoint, fingerprint, log))
     if saved is not None:
         info = restore_checkpoint(saved, model, opt, sched)
-        start_epoch = info["epoch"] + 1
         ex = info["extra"]
+        # an early-stopped run is finished: resuming it must not train one more epoch
+        start_epoch = tc.epochs if ex.get("stopped") else info["epoch"] + 1
         hist = History(**ex["history"])
         best_state = ex["best_state"]
         hardness = ex["hardness"].numpy()
+        if log:
+            log(f"{checkpoint}: resuming head training after epoch {info['epoch'] + 1}")
     mem = memberships(model)
+    net = dist.wrap(FeatureForward(model)) if dist.active() else model.forward_features
     done_here = 0
     for epoch in range(start_epoch, tc.epochs):
         model.train()
         model.backbone.eval()  # frozen: keep BatchNorm statistics fixed
+        dist.reseed(cfg.seed * 1000 + epoch)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         w = base_w * hardness if tc.hard_mining else base_w
         order = torch.multinomial(torch.as_tensor(w / w.sum()), steps * tc.batch_size, replacement=True, generator=g)
         op_slot = torch.randint(0, len(train_fs.ops), (len(order),), generator=g)
         parts: dict[str, float] = {}
         for s in range(steps):
-            idx = order[s * tc.batch_size:(s + 1) * tc.batch_size]
-            osl = op_slot[s * tc.batch_size:(s + 1) * tc.batch_size]
+            batch_idx = order[s * tc.batch_size:(s + 1) * tc.batch_size]
+            idx = dist.share(batch_idx)  # this rank's part of the global batch (all of it on one process)
+            osl = dist.share(op_slot[s * tc.batch_size:(s + 1) * tc.batch_size])
             feats = train_fs.feats[osl, idx].float()
-            out = model.forward_features(feats, train_fs.roles[idx], train_fs.indices[idx], train_fs.view_mask[idx])
+            out = net(feats, train_fs.roles[idx], train_fs.indices[idx], train_fs.view_mask[idx])
             loss, p = loss_fn(out, train_fs.is_abnormal[idx], train_fs.type_index[idx], mem)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -173,10 +205,12 @@ def train_heads(
             sched.step()
             if tc.hard_mining:
                 with torch.no_grad():
-                    update_hardness(hardness, idx.numpy(), torch.sigmoid(out["abnormal_logit"]).numpy(),
-                                    train_fs.is_abnormal[idx].numpy())
+                    # every rank applies the whole global batch's update: the sampling weights stay equal
+                    prob = dist.gather_shares(torch.sigmoid(out["abnormal_logit"]).numpy(), len(batch_idx))
+                    update_hardness(hardness, batch_idx.numpy(), prob, train_fs.is_abnormal[batch_idx].numpy())
             for k, v in p.items():
                 parts[k] = parts.get(k, 0.0) + v / steps
+        parts = dist.mean_parts(parts)
         val = _val_loss(model, val_fs, loss_fn) if val_fs is not None and len(val_fs) else parts["loss"]
         parts["val_loss"] = val
         parts["epoch"] = epoch
@@ -187,11 +221,11 @@ def train_heads(
         if log:
             log(f"epoch {epoch + 1}/{tc.epochs} loss {parts['loss']:.4f} val {val:.4f}")
         stop = epoch - hist.best_epoch >= tc.patience
-        if checkpoint is not None:
+        if checkpoint is not None and dist.writes():
             save_checkpoint(checkpoint, model, opt, sched, epoch,
                             extra={"history": asdict(hist), "best_state": best_state,
                                    "hardness": torch.from_numpy(hardness),
-                                   "fingerprint": fingerprint})
+                                   "fingerprint": fingerprint, "stopped": bool(stop)})
         done_here += 1
         if stop or (stop_after is not None and done_here >= stop_after):
             break
@@ -216,14 +250,14 @@ def update_hardness(hardness: np.ndarray, idx: np.ndarray, prob: np.ndarray, y: 
     hardness[i] = momentum * hardness[i] + (1 - momentum) * target[lab]
 
 
-def _fingerprint(cfg: ADCConfig, fs: FeatureSet) -> str:
+def _fingerprint(cfg: ADCConfig, sample_ids: Sequence[str]) -> str:
     """What must match for a checkpoint to be resumed: the config (minus output paths) and the data."""
     d = cfg.model_dump(mode="json")
     d.pop("output", None)
     d["train"].pop("cache_dir", None)
     d.pop("threads", None)
     h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
-    h.update("\n".join(fs.sample_ids).encode())
+    h.update("\n".join(sample_ids).encode())
     return h.hexdigest()[:16]
 
 

@@ -21,21 +21,26 @@ VICTIM = "s0000"  # a normal site of the train split: every command reads it
 
 
 # ----- files whose header lies about their size --------------------------------------------------
-def tiff_header_only(path: Path, width: int, height: int, bits: int = 8) -> Path:
-    """A baseline TIFF (one strip, uncompressed) declaring ``width x height`` with a 64-byte strip."""
-    entries = [(256, 4, width), (257, 4, height), (258, 3, bits), (259, 3, 1), (262, 3, 1), (273, 4, 0),
-               (277, 3, 1), (278, 4, height), (279, 4, 64)]
+def tiff_header_only(path: Path, width: int, height: int, bits: int = 8, compression: int = 1,
+                     payload: bytes = bytes(64)) -> Path:
+    """A baseline TIFF (one strip) declaring ``width x height`` whose strip holds ``payload`` (64 bytes)."""
+    entries = [(256, 4, width), (257, 4, height), (258, 3, bits), (259, 3, compression), (262, 3, 1), (273, 4, 0),
+               (277, 3, 1), (278, 4, height), (279, 4, len(payload))]
     ifd_offset = 8
     data_offset = ifd_offset + 2 + 12 * len(entries) + 4
     body = bytearray(b"II*\x00" + struct.pack("<I", ifd_offset) + struct.pack("<H", len(entries)))
     for tag, typ, value in entries:
         if tag == 273:
             value = data_offset
-        fmt = "<HHIHH" if typ == 3 else "<HHII"
-        body += struct.pack(fmt, tag, typ, 1, value, 0) if typ == 3 else struct.pack(fmt, tag, typ, 1, value)
-    body += struct.pack("<I", 0) + bytes(64)
+        body += struct.pack("<HHIHH", tag, typ, 1, value, 0) if typ == 3 else struct.pack("<HHII", tag, typ, 1, value)
+    body += struct.pack("<I", 0) + payload
     path.write_bytes(bytes(body))
     return path
+
+
+def tiff_zlib_bomb(path: Path, width: int = 100, height: int = 100, inflated: int = 50_000_000) -> Path:
+    """A small deflate TIFF declaring ``width x height`` whose one strip inflates to ``inflated`` bytes."""
+    return tiff_header_only(path, width, height, compression=8, payload=zlib.compress(bytes(inflated), 9))
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -170,6 +175,12 @@ def case_huge_jpeg(ds: Path, outside: Path) -> Expect:
     jpeg_header_only(ds / "images" / "huge.jpg", 60000, 60000)
     _set(ds, "path", "images/huge.jpg")
     return Expect("too_many_pixels", "images/huge.jpg", "image", "over the limit")
+
+
+def case_tiff_zlib_bomb(ds: Path, outside: Path) -> Expect:
+    tiff_zlib_bomb(ds / "images" / "bomb.tif", 64, 64)
+    _set(ds, "path", "images/bomb.tif")
+    return Expect("corrupt_image", "images/bomb.tif", "image", "decompression bomb")
 
 
 def case_huge_npy_depth(ds: Path, outside: Path) -> Expect:

@@ -10,7 +10,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from bad_inputs import jpeg_header_only, npy_header_only, png_header_only, tiff_header_only
+from bad_inputs import jpeg_header_only, npy_header_only, png_header_only, tiff_header_only, tiff_zlib_bomb
 from seminspect.data.dataset import SampleDataset
 from seminspect.data.depthio import read_depth
 from seminspect.data.door import ENV_EXTRA_ROOTS, check_input, read_input, resolve_inside
@@ -129,6 +129,20 @@ def test_a_huge_declared_size_is_refused_from_the_header(tmp_path, fmt):
         tracemalloc.stop()
     assert peak < 5_000_000, f"{peak} bytes allocated before refusing"
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("depth", [False, True])
+def test_a_tiff_strip_inflating_past_its_declared_size_is_refused(tmp_path, depth):
+    path = tiff_zlib_bomb(tmp_path / "bomb.tif", 100, 100, inflated=50_000_000)
+    assert path.stat().st_size < 100_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(ImageReadError, match="decompression bomb"):
+            read_depth(path) if depth else read_image(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, f"{peak} bytes allocated before refusing"
 
 
 def test_a_huge_npy_depth_header_is_refused(tmp_path):

@@ -57,16 +57,19 @@ def _random_header(rng: random.Random, path: Path) -> bytes:
     return data
 
 
-def _bombs(work: Path) -> list[bytes]:
-    """Complete, valid PNGs of 4 to 36 megapixels that compress to a few KB (decompression bombs)."""
+def _bombs(work: Path) -> tuple[list[bytes], bytes]:
+    """Decompression bombs: valid PNGs of 4 to 36 megapixels, and a 100x100 TIFF whose strip inflates to 200 MB."""
+    from bad_inputs import tiff_zlib_bomb
     from seminspect.data.imageio import write_image
 
-    out = []
+    pngs = []
     for shape, dtype in (((2000, 2000), np.uint8), ((6000, 6000), np.uint8), ((3000, 3000), np.uint16)):
         write_image(work / "bomb.png", np.zeros(shape, dtype))
-        out.append((work / "bomb.png").read_bytes())
+        pngs.append((work / "bomb.png").read_bytes())
     (work / "bomb.png").unlink()
-    return out
+    tiff = tiff_zlib_bomb(work / "bomb.tif", inflated=200_000_000).read_bytes()
+    (work / "bomb.tif").unlink()
+    return pngs, tiff
 
 
 def _mutate_bytes(rng: random.Random, data: bytes) -> bytes:
@@ -152,7 +155,7 @@ def fuzz(artefact: Path, template: Path, work: Path, seed: int, seconds: float) 
     shutil.copytree(template, ds)
     files = sorted(p for p in ds.rglob("*") if p.is_file() and p.suffix in {".png", ".tiff", ".npy", ".tif"})
     originals = {p: p.read_bytes() for p in [*files, ds / "manifest.csv"]}
-    bombs = _bombs(work)
+    bombs, tiff_bomb = _bombs(work)
     crashes: list[str] = []
     kinds: dict[str, int] = {}
     clean = work / "clean"
@@ -174,8 +177,11 @@ def fuzz(artefact: Path, template: Path, work: Path, seed: int, seconds: float) 
             what.append(f"bomb:{site.relative_to(ds)}")
         else:
             for p in rng.sample(files, rng.randint(1, 3)):
-                how = rng.choice(["bytes", "bytes", "header"])
-                p.write_bytes(_mutate_bytes(rng, originals[p]) if how == "bytes" else _random_header(rng, p))
+                how = rng.choice(["bytes", "bytes", "header", "bomb"])
+                if how == "bomb":
+                    p.write_bytes(tiff_bomb if p.suffix in {".tif", ".tiff"} else rng.choice(bombs))
+                else:
+                    p.write_bytes(_mutate_bytes(rng, originals[p]) if how == "bytes" else _random_header(rng, p))
                 what.append(f"{how}:{p.relative_to(ds)}")
         if rng.random() < 0.4:
             manifest = ds / "manifest.csv"

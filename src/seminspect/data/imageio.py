@@ -81,7 +81,39 @@ def read_tiff(path: Path, limit: int, depth: bool = False) -> np.ndarray:
                 raise ImageReadError.at(path, f"depth pixel type {dtype} is not an integer or float type")
         elif dtype is None or dtype.type not in _ALLOWED_DTYPES:
             raise ImageReadError.at(path, f"pixel type {dtype} is not 8- or 16-bit unsigned")
+        _check_inflation(tif, series, path, int(np.prod(shape)) * dtype.itemsize)
         return np.asarray(series.asarray())
+
+
+#: TIFF compressions whose data tifffile inflates without a bound (when imagecodecs is absent).
+_INFLATING = {8: "zlib", 32946: "zlib", 50013: "zlib", 34925: "lzma"}
+
+
+def _check_inflation(tif: Any, series: Any, path: Path, expected: int) -> None:
+    """Refuse a TIFF whose compressed strips or tiles inflate past the declared image (a decompression bomb).
+
+    Each segment is inflated at most ``expected + 1`` bytes here, so the check itself is bounded.
+    """
+    import lzma
+    import zlib
+
+    for page in series.pages:
+        codec = _INFLATING.get(int(getattr(page, "compression", 1) or 1))
+        if codec is None:
+            continue
+        for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+            if not count:
+                continue
+            tif.filehandle.seek(offset)
+            data = tif.filehandle.read(count)
+            inflater = zlib.decompressobj() if codec == "zlib" else lzma.LZMADecompressor()
+            try:
+                n = len(inflater.decompress(data, expected + 1))
+            except (zlib.error, lzma.LZMAError) as exc:
+                raise ImageReadError.at(path, f"cannot decode image ({type(exc).__name__}: {exc})") from None
+            if n > expected:
+                raise ImageReadError.at(path, f"compressed data inflates past the declared {expected:,} bytes "
+                                              "(a decompression bomb)")
 
 
 def image_geometry(shape: tuple[int, ...], path: Path) -> tuple[int, int]:

@@ -46,8 +46,13 @@ def main() -> None:
     ev = evaluate_artefact(a.artefact, a.dataset, split=a.split)
     timings.append(("evaluate (in-process)", time.perf_counter() - t0, before))
     frames = {"evaluate": ev.inspection.frame().set_index("sample_id")}
-    for name, extra in (("predict", []), (f"predict --ray ({a.workers} workers)",
-                                          ["--ray", "local", "--workers", str(a.workers)])):
+    import torch
+
+    # every run with the same torch threads: a convolution's float sums depend on how many threads share it
+    threads = str(torch.get_num_threads())
+    for name, extra in (("predict", ["--threads", threads]),
+                        (f"predict --ray ({a.workers} workers x {threads} threads)",
+                         ["--ray", "local", "--workers", str(a.workers), "--threads", threads])):
         out = a.out / f"{name.split()[0]}{'_ray' if extra else ''}.parquet"
         before = load()
         code, wall, _ = run_child(["predict", str(a.artefact), str(sub), "--out", str(out), "--overwrite", *extra])
@@ -56,7 +61,8 @@ def main() -> None:
         timings.append((name, wall, before))
         frames[name] = pd.read_parquet(out).set_index("sample_id").loc[frames["evaluate"].index]
     lines = header("evaluate, predict and predict --ray give the same decisions", sys.argv)
-    lines += [f"Artefact `{a.artefact}`, {len(frames['evaluate'])} sites of split `{a.split}` of `{a.dataset}`.", "",
+    lines += [f"Artefact `{a.artefact}`, {len(frames['evaluate'])} sites of split `{a.split}` of `{a.dataset}`; "
+              f"torch threads {threads} in every run (evaluate, predict, each Ray actor).", "",
               "| compared with `evaluate` | " + " | ".join(f"max abs diff `{c}`" for c in FLOATS) +
               " | " + " / ".join(f"`{c}`" for c in STRINGS) + " equal |",
               "|---|" + "---|" * (len(FLOATS) + 1)]

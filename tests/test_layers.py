@@ -20,6 +20,7 @@ FORBIDDEN = {
     "training": ("inference", "serve", "cli", "pipeline"),
     "inference": ("training", "evaluation", "serve", "cli", "pipeline"),
     "evaluation": ("training", "serve", "cli", "pipeline"),
+    "serve": ("training", "evaluation", "cli", "pipeline"),  # a thin layer over inference
 }
 
 

@@ -158,3 +158,14 @@ def test_bad_input_is_one_line_exit_2(trained, tmp_path, capsys, monkeypatch):
     (other / "dataset.yaml").write_text("taxonomy: sem_default\n")
     code, text = _main(capsys, monkeypatch, "predict", str(art), str(other), "--out", str(tmp_path / "y.parquet"))
     assert code == 2 and "is not the artefact's" in text
+
+
+def test_a_run_killed_while_removing_its_parts_is_cleaned_up_by_the_next(trained, tmp_path):
+    ds, art = trained
+    out = tmp_path / "d.parquet"
+    first = predict(art, ds, out, part_size=10, log=None)
+    parts = out.with_name(out.name + ".parts")
+    parts.mkdir()  # what a kill -9 during the final rmtree leaves: part files, run.json already gone
+    (parts / "part-000003.parquet").write_bytes(b"left over")
+    again = predict(art, ds, out, part_size=10, log=None)
+    assert again.n_decided == first.n_decided and not parts.exists()

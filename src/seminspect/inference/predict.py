@@ -102,6 +102,8 @@ def _check_run(paths: dict[str, Path], fp: dict[str, Any], overwrite: bool) -> b
     if paths["out"].exists() and paths["summary"].is_file():
         old = json.loads(paths["summary"].read_text()).get("fingerprint")
         if old == fp:
+            # a run killed while it removed its parts folder (after the summary) leaves part of it behind
+            shutil.rmtree(parts, ignore_errors=True)
             return True
         raise PredictError(f"{paths['out']}: exists from a run with other inputs; pass --overwrite to replace it")
     if paths["out"].exists():

@@ -108,3 +108,20 @@ def test_fit_heads_overrides_and_cross_validation_learns(feats):
     assert cv["mean"]["auroc"] > 0.75  # chance 0.5 (0.83 measured with these settings)
     keys = class_keys(fs.is_abnormal.numpy(), fs.type_index.numpy())
     assert len(np.unique(keys)) == 7
+
+
+def test_config_ranges_are_refused_before_any_work_naming_file_and_keys(tmp_path):
+    import pytest
+    import yaml
+
+    from seminspect.training.config import ADCConfig, ConfigError
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"data": {"path": "x"}, "train": {"batch_size": 0, "epochs": -3, "augment": [9]},
+                                    "triage": {"target_precision": 1.5}}))
+    with pytest.raises(ConfigError) as exc:
+        ADCConfig.from_yaml(path)
+    text = str(exc.value)
+    assert "\n" not in text and text.startswith(f"{path}: ")
+    for key in ("train.batch_size", "train.epochs", "train.augment.0", "triage.target_precision"):
+        assert key in text, key

@@ -7,7 +7,7 @@ because inference reads them back from an artefact without importing training.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -19,6 +19,9 @@ from seminspect.utils.io import read_yaml_mapping
 
 class ConfigError(SeminspectError):
     """A training configuration file is missing or invalid."""
+
+
+Op = Annotated[int, Field(ge=0, le=7)]  # a dihedral op: 0 = identity .. 7
 
 
 class _Strict(BaseModel):
@@ -60,21 +63,21 @@ class LossConfig(_Strict):
 class TrainConfig(_Strict):
     cache_features: bool = True  # frozen-backbone phase on cached features (the fast CPU path)
     cache_dir: str | None = None  # default: <output>/cache
-    augment: list[int] = Field(default_factory=lambda: [0])  # dihedral ops cached/sampled (0 = identity .. 7)
-    tta: list[int] = Field(default_factory=lambda: [0])  # dihedral ops averaged at evaluation
-    epochs: int = 30
-    finetune_epochs: int = 0  # then unfreeze the last backbone stages and train live
-    finetune_stages: int = 1
-    finetune_augment: list[int] | None = None  # dihedral ops drawn while fine-tuning (None = augment)
-    batch_size: int = 64
-    lr: float = 3e-3
-    backbone_lr: float = 1e-4
-    weight_decay: float = 0.01
-    patience: int = 8  # early stopping on validation loss
+    augment: list[Op] = Field(default_factory=lambda: [0], min_length=1)  # dihedral ops cached/sampled
+    tta: list[Op] = Field(default_factory=lambda: [0], min_length=1)  # dihedral ops averaged at evaluation
+    epochs: int = Field(30, ge=0)
+    finetune_epochs: int = Field(0, ge=0)  # then unfreeze the last backbone stages and train live
+    finetune_stages: int = Field(1, ge=0)
+    finetune_augment: list[Op] | None = None  # dihedral ops drawn while fine-tuning (None = augment)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    backbone_lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    patience: int = Field(8, ge=1)  # early stopping on validation loss
     balanced_sampling: bool = True
-    balance_power: float = 0.5
+    balance_power: float = Field(0.5, ge=0)
     hard_mining: bool = False  # upweight the highest-loss samples each epoch
-    encode_batch: int = 32
+    encode_batch: int = Field(32, gt=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -94,10 +97,10 @@ class TrainConfig(_Strict):
 
 
 class TriageConfig(_Strict):
-    target_precision: float = 0.99
-    confidence: float = 0.95
-    normal_error: float = 0.01  # auto-normal route: error (missed defects) target
-    min_train_samples: int = 80
+    target_precision: float = Field(0.99, gt=0, lt=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    normal_error: float = Field(0.01, gt=0, lt=1)  # auto-normal route: error (missed defects) target
+    min_train_samples: int = Field(80, ge=0)
 
 
 class ADCConfig(_Strict):
@@ -119,10 +122,9 @@ class ADCConfig(_Strict):
         data = read_yaml_mapping(path, ConfigError)
         try:
             cfg = cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise ConfigError(f"{path}: {where}: {first['msg']} ({len(exc.errors())} problem(s))") from None
+        except ValidationError as exc:  # every problem, each with its key, on the one line of the error
+            problems = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError(f"{path}: {'; '.join(problems)}") from None
         # Relative data paths are relative to the config file's folder's parent chain as written;
         # keep them as given (resolved against the working directory) for simplicity.
         return cfg

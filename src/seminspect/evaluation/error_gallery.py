@@ -198,20 +198,19 @@ def add_error_gallery(rep: Any, result: Any, inspector: Any, k: int = 6, max_px:
     rep.add_heading("Worst errors")
     rep.add_html(f'<p class="legend">{html.escape(LEGEND)}</p>')
     by_kind = {kind: [c for s, c in zip(sites, cards, strict=True) if s.kind == kind] for kind in (MISSED, ALARM)}
-    rep.add_heading("Missed defects: the defects with the lowest p(abnormal)", 3)
-    if n_ab:
-        rep.add_text(f"{count(below)} of {count(n_ab)} labelled defects scored below 0.5 (the model's own cut); "
-                     f"the {count(len(missed))} lowest-scored are shown.")
-    else:
-        rep.add_text("No labelled defects on this split: no missed defects to show.")
-    for body, _ in by_kind[MISSED]:
-        rep.add_html(body)
-    rep.add_heading("False alarms: the normal sites with the highest p(abnormal)", 3)
-    if n_no:
-        rep.add_text(f"{count(above)} of {count(n_no)} labelled normal sites scored 0.5 or more; "
-                     f"the {count(len(alarms))} highest-scored are shown.")
-    else:
-        rep.add_text("No labelled normal sites on this split: no false alarms to show.")
-    for body, _ in by_kind[ALARM]:
-        rep.add_html(body)
+    sections = (
+        (MISSED, "Missed defects: the defects with the lowest p(abnormal)", n_ab,
+         f"{count(below)} of {count(n_ab)} labelled defects scored below 0.5 (the model's own cut); "
+         f"the {count(len(missed))} lowest-scored are shown.",
+         "No labelled defects on this split: no missed defects to show."),
+        (ALARM, "False alarms: the normal sites with the highest p(abnormal)", n_no,
+         f"{count(above)} of {count(n_no)} labelled normal sites scored 0.5 or more; "
+         f"the {count(len(alarms))} highest-scored are shown.",
+         "No labelled normal sites on this split: no false alarms to show."),
+    )
+    for kind, heading, n_labelled, shown, none in sections:
+        rep.add_heading(heading, 3)
+        rep.add_text(shown if n_labelled else none)
+        for body, _ in by_kind[kind]:
+            rep.add_html(body)
     return {"missed": len(missed), "false_alarms": len(alarms), "px": px, "bytes": sum(n for _, n in cards)}

@@ -1,0 +1,102 @@
+"""The depth training configuration (``configs/depth*.yaml``): a strict pydantic model read from YAML.
+
+:class:`DepthConfig` holds the data, model, loss and optimiser sections of a run of
+:func:`seminspect.training.depth_train.train_depth`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from seminspect.errors import SeminspectError
+from seminspect.utils.io import read_yaml_mapping
+
+
+class DepthConfigError(SeminspectError, ValueError):
+    """A depth config or checkpoint is invalid."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSection(_Strict):
+    source: Literal["samsung_npz", "dataset"] = "samsung_npz"
+    path: str = "../shared/data/samsung_sem_depth/train.npz"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    split_seed: int = 0
+    train_split: str = "train"
+    val_split: str = "val"  # for dataset folders; "calib" for the virtual fab
+    channels: int | None = None  # use the first C acquisitions; None = all
+    crop: int | None = None  # centre crop of square side `crop` (large virtual-fab views)
+    max_sites: int | None = None  # keep the first N train sites (quick experiments)
+
+
+class ModelSection(_Strict):
+    levels: int = Field(2, ge=0, le=6)
+    width: int = Field(32, ge=1)
+    norm: Literal["batch", "instance", "group", "none"] = "batch"
+    global_context: bool = False  # site-wide context vector at the bottleneck (see UNet)
+
+
+class LossSection(_Strict):
+    mode: Literal["l1", "pix2pix"] = "l1"
+    gan_weight: float = Field(0.01, ge=0)  # L1 + gan_weight * GAN (pix2pix's lambda_L1=100 <=> 0.01)
+    mse_epochs: int = Field(0, ge=0)  # final epochs trained with MSE instead of L1 (aligns with RMSE)
+    disc_width: int = 32
+    disc_layers: int = 2
+
+
+class OptimSection(_Strict):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    disc_lr: float = Field(2e-4, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(100, ge=0)
+    flips: bool = True
+    # A mirror can turn one input channel into another: flipping the image left-right turns what the
+    # east-facing detector saw into what the west-facing one would see. Channel i of a flipped site is
+    # the mirrored channel flip_*_channels[i]. None: the channels are interchangeable under the mirror
+    # (the Samsung acquisitions). The virtual fab's 5 detectors (in-lens, E, S, W, N): lr [0, 3, 2, 1, 4],
+    # ud [0, 1, 4, 3, 2].
+    flip_lr_channels: list[int] | None = None
+    flip_ud_channels: list[int] | None = None
+    # each epoch, each training site's C input channels are C draws with replacement from its own C
+    # acquisitions: new noise mixes of the same site (the Samsung sites have 4 acquisitions of one view)
+    resample_acquisitions: bool = False
+    ema_decay: float | None = Field(None, gt=0, lt=1)  # validate/save an EMA of the weights (and BN buffers)
+    patience: int | None = 10  # epochs without a better validation RMSE before stopping
+    max_minutes: float | None = None  # wall-clock budget of this process (all ensemble members); checked at epoch ends
+
+
+class DepthConfig(_Strict):
+    """A depth training run (``configs/depth*.yaml``)."""
+
+    data: DataSection = DataSection()
+    model: ModelSection = ModelSection()
+    loss: LossSection = LossSection()
+    optim: OptimSection = OptimSection()
+    seed: int = 0
+    threads: int | None = None
+    checkpoint_every: int = Field(200, ge=1)  # steps between last.pt saves (also at each epoch end)
+    channels_last: bool = True  # faster convolutions on CPU
+    init_from: str | None = None  # start from this best.pt (fine-tuning); its normalisation is kept
+    # Train this many U-Nets one after the other (seeds seed, seed + 1, ...; folders member0, member1,
+    # ...) and save their average as best.pt. They share optim.max_minutes: each member gets an equal
+    # share of what is left of it when it starts.
+    ensemble: int = Field(1, ge=1)
+
+    @classmethod
+    def load(cls, path: str | Path) -> DepthConfig:
+        path = Path(path)
+        data = read_yaml_mapping(path, DepthConfigError)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise DepthConfigError(f"{path}: invalid depth config: {msgs}") from None

@@ -2,31 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from seminspect.cli._common import console
+from seminspect.cli._common import console, err_console
 
 anomaly_app = typer.Typer(help="Anomaly detection trained on normal samples only (PatchCore, STPM).",
                           no_args_is_help=True)
 
 
-def _load_config(path: Path | None, overrides: list[str]) -> dict:
-    import yaml
+@contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Warnings raised by the detector (e.g. a crop that discards most of an image) as one stderr line each."""
+    import warnings
 
-    from seminspect.models.anomaly.features import AnomalyConfigError
-    from seminspect.utils.io import read_yaml_mapping
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
-    cfg: dict = {}
-    if path is not None:
-        cfg = read_yaml_mapping(path, AnomalyConfigError)
-    for item in overrides:
-        if "=" not in item:
-            raise AnomalyConfigError(f"--set {item!r}: use key=value")
-        key, value = item.split("=", 1)
-        cfg[key.strip()] = yaml.safe_load(value)
-    return cfg
+    old = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = old
 
 
 def _dataset(root: Path, split: str | None):
@@ -48,12 +51,13 @@ def fit(
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set conditioning=none."),
 ) -> None:
     """Fit an anomaly model on the normal samples of a dataset and save it."""
-    from seminspect.models.anomaly import AnomalyDetector
+    from seminspect.models.anomaly import AnomalyDetector, load_anomaly_config
 
-    det = AnomalyDetector(_load_config(config, set_))
+    det = AnomalyDetector(load_anomaly_config(config, set_))  # every config problem refused here, before any work
     train = _dataset(data, split or None)
     calib = _dataset(data, calib_split) if calib_split else None
-    det.fit(train, calib=calib, checkpoint_dir=checkpoint_dir)
+    with _one_line_warnings():
+        det.fit(train, calib=calib, checkpoint_dir=checkpoint_dir)
     det.save(out)
     thr = det.threshold
     console.print(f"fitted {det.config.model} on {det.history.get('n_fit_samples')} normal samples in "
@@ -63,33 +67,55 @@ def fit(
                       f"{thr['false_alarm_upper_bound']:.3g} at {thr['confidence']:.0%} confidence)")
         if "warning" in thr:
             console.print(f"[yellow]warning:[/] {thr['warning']}")
+    else:
+        err_console.print("[yellow]warning:[/] no threshold fitted (no held-out normal samples: calib_fraction 0 "
+                          "and no --calib-split); `anomaly predict` will give scores but flag nothing",
+                          highlight=False, soft_wrap=True)
 
 
 @anomaly_app.command("predict")
 def predict(
     model: Path = typer.Argument(..., help="Folder written by `anomaly fit`."),
     data: Path = typer.Argument(..., help="Dataset folder to score."),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV of sample_id, score, flagged."),
+    out: Path = typer.Option(..., "--out", "-o", help="Scores, one row per sample: sample_id, score, flagged; "
+                                                      "the format follows the suffix: .csv, .parquet or .json."),
     split: str | None = typer.Option(None, help="Only this split."),
     maps_out: Path | None = typer.Option(None, help="Also save the anomaly maps (N, H, W) as .npy."),
 ) -> None:
-    """Score samples: one row per sample (image score, flagged above the threshold)."""
+    """Score samples: one row per sample (image score; flagged: above the model's threshold).
+
+    A model fitted without held-out normals has no threshold: ``flagged`` is then empty (null) in
+    every row and a warning says so; the scores are still written.
+    """
     import numpy as np
     import pandas as pd
 
     from seminspect.models.anomaly import AnomalyDetector
-    from seminspect.utils.io import atomic_path
+    from seminspect.utils.tables import OutputFormatError, check_table_path, write_table
 
+    check_table_path(out, "--out")  # an unknown suffix is refused before any work
+    if maps_out is not None and maps_out.suffix.lower() != ".npy":
+        raise OutputFormatError(f"{maps_out}: --maps-out is written as a NumPy array; give it the suffix .npy")
     det = AnomalyDetector.load(model)
-    res = det.score(_dataset(data, split))
-    thr = det.threshold["threshold"] if det.threshold else float("nan")
-    df = pd.DataFrame({"sample_id": res.sample_ids, "score": res.scores, "flagged": res.scores > thr})
-    with atomic_path(out) as tmp:
-        df.to_csv(tmp, index=False)
+    with _one_line_warnings():
+        res = det.score(_dataset(data, split))
+    thr = det.threshold["threshold"] if det.threshold else None
+    # No threshold: 'flagged' is null (not False) in every row -- "not decided", not "normal".
+    flagged = pd.array(res.scores > thr if thr is not None else [None] * len(res.scores), dtype="boolean")
+    df = pd.DataFrame({"sample_id": res.sample_ids, "score": res.scores, "flagged": flagged})
+    write_table(df, out, "--out")
     if maps_out is not None:
+        from seminspect.utils.io import atomic_path
+
         with atomic_path(maps_out) as tmp, open(tmp, "wb") as fh:
             np.save(fh, res.maps.astype(np.float32))
-    console.print(f"scored {len(df)} samples, {int(df.flagged.sum())} above threshold {thr:.4g} -> {out}")
+    if thr is None:
+        err_console.print(f"[yellow]warning:[/] {model}: the model has no fitted threshold (fitted without held-out "
+                          "normal samples); column 'flagged' is empty, nothing is flagged",
+                          highlight=False, soft_wrap=True)
+        console.print(f"scored {len(df)} samples (no threshold) -> {out}")
+    else:
+        console.print(f"scored {len(df)} samples, {int(df['flagged'].sum())} above threshold {thr:.4g} -> {out}")
 
 
 @anomaly_app.command("evaluate")
@@ -105,11 +131,15 @@ def evaluate(
     from seminspect.models.anomaly import AnomalyDetector
 
     det = AnomalyDetector.load(model)
-    res = det.score(_dataset(data, split or None), keep_images=True)
+    with _one_line_warnings():
+        res = det.score(_dataset(data, split or None), keep_images=True)
     report = write_anomaly_report(det, res, out, n_figures=n_figures)
     allm = report["all"]
-    console.print(" ".join(f"{k}={allm[k]:.4f}" for k in ("image_auroc", "image_ap", "pixel_auroc", "aupro",
-                                                            "false_alarm_rate") if k in allm))
+    keys = [k for k in ("image_auroc", "image_ap", "pixel_auroc", "aupro", "false_alarm_rate") if k in allm]
+    console.print(" ".join(f"{k}={allm[k]:.4f}" if allm[k] == allm[k] else f"{k}=n/a" for k in keys))
+    for k in keys:
+        if f"{k}_note" in allm:
+            err_console.print(f"[yellow]note:[/] {k}: {allm[f'{k}_note']}", highlight=False, soft_wrap=True)
     console.print(f"report -> {out}")
 
 

@@ -51,10 +51,10 @@ def drift_matrix(
 ) -> None:
     """Cross-group transfer matrix: fit an anomaly model per group, test on each, SWD beside it."""
     from seminspect.drift import transfer_markdown, transfer_matrix
-    from seminspect.models.anomaly.features import AnomalyConfigError
-    from seminspect.utils.io import atomic_write_json, atomic_write_text, read_yaml_mapping
+    from seminspect.models.anomaly.config import load_anomaly_config
+    from seminspect.utils.io import atomic_write_json, atomic_write_text
 
-    cfg = read_yaml_mapping(config, AnomalyConfigError) if config else {}
+    cfg = load_anomaly_config(config).model_dump(exclude_unset=True) if config else {}  # checked before any work
     m = transfer_matrix(data, group_by=group_by, config=cfg, n_permutations=n_permutations)
     md = transfer_markdown(m)
     atomic_write_text(out, md)

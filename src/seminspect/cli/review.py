@@ -56,12 +56,13 @@ def add_user_cmd(name: str = typer.Argument(..., help="Reviewer name (sign-in)."
 def stats_cmd(db: str = DB, out: Path | None = typer.Option(None, "--json", help="Also write them here.")) -> None:
     """Queue size, decisions per reviewer, model-reviewer agreement per type, automation rate per day."""
     from seminspect.serve.stats import review_stats
+    from seminspect.utils.io import atomic_write_text, finite_json
 
     with _sessions(db)() as s:
         stats = review_stats(s)
-    text = json.dumps(stats, indent=2)
+    text = json.dumps(finite_json(stats), indent=2, allow_nan=False)  # strict JSON: NaN written as null + note
     if out:
-        out.write_text(text + "\n", encoding="utf-8")
+        atomic_write_text(out, text + "\n")
     console.print_json(text)
 
 

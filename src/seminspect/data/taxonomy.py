@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from seminspect.errors import SeminspectError
+from seminspect.utils import yaml_strict
 from seminspect.utils.io import read_yaml_mapping
 
 
@@ -81,7 +81,7 @@ class Taxonomy:
         ref = resources.files("seminspect.data") / "taxonomies" / fname
         if not ref.is_file():
             raise TaxonomyError(f"no built-in taxonomy {name!r}; available: {builtin_taxonomies()}")
-        return cls.from_dict(yaml.safe_load(ref.read_text(encoding="utf-8")), source=f"builtin:{fname}")
+        return cls.from_dict(yaml_strict.load(ref.read_text(encoding="utf-8")), source=f"builtin:{fname}")
 
     @classmethod
     def load(cls, spec: str | Path) -> Taxonomy:

@@ -26,6 +26,7 @@ from seminspect.data.refusals import ImageReadError
 from seminspect.data.sample import MAX_VIEWS, MAX_VIEWS_PER_ROLE, Role
 from seminspect.data.taxonomy import Taxonomy, TaxonomyError
 from seminspect.data.validation_report import KINDS, Problem, ValidationReport
+from seminspect.utils import yaml_strict
 from seminspect.utils.progress import track
 
 __all__ = ["KINDS", "Problem", "ValidationReport", "validate_dataset"]
@@ -52,7 +53,7 @@ def _load_taxonomy(root: Path, taxonomy: str | Taxonomy | None, out: _Collector)
     spec: str | None = None
     if yaml_path.is_file():
         try:
-            data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+            data = yaml_strict.read_text(yaml_path)
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             out.add("bad_dataset_yaml", f"not valid YAML ({type(exc).__name__}: {exc})".replace("\n", " "), yaml_path)
             data = None

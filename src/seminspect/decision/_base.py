@@ -206,7 +206,7 @@ class DecisionEstimator:
     def save(self, path: str | Path) -> Path:
         """Write the estimator as JSON, atomically (a killed job never leaves half a file)."""
         path = Path(path)
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")  # strict JSON
         return path
 
     @classmethod

@@ -15,16 +15,18 @@ import numpy as np
 from seminspect.evaluation.metrics import MetricError, aupro, auroc, average_precision, pixel_auroc
 
 
-def _safe(fn: Any, *args: Any) -> float:
+def _safe(out: dict[str, Any], key: str, fn: Any, *args: Any) -> None:
+    """``out[key] = fn(*args)``; an undefined metric is NaN with ``out[key + "_note"]`` saying why."""
     try:
-        return float(fn(*args))
-    except MetricError:
-        return float("nan")
+        out[key] = float(fn(*args))
+    except MetricError as exc:
+        out[key] = float("nan")
+        out[f"{key}_note"] = f"undefined: {str(exc).split(': ', 1)[-1]}"
 
 
 def anomaly_metrics(scores: np.ndarray, labels: np.ndarray, maps: np.ndarray | None = None,
                     masks: np.ndarray | None = None, threshold: float | None = None,
-                    max_pixels: int = 4_000_000) -> dict[str, float]:
+                    max_pixels: int = 4_000_000) -> dict[str, Any]:
     """Metrics over one set of samples.
 
     Args:
@@ -34,33 +36,43 @@ def anomaly_metrics(scores: np.ndarray, labels: np.ndarray, maps: np.ndarray | N
         max_pixels: maps are subsampled on a regular grid beyond this many pixels (memory).
 
     Returns a dict with ``image_auroc``, ``image_ap``, ``pixel_auroc``, ``aupro``, counts and,
-    with a threshold, ``false_alarm_rate`` and ``recall``. Undefined values are NaN.
+    with a threshold, ``false_alarm_rate`` and ``recall``. An undefined value is NaN with a
+    ``<name>_note`` string beside it saying why (e.g. ``"undefined: needs both classes, got only
+    normal samples"``); written to JSON, the NaN becomes ``null``. ``pixel_note`` says when the
+    pixel metrics were computed on a grid subsample.
     """
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     keep = labels >= 0
     s, y = scores[keep], labels[keep].astype(bool)
-    out: dict[str, float] = {"n_normal": int((~y).sum()), "n_abnormal": int(y.sum())}
-    out["image_auroc"] = _safe(auroc, y, s)
-    out["image_ap"] = _safe(average_precision, y, s)
+    out: dict[str, Any] = {"n_normal": int((~y).sum()), "n_abnormal": int(y.sum())}
+    _safe(out, "image_auroc", auroc, y, s)
+    _safe(out, "image_ap", average_precision, y, s)
     if maps is not None and masks is not None:
         m, a = np.asarray(masks)[keep].astype(bool), np.asarray(maps)[keep]
         step = 1
         while a.size / (step * step) > max_pixels:
             step += 1
         if step > 1:
+            n_all = a.size
             m, a = m[:, ::step, ::step], a[:, ::step, ::step]
-        out["pixel_auroc"] = _safe(pixel_auroc, m, a)
-        out["aupro"] = _safe(aupro, m, a)
+            out["pixel_note"] = (f"pixel_auroc and aupro on every {step}th pixel in each direction "
+                                 f"({a.size:,} of {n_all:,} pixels; max_pixels {max_pixels:,})")
+        _safe(out, "pixel_auroc", pixel_auroc, m, a)
+        _safe(out, "aupro", aupro, m, a)
     if threshold is not None:
         flagged = s > threshold
         out["threshold"] = float(threshold)
         out["false_alarm_rate"] = float(flagged[~y].mean()) if (~y).any() else float("nan")
+        if not (~y).any():
+            out["false_alarm_rate_note"] = "undefined: no normal samples"
         out["recall"] = float(flagged[y].mean()) if y.any() else float("nan")
+        if not y.any():
+            out["recall_note"] = "undefined: no abnormal samples"
     return out
 
 
-def per_type_metrics(result: Any, threshold: float | None = None) -> dict[str, dict[str, float]]:
+def per_type_metrics(result: Any, threshold: float | None = None) -> dict[str, dict[str, Any]]:
     """``{"all": {...}, type: {...}}``: each defect type scored against all normal samples.
 
     ``result`` is an :class:`~seminspect.models.anomaly.AnomalyResult`.
@@ -76,7 +88,7 @@ def per_type_metrics(result: Any, threshold: float | None = None) -> dict[str, d
     return report
 
 
-def metrics_table(report: dict[str, dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+def metrics_table(report: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Header and rows (formatted strings) for a per-type report."""
     cols = ["n_abnormal", "image_auroc", "image_ap", "pixel_auroc", "aupro", "recall", "false_alarm_rate"]
     rows = []

@@ -50,24 +50,68 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as standard JSON: NaN / infinite floats become ``null`` with a ``<key>_note`` beside them.
+
+    ``json.dumps(..., allow_nan=False)`` guards the result: JSON has no ``NaN`` / ``Infinity``
+    (``JSON.parse`` and strict parsers reject them), so a value that slips past the conversion
+    fails here, loudly, instead of being written.
+    """
+    text = json.dumps(finite_json(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    atomic_write_text(path, text + "\n")
 
 
-def finite_json(obj: Any) -> Any:
-    """``obj`` with every NaN / infinite float replaced by None, so that the JSON written is standard
-    (``json.dumps`` would otherwise write ``NaN`` / ``Infinity``, which strict readers reject)."""
+def _nonfinite_note(x: float) -> str:
+    if x != x:
+        return "undefined (NaN when computed: e.g. a rate over zero samples, or a metric that needs both classes)"
+    return f"{'+' if x > 0 else '-'}Inf when computed (e.g. a threshold that no score passes)"
+
+
+def _is_nonfinite(v: Any) -> bool:
     import math
 
     import numpy as np
 
+    return isinstance(v, float | np.floating) and not math.isfinite(v)
+
+
+def _count_nonfinite(v: Any) -> int:
+    import numpy as np
+
+    if isinstance(v, np.ndarray):
+        return int((~np.isfinite(v)).sum()) if v.dtype.kind in "fc" else 0
+    if isinstance(v, list | tuple):
+        return sum(_count_nonfinite(x) for x in v)
+    return int(_is_nonfinite(v))
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` ready for standard JSON: every NaN / infinite float becomes ``None``, and in a mapping
+    a ``<key>_note`` string says why beside it (unless the mapping already holds that note, e.g.
+    ``"auroc_note": "undefined: needs both classes, got only normal samples"``). A list holding
+    such values gets one note for the list. ``json.dumps`` would otherwise write ``NaN`` /
+    ``Infinity``, which strict readers reject. Applied by :func:`atomic_write_json`."""
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        obj = obj.tolist()
+    if _is_nonfinite(obj):
+        return None
     if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
+        return float(obj)
     if isinstance(obj, dict):
-        return {k: finite_json(v) for k, v in obj.items()}
+        out: dict[Any, Any] = {}
+        for k, v in obj.items():
+            out[k] = finite_json(v)
+            note = f"{k}_note"
+            if note in obj:
+                continue
+            if _is_nonfinite(v):
+                out[note] = _nonfinite_note(float(v))
+            elif isinstance(v, list | tuple | np.ndarray) and (bad := _count_nonfinite(v)):
+                out[note] = f"{bad} value(s) not finite (NaN/Inf) when computed, written as null"
+        return out
     if isinstance(obj, list | tuple):
         return [finite_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return finite_json(obj.tolist())
     return obj
 
 
@@ -87,15 +131,19 @@ def read_yaml_mapping(path: str | Path, error: type[Exception], what: str = "con
     """Read a YAML file whose top level is a mapping; an empty file gives ``{}``.
 
     A missing file, invalid YAML (or text) and a non-mapping top level raise ``error`` with a
-    one-line message naming the file, e.g. ``runs/x.yaml: config file not found``.
+    one-line message naming the file, e.g. ``runs/x.yaml: config file not found``. Read with the
+    YAML 1.2 core schema (:mod:`seminspect.utils.yaml_strict`): ``registration: off`` is the string
+    ``'off'``, not ``False``.
     """
     import yaml
+
+    from seminspect.utils.yaml_strict import read_text
 
     path = Path(path)
     if not path.is_file():
         raise error(f"{path}: {what} file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_text(path)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise error(f"{path}: not valid YAML ({type(exc).__name__}: {exc})".replace("\n", " ")) from None
     if data is None:

@@ -4,12 +4,14 @@ Pure-PyTorch modules (:mod:`.patchcore`, :mod:`.stpm`, :mod:`.features`) are sep
 fit/predict/save/load estimator :class:`AnomalyDetector` (:mod:`.detector`).
 """
 
-from seminspect.models.anomaly.detector import AnomalyConfig, AnomalyDetector, AnomalyResult, fit_normal_threshold
+from seminspect.models.anomaly.config import AnomalyConfig, load_anomaly_config
+from seminspect.models.anomaly.detector import AnomalyDetector, AnomalyResult, AnomalyWarning, fit_normal_threshold
 from seminspect.models.anomaly.features import AnomalyConfigError, TinyConvBackbone, build_backbone
 from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
 from seminspect.models.anomaly.stpm import STPMModel
 
 __all__ = [
-    "AnomalyConfig", "AnomalyConfigError", "AnomalyDetector", "AnomalyResult", "PatchCoreModel", "STPMModel",
-    "TinyConvBackbone", "build_backbone", "fit_normal_threshold", "greedy_coreset",
+    "AnomalyConfig", "AnomalyConfigError", "AnomalyDetector", "AnomalyResult", "AnomalyWarning", "PatchCoreModel",
+    "STPMModel", "TinyConvBackbone", "build_backbone", "fit_normal_threshold", "greedy_coreset",
+    "load_anomaly_config",
 ]

@@ -23,20 +23,21 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
 from seminspect.data.imageio import to_float
 from seminspect.data.prepare import Alignment
 from seminspect.data.sample import Role, Sample
+from seminspect.models.anomaly.config import AnomalyConfig, validate_config
 from seminspect.models.anomaly.features import AnomalyConfigError, build_backbone
 from seminspect.models.anomaly.memory import MemoryPlan, item_bytes, plan_memory
 from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
@@ -48,82 +49,8 @@ FORMAT = "seminspect-anomaly"
 FORMAT_VERSION = 1
 
 
-class AnomalyConfig(BaseModel):
-    """Every setting of an anomaly detector (saved with the model; YAML configs map onto it)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: Literal["patchcore", "stpm"] = "patchcore"
-    backbone: str = "mobilenetv2"
-    pretrained: bool = True
-    weights_path: str | None = None
-    out_indices: list[int] = Field(default_factory=lambda: [1, 2, 3])
-    # preprocessing (applied after registration, to images and masks alike)
-    crop: int | None = Field(None, description="centre crop to this square size (px)")
-    image_size: int | None = Field(None, description="resize (square) to this size after cropping")
-    registration: Literal["phase", "ecc", "off"] = "phase"
-    max_shift: float | None = None
-    match_intensity: bool = Field(False, description="give the reference the target's mean and std (gain drift)")
-    denoise_sigma: float = Field(
-        0.0, ge=0, description="Gaussian smoothing (px, after cropping/resizing) of target and reference before the "
-        "model: at review-SEM doses shot noise is pixel-level and otherwise dominates the features; 0 = off")
-    fill_border: bool = Field(
-        True, description="where the registered reference has no data (the strip its shift uncovered, filled by "
-        "reflection), use the target's own pixels: no comparison there instead of a false difference")
-    # PatchCore
-    layers: list[int] = Field(default_factory=lambda: [0, 1], description="indices into the backbone outputs")
-    pool: int = 3
-    embed_dim: int | None = None
-    conditioning: Literal["none", "reference", "difference"] = "none"
-    reference_weight: float = 1.0
-    match_radius: int = Field(0, ge=0, description="search radius (feature cells) for the reference match; 0 after "
-                              "registration: a wider window lets a small defect match a neighbouring reference patch")
-    max_bank_patches: int = 16384
-    max_bank_bytes: int | None = None
-    max_pool_patches: int = 200_000
-    coreset_proj_dim: int = 128
-    memory_budget_mib: float | None = Field(
-        None, gt=0, description="PatchCore: working memory (MiB) fitting and scoring may add to the process -- one "
-        "batch of backbone activations, the patch pool and its coreset projection, the bank, the nearest-bank "
-        "distance block. Lowers batch_size, max_pool_patches, max_bank_patches and the search block to fit "
-        "(seminspect.models.anomaly.memory); the process's own footprint (Python, torch, weights, your data) is "
-        "outside it. None = those settings as given")
-    # STPM
-    stpm_mode: Literal["classic", "template"] = "template"
-    layer_weights: list[float] = Field(default_factory=lambda: [1.0, 1.0, 1.0])
-    loss: Literal["l2", "huber"] = "l2"
-    reflect_padding: bool = True
-    epochs: int = 20
-    lr: float = 1e-3
-    # common
-    batch_size: int = 16
-    sigma: float = 4.0
-    map_dilation: int = Field(
-        0, ge=0, description="local-max window (px) applied to each anomaly map before the Gaussian smoothing; "
-        "0 = off. Spreads a peak over the defect's extent: on DeepPCB, whose ground truth is boxes larger than "
-        "the defects, a window chosen on validation pairs raises pixel AUROC (benchmarks/results/anomaly_deeppcb.md)")
-    score_sigma: float | None = Field(
-        None, ge=0, description="Gaussian smoothing (px) of the map the IMAGE score is taken from; None = sigma. "
-        "Image and pixel metrics want different smoothing: a wide window spreads a map over a defect's extent "
-        "(pixel AUROC) but dilutes the peak of a small defect (image AUROC); on the 460 px virtual fab no single "
-        "setting chosen on calib met both targets (benchmarks/results/anomaly_fab.md)")
-    score_dilation: int | None = Field(
-        None, ge=0, description="local-max window (px) of the map the image score is taken from; None = map_dilation")
-    top_k: int = 1
-    centre_sigma: float = 0.0
-    view_combine: Literal["max", "mean"] = Field(
-        "max", description="how a sample's target-view maps combine: pixel-wise max, or mean (averages the "
-        "independent noise of several detectors; the better rule on the 5-angle virtual fab)")
-    false_alarm_rate: float = 0.01
-    confidence: float = 0.95
-    calib_fraction: float = 0.2
-    seed: int = 0
-
-    @model_validator(mode="after")
-    def _budget_is_patchcore(self) -> AnomalyConfig:
-        if self.memory_budget_mib is not None and self.model != "patchcore":
-            raise ValueError("memory_budget_mib applies to model: patchcore (STPM's memory is set by batch_size)")
-        return self
+class AnomalyWarning(UserWarning):
+    """Something the detector did that the user may not expect (e.g. a crop that discards most of an image)."""
 
 
 @dataclass
@@ -205,10 +132,8 @@ class AnomalyDetector:
     """Fit on normal samples, predict anomaly maps and scores, save/load (see module docstring)."""
 
     def __init__(self, config: AnomalyConfig | dict[str, Any] | None = None, backbone: nn.Module | None = None):
-        try:
-            self.config = config if isinstance(config, AnomalyConfig) else AnomalyConfig(**(config or {}))
-        except ValidationError as exc:
-            raise AnomalyConfigError(f"invalid anomaly config: {exc}") from None
+        self.config = (config if isinstance(config, AnomalyConfig)
+                       else validate_config(dict(config or {}), "invalid anomaly config"))
         self._custom_backbone = backbone
         self.model: PatchCoreModel | STPMModel = self._build()
         self.threshold: dict[str, Any] | None = None
@@ -264,6 +189,8 @@ class AnomalyDetector:
         if cfg.crop is not None:
             h, w = image.shape
             c = min(cfg.crop, h, w)
+            if not is_mask and c < cfg.crop and c * c < 0.75 * h * w:
+                self._warn_crop(h, w, c)
             y0, x0 = (h - c) // 2, (w - c) // 2
             image = image[y0:y0 + c, x0:x0 + c]
         if cfg.image_size is not None and image.shape != (cfg.image_size, cfg.image_size):
@@ -271,6 +198,16 @@ class AnomalyDetector:
             mode = "nearest" if is_mask else "area"
             image = F.interpolate(t, size=(cfg.image_size,) * 2, mode=mode)[0, 0].numpy()
         return np.ascontiguousarray(image)
+
+    def _warn_crop(self, h: int, w: int, c: int) -> None:
+        """Say once per image size that ``crop`` fell back to the short side and discards much of the image."""
+        warned: set[tuple[int, int]] = self.__dict__.setdefault("_crop_warned", set())
+        if (h, w) in warned:
+            return
+        warned.add((h, w))
+        warnings.warn(f"crop {self.config.crop}: a {h}x{w} (HxW) image is cut to its centre {c}x{c} (its short side), "
+                      f"keeping {c * c / (h * w):.0%} of its area; set crop: null (and image_size) to keep it whole",
+                      AnomalyWarning, stacklevel=3)
 
     def _items_of_sample(self, index: int, sample: Sample,
                          alignment: dict[int, Alignment] | None = None) -> Iterator[_Item]:
@@ -676,10 +613,7 @@ class AnomalyDetector:
         # models saved before these settings existed scored with their then-behaviour: keep it
         saved.setdefault("fill_border", False)
         saved.setdefault("match_radius", 1)
-        try:
-            det.config = AnomalyConfig(**saved)
-        except ValidationError as exc:
-            raise AnomalyConfigError(f"{cfg_path}: invalid config ({exc})") from None
+        det.config = validate_config(saved, f"{cfg_path}: invalid saved config")
         det._custom_backbone = backbone
         det.model = det._build(pretrained=False)  # weights come from the file, not the packages
         weights = directory / "weights.safetensors"

@@ -1,0 +1,202 @@
+"""The anomaly detector's settings: every field with its range, read strictly from YAML and ``--set``.
+
+:func:`load_anomaly_config` is what ``seminspect anomaly fit`` (and ``drift-matrix --config``) call
+before any work: it reads the YAML file with the YAML 1.2 core schema (``registration: off`` stays
+the string ``'off'``), applies ``--set key=value`` overrides, and refuses an unknown key, a value out
+of its range or of the wrong type with ONE line naming the file and every problem with its key::
+
+    configs/a.yaml: crop: Input should be greater than or equal to 16 (got 0); pool: Input should be
+    greater than or equal to 1 (got -2); regstration: Extra inputs are not permitted; did you mean
+    'registration' for 'regstration'?
+
+(one line in reality; the ``--set`` items are named beside the file when there are any). The
+problems are formatted by the shared :mod:`seminspect.utils.config_errors`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from seminspect.models.anomaly.features import AnomalyConfigError
+from seminspect.utils.config_errors import format_validation_error
+
+NonNegInt = Annotated[int, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class AnomalyConfig(BaseModel):
+    """Every setting of an anomaly detector (saved with the model; YAML configs map onto it)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    model: Literal["patchcore", "stpm"] = "patchcore"
+    backbone: str = Field("mobilenetv2", min_length=1)
+    pretrained: bool = True
+    weights_path: str | None = None
+    out_indices: list[NonNegInt] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    # preprocessing (applied after registration, to images and masks alike)
+    crop: int | None = Field(None, ge=16, description="centre crop to this square size (px)")
+    image_size: int | None = Field(None, ge=16, description="resize (square) to this size after cropping")
+    registration: Literal["phase", "ecc", "off"] = "phase"
+    max_shift: float | None = Field(None, ge=0)
+    match_intensity: bool = Field(False, description="give the reference the target's mean and std (gain drift)")
+    denoise_sigma: float = Field(
+        0.0,
+        ge=0,
+        description="Gaussian smoothing (px, after cropping/resizing) of target and reference before the "
+        "model: at review-SEM doses shot noise is pixel-level and otherwise dominates the features; 0 = off",
+    )
+    fill_border: bool = Field(
+        True,
+        description="where the registered reference has no data (the strip its shift uncovered, filled by "
+        "reflection), use the target's own pixels: no comparison there instead of a false difference",
+    )
+    # PatchCore
+    layers: list[NonNegInt] = Field(
+        default_factory=lambda: [0, 1], min_length=1, description="indices into the backbone outputs"
+    )
+    pool: int = Field(3, ge=1)
+    embed_dim: int | None = Field(None, ge=1)
+    conditioning: Literal["none", "reference", "difference"] = "none"
+    reference_weight: float = Field(1.0, ge=0)
+    match_radius: int = Field(
+        0,
+        ge=0,
+        description="search radius (feature cells) for the reference match; 0 after "
+        "registration: a wider window lets a small defect match a neighbouring reference patch",
+    )
+    max_bank_patches: int = Field(16384, ge=1)
+    max_bank_bytes: int | None = Field(None, ge=1)
+    max_pool_patches: int = Field(200_000, ge=1)
+    coreset_proj_dim: int = Field(128, ge=1)
+    memory_budget_mib: float | None = Field(
+        None,
+        gt=0,
+        description="PatchCore: working memory (MiB) fitting and scoring may add to the process -- one "
+        "batch of backbone activations, the patch pool and its coreset projection, the bank, the nearest-bank "
+        "distance block. Lowers batch_size, max_pool_patches, max_bank_patches and the search block to fit "
+        "(seminspect.models.anomaly.memory); the process's own footprint (Python, torch, weights, your data) is "
+        "outside it. None = those settings as given",
+    )
+    # STPM
+    stpm_mode: Literal["classic", "template"] = "template"
+    layer_weights: list[NonNegFloat] = Field(default_factory=lambda: [1.0, 1.0, 1.0], min_length=1)
+    loss: Literal["l2", "huber"] = "l2"
+    reflect_padding: bool = True
+    epochs: int = Field(20, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    # common
+    batch_size: int = Field(16, ge=1)
+    sigma: float = Field(4.0, ge=0)
+    map_dilation: int = Field(
+        0,
+        ge=0,
+        description="local-max window (px) applied to each anomaly map before the Gaussian smoothing; "
+        "0 = off. Spreads a peak over the defect's extent: on DeepPCB, whose ground truth is boxes larger than "
+        "the defects, a window chosen on validation pairs raises pixel AUROC (benchmarks/results/anomaly_deeppcb.md)",
+    )
+    score_sigma: float | None = Field(
+        None,
+        ge=0,
+        description="Gaussian smoothing (px) of the map the IMAGE score is taken from; None = sigma. "
+        "Image and pixel metrics want different smoothing: a wide window spreads a map over a defect's extent "
+        "(pixel AUROC) but dilutes the peak of a small defect (image AUROC); on the 460 px virtual fab no single "
+        "setting chosen on calib met both targets (benchmarks/results/anomaly_fab.md)",
+    )
+    score_dilation: int | None = Field(
+        None, ge=0, description="local-max window (px) of the map the image score is taken from; None = map_dilation"
+    )
+    top_k: int = Field(1, ge=1)
+    centre_sigma: float = Field(0.0, ge=0)
+    view_combine: Literal["max", "mean"] = Field(
+        "max",
+        description="how a sample's target-view maps combine: pixel-wise max, or mean (averages the "
+        "independent noise of several detectors; the better rule on the 5-angle virtual fab)",
+    )
+    false_alarm_rate: float = Field(0.01, gt=0, lt=1)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    calib_fraction: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="share of the fit split's normals held out for "
+        "the threshold; 0 = no threshold (predict then flags nothing and says so)",
+    )
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _budget_is_patchcore(self) -> AnomalyConfig:
+        if self.memory_budget_mib is not None and self.model != "patchcore":
+            raise ValueError("memory_budget_mib applies to model: patchcore (STPM's memory is set by batch_size)")
+        return self
+
+
+FIELDS = tuple(AnomalyConfig.model_fields)
+
+
+def _suggestions(exc: ValidationError) -> list[str]:
+    """``did you mean 'registration' for 'regstration'?`` for each unknown key close to a field."""
+    out = []
+    for e in exc.errors():
+        if e["type"] == "extra_forbidden" and e["loc"]:
+            close = difflib.get_close_matches(str(e["loc"][0]), FIELDS, n=1)
+            if close:
+                out.append(f"did you mean {close[0]!r} for {str(e['loc'][0])!r}?")
+    return out
+
+
+def validate_config(data: dict[str, Any], where: str) -> AnomalyConfig:
+    """``AnomalyConfig`` from ``data``; any problem raises one line ``WHERE: key: problem (got v); key2: ...``.
+
+    The line comes from the shared formatter (:mod:`seminspect.utils.config_errors`), the same as
+    the ADC and depth configs'; an unknown key close to a field name gets a suggestion.
+    """
+    try:
+        return AnomalyConfig.model_validate(data)
+    except ValidationError as exc:
+        text = "; ".join([format_validation_error(where, exc), *_suggestions(exc)])
+        raise AnomalyConfigError(text) from None
+
+
+def _layer_problems(cfg: AnomalyConfig) -> list[str]:
+    """Layer indices a built-in backbone (one map per ``out_indices`` entry) cannot serve."""
+    n_maps = len(cfg.out_indices)
+    problems = []
+    if cfg.model == "patchcore" and max(cfg.layers) >= n_maps:
+        problems.append(
+            f"layers: index {max(cfg.layers)} is out of range: out_indices {cfg.out_indices} gives "
+            f"{n_maps} map(s), indices 0..{n_maps - 1}"
+        )
+    if cfg.model == "stpm" and len(cfg.layer_weights) < n_maps:
+        problems.append(
+            f"layer_weights: {len(cfg.layer_weights)} weight(s) for the {n_maps} maps of out_indices {cfg.out_indices}"
+        )
+    return problems
+
+
+def load_anomaly_config(path: str | Path | None, overrides: list[str] | None = None) -> AnomalyConfig:
+    """The config of ``path`` (YAML; None: the defaults) with ``--set key=value`` overrides, checked whole.
+
+    Raises :class:`AnomalyConfigError` with one line naming the file (and the ``--set`` items) and
+    every problem with its key.
+    """
+    from seminspect.utils.io import read_yaml_mapping
+    from seminspect.utils.yaml_strict import apply_overrides
+
+    overrides = list(overrides or [])
+    data: dict[str, Any] = {} if path is None else read_yaml_mapping(path, AnomalyConfigError)
+    apply_overrides(data, overrides, AnomalyConfigError)
+    sets = " ".join(f"--set {item}" for item in overrides)
+    if path is None:
+        where = f"invalid anomaly config ({sets})" if sets else "invalid anomaly config"
+    else:
+        where = f"{path} with {sets}" if sets else str(path)
+    cfg = validate_config(data, where)
+    problems = _layer_problems(cfg)
+    if problems:
+        raise AnomalyConfigError(f"{where}: {'; '.join(problems)}")
+    return cfg

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from seminspect.errors import SeminspectError
 from seminspect.models.adc_spec import ImageConfig, ModelConfig
+from seminspect.utils.config_errors import validate_config
 from seminspect.utils.io import read_yaml_mapping
 
 
@@ -25,7 +26,7 @@ Op = Annotated[int, Field(ge=0, le=7)]  # a dihedral op: 0 = identity .. 7
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class GenerateConfig(_Strict):
@@ -120,11 +121,8 @@ class ADCConfig(_Strict):
     def from_yaml(cls, path: str | Path) -> ADCConfig:
         path = Path(path)
         data = read_yaml_mapping(path, ConfigError)
-        try:
-            cfg = cls.model_validate(data)
-        except ValidationError as exc:  # every problem, each with its key, on the one line of the error
-            problems = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
-            raise ConfigError(f"{path}: {'; '.join(problems)}") from None
+        # every problem, each with its key and value, on the one line of the error
+        cfg = validate_config(cls, data, path, ConfigError)
         # Relative data paths are relative to the config file's folder's parent chain as written;
         # keep them as given (resolved against the working directory) for simplicity.
         return cfg

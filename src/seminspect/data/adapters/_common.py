@@ -75,3 +75,50 @@ def group_split(groups: Sequence[Hashable], fractions: dict[str, float], seed: i
             k = int(np.searchsorted(cuts, pos, side="right"))
             assignment[members[gi]] = names[min(k, len(names) - 1)]
     return [assignment[g] for g in groups]
+
+
+SKIP_REPORT = "import_skipped.csv"
+
+
+class SkipLog:
+    """Unreadable source items: with ``--skip-bad`` recorded and passed over, otherwise the first one stops the import.
+
+    :meth:`skip` records one item (or raises without ``--skip-bad``); :meth:`finish` writes
+    ``out/import_skipped.csv`` (item, file, error) when anything was skipped, or removes a report an
+    earlier import into ``out`` left, and returns a one-line summary (None when nothing was skipped).
+    """
+
+    def __init__(self, out: str | Path, enabled: bool) -> None:
+        self.out = Path(out)
+        self.enabled = enabled
+        self.rows: list[dict[str, str]] = []
+
+    @property
+    def path(self) -> Path:
+        return self.out / SKIP_REPORT
+
+    def skip(self, item: str, exc: Exception, file: str | Path = "") -> None:
+        """Record ``item`` as skipped (``--skip-bad``) or raise ``exc`` as an :class:`AdapterError`."""
+        message = " ".join(str(exc).split())
+        if not self.enabled:
+            raise exc if isinstance(exc, AdapterError) else AdapterError(message) from None
+        self.rows.append({"item": item, "file": str(file), "error": message})
+
+    def finish(self, total: int, unit: str) -> str | None:
+        """Write the report (when any item was skipped); ``AdapterError`` if every item was."""
+        if not self.rows:
+            self.path.unlink(missing_ok=True)
+            return None
+        import csv
+
+        from seminspect.utils.io import atomic_path
+
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["item", "file", "error"])
+            writer.writeheader()
+            writer.writerows(self.rows)
+        summary = (f"skipped {len(self.rows)} of {total} {unit} (unreadable; first: {self.rows[0]['item']}: "
+                   f"{self.rows[0]['error']}); the list is in {self.path}")
+        if len(self.rows) >= total:
+            raise AdapterError(f"every one of the {total} {unit} was unreadable: {summary}")
+        return summary

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from seminspect.data.adapters._common import AdapterError, group_split, prepare_output, require
+from seminspect.data.adapters._common import AdapterError, SkipLog, group_split, prepare_output, require
 from seminspect.data.imageio import ImageReadError, read_image
 from seminspect.data.manifest import DatasetInfo, DatasetWriter
 from seminspect.data.sample import Sample, View
@@ -39,18 +40,38 @@ from seminspect.utils.progress import track
 TYPE_NAMES = {1: "open", 2: "short", 3: "mousebite", 4: "spur", 5: "spurious_copper", 6: "pin_hole"}
 SPLITS = {"train": 0.6, "calib": 0.2, "test": 0.2}
 NORMAL_MARGIN = 8  # px kept between a normal crop and any annotated box
+DEFAULT_LIST = "trainval.txt"
 
 
-def read_pairs(source: Path) -> list[tuple[str, Path, Path, Path]]:
-    """``(image_id, test.jpg, temp.jpg, boxes.txt)`` for each line of ``trainval.txt``, in file order."""
-    listing = require(source / "trainval.txt", "DeepPCB pair list trainval.txt")
+def list_path(source: Path, list_file: str | Path | None = None) -> Path:
+    """The pair list to read: ``list_file`` (relative to ``source`` unless absolute), default ``trainval.txt``."""
+    name = Path(list_file) if list_file is not None else Path(DEFAULT_LIST)
+    return require(name if name.is_absolute() else source / name, f"DeepPCB pair list {name}")
+
+
+def read_pairs(source: Path, list_file: str | Path | None = None,
+               skips: SkipLog | None = None) -> list[tuple[str, Path, Path, Path]]:
+    """``(image_id, test.jpg, temp.jpg, boxes.txt)`` for each line of the pair list, in file order.
+
+    The list is ``trainval.txt`` unless ``list_file`` names another (``test.txt``). A malformed line
+    stops the import, or with ``skips`` (``--skip-bad``) is recorded and passed over.
+    """
+    listing = list_path(source, list_file)
+    try:
+        text = listing.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AdapterError(f"{listing}: cannot read the pair list ({type(exc).__name__}: {exc})") from None
     pairs = []
-    for line_no, line in enumerate(listing.read_text().splitlines(), 1):
+    for line_no, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise AdapterError(f"{listing}: line {line_no}: expected 'image.jpg boxes.txt', got {line!r}")
+            error = AdapterError(f"{listing}: line {line_no}: expected 'image.jpg boxes.txt', got {line!r}")
+            if skips is None:
+                raise error
+            skips.skip(f"line {line_no}", error, listing)
+            continue
         stem = (source / parts[0]).with_suffix("")
         pairs.append((stem.name, stem.with_name(stem.name + "_test.jpg"), stem.with_name(stem.name + "_temp.jpg"),
                       source / parts[1]))
@@ -99,34 +120,50 @@ def _crop_origin(lo: int, hi: int, side: int, size: int, rng: np.random.Generato
 
 def import_deeppcb(source: str | Path, out: str | Path, mode: str = "patches", patch_size: int = 96,
                    normals_per_image: int = 2, limit: int | None = None, seed: int = 0,
-                   overwrite: bool = False) -> Path:
-    """Convert DeepPCB into a dataset folder at ``out``; returns ``out``. See the module docstring."""
+                   overwrite: bool = False, list_file: str | Path | None = None, split_as: str | None = None,
+                   skip_bad: bool = False, log: Callable[[str], None] | None = None) -> Path:
+    """Convert DeepPCB into a dataset folder at ``out``; returns ``out``. See the module docstring.
+
+    ``list_file``: the pair list to read (default ``trainval.txt``; the official test split is
+    ``test.txt``). ``split_as``: put every pair in this split instead of drawing train/calib/test.
+    ``skip_bad``: a pair that cannot be read (missing or undecodable image, colour image, size
+    mismatch, bad annotation) is recorded in ``out/import_skipped.csv`` and passed over instead of
+    stopping the import; ``log`` receives the one-line summary.
+    """
     source = require(Path(source), "DeepPCB folder")
     if mode not in ("patches", "pairs"):
         raise AdapterError(f"deeppcb mode must be 'patches' or 'pairs', not {mode!r}")
     if patch_size < 16:
         raise AdapterError(f"patch size {patch_size} is too small (>= 16)")
-    pairs = read_pairs(source)
-    splits = dict(zip([p[0] for p in pairs], group_split([p[0] for p in pairs], SPLITS, seed), strict=True))
+    listing = list_path(source, list_file)
+    skips = SkipLog(out, skip_bad)
+    pairs = read_pairs(source, list_file, skips if skip_bad else None)
+    ids = [p[0] for p in pairs]
+    splits = dict(zip(ids, [split_as] * len(ids) if split_as else group_split(ids, SPLITS, seed), strict=True))
     if limit is not None:
         pairs = pairs[: max(int(limit), 0)]
     out = prepare_output(out, overwrite)
     info = DatasetInfo(
         taxonomy="deeppcb",
-        description=f"DeepPCB trainval ({mode}), imported by seminspect; 1 target (test) + 1 reference "
+        description=f"DeepPCB {listing.name} ({mode}), imported by seminspect; 1 target (test) + 1 reference "
                     "(template) view per sample. Tang et al., arXiv:1902.06197; research use only.",
-        extra={"source": str(source), "mode": mode, "patch_size": patch_size if mode == "patches" else None,
-               "seed": seed, "split_fractions": SPLITS, "split_unit": "source image pair"},
+        extra={"source": str(source), "list": listing.name, "mode": mode,
+               "patch_size": patch_size if mode == "patches" else None, "seed": seed,
+               "split_fractions": {split_as: 1.0} if split_as else SPLITS, "split_unit": "source image pair"},
     )
     with DatasetWriter(out, info) as writer:
         for image_id, test_path, temp_path, box_path in track(pairs, f"importing DeepPCB {mode}"):
             try:
                 test, temp = read_image(require(test_path, "test image")), read_image(require(temp_path, "template"))
-            except ImageReadError as exc:
-                raise AdapterError(str(exc)) from None
-            if test.shape != temp.shape:
-                raise AdapterError(f"{test_path}: size {test.shape} differs from its template {temp.shape}")
-            boxes = read_boxes(box_path)
+                if test.shape != temp.shape:
+                    raise AdapterError(f"{test_path}: size {test.shape} differs from its template {temp.shape}")
+                if mode == "patches" and patch_size > min(test.shape):
+                    raise AdapterError(f"{test_path}: the {test.shape[0]}x{test.shape[1]} image is smaller than "
+                                       f"the patch size {patch_size}; lower --patch-size")
+                boxes = read_boxes(box_path)
+            except (AdapterError, ImageReadError) as exc:
+                skips.skip(image_id, exc, test_path)
+                continue
             group = test_path.parent.parent.name
             meta = {"product": "pcb", "split": splits[image_id], "group": group, "image_id": image_id,
                     "source": str(test_path.relative_to(source)), "template": str(temp_path.relative_to(source))}
@@ -137,6 +174,11 @@ def import_deeppcb(source: str | Path, out: str | Path, mode: str = "patches", p
             else:
                 for sample in _patch_samples(image_id, test, temp, boxes, meta, patch_size, normals_per_image, rng):
                     writer.add(sample)
+        summary = skips.finish(len(pairs) + sum(r["item"].startswith("line ") for r in skips.rows), "pairs")
+        if summary is not None:
+            writer.info.extra["skipped"] = f"{len(skips.rows)} unreadable item(s), listed in {skips.path.name}"
+            if log is not None:
+                log(summary)
     return out
 
 

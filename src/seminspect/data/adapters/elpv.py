@@ -17,15 +17,28 @@ over ALL 2,624 cells (so ``uncertain`` and ``limit`` do not change anyone's spli
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from seminspect.data.adapters._common import AdapterError, group_split, prepare_output, require
+from seminspect.data.adapters._common import AdapterError, SkipLog, group_split, prepare_output, require
 from seminspect.data.imageio import ImageReadError, read_image
 from seminspect.data.manifest import DatasetInfo, DatasetWriter
 from seminspect.data.sample import Sample, View
 from seminspect.utils.progress import track
 
 SPLITS = {"train": 0.75, "test": 0.25}
+#: Source names that mean "the installed PyPI package" (``seminspect import elpv - OUT``).
+PACKAGE_SOURCES = ("-", "elpv_dataset", "elpv-dataset")
+
+
+def resolve_source(source: str | Path | None) -> Path | None:
+    """None (the installed package) for ``None``, ``-``, ``elpv_dataset`` or ``elpv-dataset`` (unless a folder
+    of that name exists here); otherwise the folder."""
+    if source is None:
+        return None
+    if str(source) in PACKAGE_SOURCES and not Path(source).is_dir():
+        return None
+    return Path(source)
 
 
 def package_data_dir() -> Path:
@@ -54,11 +67,18 @@ def read_labels(data_dir: Path) -> list[tuple[str, float, str]]:
 
 
 def import_elpv(source: str | Path | None, out: str | Path, uncertain: str = "exclude", limit: int | None = None,
-                seed: int = 0, overwrite: bool = False) -> Path:
-    """Convert ELPV into a dataset folder at ``out``; ``source=None`` uses the installed package."""
+                seed: int = 0, overwrite: bool = False, skip_bad: bool = False,
+                log: Callable[[str], None] | None = None) -> Path:
+    """Convert ELPV into a dataset folder at ``out``.
+
+    ``source``: None, ``-`` or ``elpv_dataset`` use the installed package; else a folder holding
+    ``labels.csv`` and ``images/``. ``skip_bad``: an unreadable cell image is recorded in
+    ``out/import_skipped.csv`` and passed over; ``log`` receives the one-line summary.
+    """
     if uncertain not in ("exclude", "unlabelled"):
         raise AdapterError(f"uncertain must be 'exclude' or 'unlabelled', not {uncertain!r}")
-    data_dir = package_data_dir() if source is None else require(Path(source), "ELPV data folder")
+    folder = resolve_source(source)
+    data_dir = package_data_dir() if folder is None else require(folder, "ELPV data folder")
     rows = read_labels(data_dir)
     ids = [Path(p).stem for p, _, _ in rows]
     strata = [f"{prob:.3f}/{ctype}" for _, prob, ctype in rows]
@@ -74,13 +94,15 @@ def import_elpv(source: str | Path | None, out: str | Path, uncertain: str = "ex
         extra={"source": str(data_dir), "uncertain_cells": uncertain, "seed": seed, "split_fractions": SPLITS,
                "split_strata": "probability x cell type"},
     )
+    skips = SkipLog(out, skip_bad)
     with DatasetWriter(out, info) as writer:
         for i in track(keep, "importing ELPV cells"):
             rel, prob, ctype = rows[i]
             try:
                 image = read_image(data_dir / rel)
             except ImageReadError as exc:
-                raise AdapterError(str(exc)) from None
+                skips.skip(ids[i], exc, data_dir / rel)
+                continue
             abnormal = True if prob >= 0.5 else (False if prob == 0 else None)
             writer.add(Sample(
                 sample_id=ids[i],
@@ -89,4 +111,9 @@ def import_elpv(source: str | Path | None, out: str | Path, uncertain: str = "ex
                 defect_type="defective" if abnormal else None,
                 metadata={"probability": f"{prob:.4f}", "cell_type": ctype, "source": rel, "split": splits[i]},
             ))
+        summary = skips.finish(len(keep), "cells")
+        if summary is not None:
+            writer.info.extra["skipped"] = f"{len(skips.rows)} unreadable cell(s), listed in {skips.path.name}"
+            if log is not None:
+                log(summary)
     return out

@@ -17,9 +17,10 @@ type) and the metadata says so:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from seminspect.data.adapters._common import AdapterError, prepare_output, require
+from seminspect.data.adapters._common import AdapterError, SkipLog, prepare_output, require
 from seminspect.data.imageio import ImageReadError, read_image
 from seminspect.data.manifest import DatasetInfo, DatasetWriter
 from seminspect.data.sample import Sample, View
@@ -34,8 +35,13 @@ CASES = {
 }
 
 
-def import_sem_pairs(source: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Convert the SEM pairs folder into a dataset folder at ``out`` (taxonomy ``sem_default``)."""
+def import_sem_pairs(source: str | Path, out: str | Path, overwrite: bool = False, skip_bad: bool = False,
+                     log: Callable[[str], None] | None = None) -> Path:
+    """Convert the SEM pairs folder into a dataset folder at ``out`` (taxonomy ``sem_default``).
+
+    ``skip_bad``: a case whose images cannot be read (or differ in size, or lack a reference) is
+    recorded in ``out/import_skipped.csv`` and passed over; ``log`` receives the one-line summary.
+    """
     source = require(Path(source), "SEM pairs folder")
     found = sorted(p.name.removesuffix("_inspected_image.tif") for p in source.glob("*_inspected_image.tif"))
     if not found:
@@ -47,16 +53,20 @@ def import_sem_pairs(source: str | Path, out: str | Path, overwrite: bool = Fals
                     "target = inspected, reference = reference die; no masks. Defect types judged by eye.",
         extra={"source": str(source)},
     )
+    skips = SkipLog(out, skip_bad)
     with DatasetWriter(out, info, image_format="tiff") as writer:
         for case in track(found, "importing SEM pairs"):
             tgt_path = source / f"{case}_inspected_image.tif"
-            ref_path = require(source / f"{case}_reference_image.tif", f"reference image of {case}")
+            ref_path = source / f"{case}_reference_image.tif"
             try:
+                require(ref_path, f"reference image of {case}")
                 target, reference = read_image(tgt_path), read_image(ref_path)
-            except ImageReadError as exc:
-                raise AdapterError(str(exc)) from None
-            if target.shape != reference.shape:
-                raise AdapterError(f"{ref_path}: size {reference.shape} differs from {tgt_path.name} {target.shape}")
+                if target.shape != reference.shape:
+                    raise AdapterError(f"{ref_path}: size {reference.shape} differs from {tgt_path.name} "
+                                       f"{target.shape}")
+            except (AdapterError, ImageReadError) as exc:
+                skips.skip(case, exc, tgt_path)
+                continue
             abnormal, dtype, note = CASES.get(case, (None, None, "not described by the source: unlabelled"))
             writer.add(Sample(
                 sample_id=case,
@@ -66,4 +76,9 @@ def import_sem_pairs(source: str | Path, out: str | Path, overwrite: bool = Fals
                 metadata={"source": tgt_path.name, "reference_source": ref_path.name, "label_note": note,
                           "type_source": "by eye" if dtype else ""},
             ))
+        summary = skips.finish(len(found), "cases")
+        if summary is not None:
+            writer.info.extra["skipped"] = f"{len(skips.rows)} unreadable case(s), listed in {skips.path.name}"
+            if log is not None:
+                log(summary)
     return out

@@ -235,3 +235,15 @@ def test_crop_warning_is_one_line_on_the_command_line(tmp_path, capsys, monkeypa
 
 def test_defaults_are_valid():
     AnomalyConfig()
+
+
+def test_error_line_prints_brackets_as_written(tmp_path, capsys, monkeypatch):
+    folder = tmp_path / "cfg[x]"
+    folder.mkdir()
+    cfg = write_yaml(folder / "bad.yaml", {**TINY_ANOMALY, "top_k": 0})
+    code, stdout, stderr = run_main(
+        ["anomaly", "fit", str(tmp_path / "no_data"), "-o", str(tmp_path / "m"), "-c", str(cfg)], capsys, monkeypatch
+    )
+    assert code == 2
+    (line,) = error_lines(stderr)
+    assert str(cfg) in line  # not read as rich markup ("[x]" used to vanish)

@@ -331,3 +331,12 @@ def test_cli_validate_exit_codes(tmp_path):
     assert "unknown_defect_type" in res.output and "FAILED" in res.output
     res = runner.invoke(app, ["validate", str(tmp_path / "absent")])
     assert res.exit_code == 1 and "Traceback" not in res.output
+
+
+def test_data_format_doc_lists_every_problem_kind():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "data_format.md").read_text(encoding="utf-8")
+    table = doc.split("## What `seminspect validate` checks", 1)[1].split("\n## ", 1)[0]
+    missing = [kind for kind in KINDS if f"`{kind}`" not in table]
+    assert not missing, f"docs/data_format.md's table of validate problem kinds lacks {missing}"

@@ -13,6 +13,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from seminspect.errors import SeminspectError
 
@@ -53,5 +54,6 @@ def main() -> None:
     try:
         app()
     except SeminspectError as exc:
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # escape: a message is text, not rich markup ("[list]" or a path with brackets must print as written)
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -20,6 +20,8 @@ def validate(
     max_problems: int = typer.Option(50, help="How many problems to print (all go to --json)."),
 ) -> None:
     """Check a dataset and list EVERY problem with its file and manifest row; exit 1 if any error."""
+    from rich.markup import escape
+
     from seminspect.data.validate import validate_dataset
 
     report = validate_dataset(path, taxonomy=taxonomy, check_images=not fast)
@@ -28,7 +30,7 @@ def validate(
         report.save_json(json_out)
         console.print(f"report written to {json_out}")
     if not report.ok:
-        err_console.print(f"[bold red]validation failed:[/] {len(report.errors)} error(s) in {path}",
+        err_console.print(f"[bold red]validation failed:[/] {len(report.errors)} error(s) in {escape(str(path))}",
                           highlight=False)
         raise typer.Exit(1)
 

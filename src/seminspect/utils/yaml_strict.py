@@ -101,7 +101,7 @@ def parse_override(item: str, error: type[Exception], option: str = "--set") -> 
     except yaml.constructor.ConstructorError as exc:
         raise error(
             f"{option} {item!r}: {_one_line(exc.problem or exc)}; only plain values are read (number, "
-            "string, true/false, null, [list], {mapping}), never a Python object"
+            "string, true/false, null, list, mapping), never a Python object"
         ) from None
     except yaml.YAMLError as exc:
         raise error(

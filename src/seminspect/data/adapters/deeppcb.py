@@ -18,8 +18,11 @@ Two modes, both mapping a pair honestly onto ONE target view (test) + ONE refere
   every box type.
 
 Splits are by image (all crops of one pair share a split), drawn with ``seed`` over the whole
-``trainval.txt`` list (so ``--limit`` does not change anyone's split): train 0.6 / calib 0.2 /
-test 0.2. Metadata keep the source file, its group, the box and crop coordinates.
+pair list (so ``--limit`` does not change anyone's split): train 0.6 / calib 0.2 / test 0.2, or
+every pair in one split with ``split_as``. The list is ``trainval.txt`` unless ``list_file`` names
+another (``test.txt``, the official test split). With ``skip_bad`` an unreadable pair is recorded in
+``import_skipped.csv`` and passed over. Metadata keep the source file, its group, the box and crop
+coordinates.
 """
 
 from __future__ import annotations

@@ -131,12 +131,16 @@ def evaluate(
     from seminspect.models.anomaly import AnomalyDetector
 
     det = AnomalyDetector.load(model)
+    ds = _dataset(data, split or None)
     with _one_line_warnings():
-        res = det.score(_dataset(data, split or None), keep_images=True)
-    report = write_anomaly_report(det, res, out, n_figures=n_figures)
+        res = det.score(ds, keep_images=True)
+    extra = {} if res.masks is None else {"mask_rule": ds.mask_rule}  # which mask pixels counted as defect
+    report = write_anomaly_report(det, res, out, n_figures=n_figures, extra=extra)
     allm = report["all"]
     keys = [k for k in ("image_auroc", "image_ap", "pixel_auroc", "aupro", "false_alarm_rate") if k in allm]
     console.print(" ".join(f"{k}={allm[k]:.4f}" if allm[k] == allm[k] else f"{k}=n/a" for k in keys))
+    if extra:
+        console.print(f"masks: {extra['mask_rule']}", highlight=False)
     for k in keys:
         if f"{k}_note" in allm:
             err_console.print(f"[yellow]note:[/] {k}: {allm[f'{k}_note']}", highlight=False, soft_wrap=True)

@@ -15,6 +15,7 @@ import pandas as pd
 from seminspect.data.depthio import read_depth
 from seminspect.data.door import read_input
 from seminspect.data.manifest import LABELS, DatasetInfo, ManifestError, read_manifest
+from seminspect.data.masks import binarise_mask, mask_rule, parse_threshold
 from seminspect.data.sample import Role, Sample, View
 from seminspect.data.site_rules import SiteError, site_problem
 from seminspect.data.taxonomy import Taxonomy
@@ -46,6 +47,8 @@ class SampleDataset(Sequence[Sample]):
         self.root = Path(root)
         self.allow_roots = None if allow_roots is None else list(allow_roots)
         self.info = DatasetInfo.read(self.root)
+        self.mask_threshold = parse_threshold(self.info.extra.get("mask_threshold"), str(self.root / "dataset.yaml"),
+                                              ManifestError)
         self.manifest = read_manifest(self.root)
         self.manifest_path = self.manifest.attrs["manifest_path"]
         self.roles = None if roles is None else {Role.parse(r) for r in roles}
@@ -107,16 +110,23 @@ class SampleDataset(Sequence[Sample]):
         rows: pd.DataFrame = self.manifest.iloc[self._rows[sample_id]]
         return sample_from_rows(self.root, sample_id, rows.to_dict("records"), self.manifest_path,
                                 [int(r) + 2 for r in self._rows[sample_id]], self.roles,
-                                allow_roots=self.allow_roots)
+                                allow_roots=self.allow_roots, mask_threshold=self.mask_threshold)
+
+    @property
+    def mask_rule(self) -> str:
+        """Which mask pixels this dataset's masks count as defect (:mod:`seminspect.data.masks`)."""
+        return mask_rule(self.mask_threshold)
 
 
 def sample_from_rows(root: Path, sample_id: str, rows: Sequence[dict], manifest_path: str | Path,
                      line_numbers: Sequence[int], roles: set[Role] | None = None, masks: bool = True,
-                     depth: bool = True, allow_roots: Sequence[str | Path] | None = None) -> Sample:
+                     depth: bool = True, allow_roots: Sequence[str | Path] | None = None,
+                     mask_threshold: float | None = None) -> Sample:
     """One :class:`Sample` from its manifest rows (normalised as by ``read_manifest``), images read.
 
     ``line_numbers``: the manifest line of each row (header = 1), for error messages. ``masks`` /
-    ``depth`` False skip those files (inference needs neither). Every file is read by
+    ``depth`` False skip those files (inference needs neither). Masks become bool with
+    :func:`~seminspect.data.masks.binarise_mask` (``mask_threshold`` None: half of full scale). Every file is read by
     :func:`~seminspect.data.door.read_input` (paths kept inside ``root`` or ``allow_roots``), and
     the site must pass ``validate``'s per-site rules (:mod:`seminspect.data.site_rules`) when its
     target views are loaded. Raises :class:`ManifestError` (:class:`SiteError` for a per-site rule)
@@ -136,7 +146,7 @@ def sample_from_rows(root: Path, sample_id: str, rows: Sequence[dict], manifest_
         image = read_input(root, row["path"], "image", allow_roots=allow_roots)
         mask = None
         if masks and row.get("mask", ""):
-            mask = read_input(root, row["mask"], "mask", allow_roots=allow_roots) > 0
+            mask = binarise_mask(read_input(root, row["mask"], "mask", allow_roots=allow_roots), mask_threshold)
             if mask.shape != image.shape:
                 raise SiteError(manifest_path, line, sample_id, f"mask {row['mask']!r} is {mask.shape[0]}x"
                                 f"{mask.shape[1]}, image is {image.shape[0]}x{image.shape[1]}")

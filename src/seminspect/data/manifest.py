@@ -16,7 +16,7 @@ sample_id       yes        site id; all rows of a sample share it
 role            yes        ``target``, ``reference`` or ``zoom``
 index           yes        detector / angle number, 0..4 (pairs target i with reference i)
 path            yes        image file (PNG/TIFF/JPEG, 8- or 16-bit grayscale)
-mask            no         defect mask file for this view (nonzero = defect)
+mask            no         defect mask file for this view (>= half of full scale = defect; see data.masks)
 label           no         ``normal`` / ``abnormal`` (empty = unlabelled)
 defect_type     no         leaf of the taxonomy (abnormal samples only)
 depth           no         depth map file for the sample (TIFF float32 or 16-bit, or .npy)

@@ -12,14 +12,18 @@ from seminspect.evaluation.anomaly_metrics import metrics_table, per_type_metric
 from seminspect.utils.io import atomic_path, atomic_write_json
 
 
-def write_anomaly_report(detector: Any, result: Any, out: str | Path, n_figures: int = 12) -> dict[str, Any]:
-    """Metrics per defect type at the detector's threshold, plus overlays on one fixed colour scale."""
+def write_anomaly_report(detector: Any, result: Any, out: str | Path, n_figures: int = 12,
+                         extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metrics per defect type at the detector's threshold, plus overlays on one fixed colour scale.
+
+    ``extra`` (e.g. ``{"mask_rule": ...}``) is written into ``metrics.json`` beside the metrics.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     thr = detector.threshold["threshold"] if detector.threshold else None
     report = per_type_metrics(result, thr)
     atomic_write_json(out / "metrics.json", {"metrics": report, "threshold": detector.threshold,
-                                             "config": detector.config.model_dump()})
+                                             **(extra or {}), "config": detector.config.model_dump()})
     fig = None
     if result.images is not None and n_figures > 0 and len(result.scores):
         vmin, vmax = colour_scale(thr, detector.normal_score_range, result.maps)

@@ -17,14 +17,19 @@ from seminspect.cli._common import console
 depth_app = typer.Typer(help="Depth maps from SEM images: train, predict, evaluate, export.", no_args_is_help=True)
 
 
-def _data_section(cfg, data: Path | None, val_split: str | None):  # noqa: ANN001, ANN202 - typed in training
-    """The config's data section, pointed at ``data`` (a .npz file or a dataset folder) if given."""
+def _options(data: Path | None, val_split: str | None, epochs: int | None, threads: int | None) -> dict:
+    """The config keys the command-line options set (validated with the config's ranges)."""
+    changes: dict = {}
     if data is not None:
-        cfg.data.path = str(data)
-        cfg.data.source = "samsung_npz" if data.suffix == ".npz" else "dataset"
+        changes["data.path"] = str(data)
+        changes["data.source"] = "samsung_npz" if data.suffix == ".npz" else "dataset"
     if val_split:
-        cfg.data.val_split = val_split
-    return cfg
+        changes["data.val_split"] = val_split
+    if epochs is not None:
+        changes["optim.epochs"] = epochs
+    if threads is not None:
+        changes["threads"] = threads
+    return changes
 
 
 def _load_config(config: Path | None):  # noqa: ANN202
@@ -36,30 +41,31 @@ def _load_config(config: Path | None):  # noqa: ANN202
 @depth_app.command("train")
 def train(
     config: Path = typer.Option(None, "--config", "-c", help="YAML config (configs/depth_*.yaml)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: best.pt, last.pt, history.json."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: config.yaml, best.pt, last.pt, history.json."),
     data: Path = typer.Option(None, help="train.npz or a dataset folder (overrides the config)."),
     val_split: str = typer.Option(None, help="Validation split name of a dataset folder (val, calib)."),
     epochs: int = typer.Option(None, help="Override optim.epochs."),
     threads: int = typer.Option(None, help="Torch threads (override)."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from <out>/last.pt if present."),
 ) -> None:
-    """Train a depth U-Net (L1) or pix2pix model; resumes after a kill."""
-    from seminspect.training.depth import train_depth
-    from seminspect.utils.io import atomic_write_text
+    """Train a depth U-Net (L1) or pix2pix model; resumes after a kill.
 
-    cfg = _data_section(_load_config(config), data, val_split)
-    if epochs:
-        cfg.optim.epochs = epochs
-    if threads:
-        cfg.threads = threads
-    out.mkdir(parents=True, exist_ok=True)
-    import yaml
+    The config and the options are checked first, then the data; only then is the run folder
+    created and its ``config.yaml`` written (a refused run leaves nothing behind).
+    """
+    from seminspect.training.depth import DepthTrainingError, train_depth
 
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(), sort_keys=False))
+    cfg = _load_config(config)
+    changes = _options(data, val_split, epochs, threads)
+    if changes:
+        cfg = cfg.with_options("command line options", **changes)
     r = train_depth(cfg, out, resume=resume)
+    model = out / "best.pt"
+    if not model.is_file():  # never name a model that was not written
+        raise DepthTrainingError(f"{out}: training ended without writing best.pt ({r.epochs_run} epochs run)")
     where = f"at epoch {r.best_epoch}" if cfg.ensemble == 1 else f"for the average of {cfg.ensemble} members"
     console.print(f"best validation RMSE {r.best_rmse:.3f} {where} ({r.epochs_run} epochs, "
-                  f"{r.steps} steps); model: {out / 'best.pt'}")
+                  f"{r.steps} steps); model: {model}")
 
 
 def _load_inputs(data: Path, split: str | None, channels: int | None):  # noqa: ANN202

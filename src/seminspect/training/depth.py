@@ -18,10 +18,13 @@ come from a generator seeded by ``(seed, e)``, so a run stopped after any step a
 from ``last.pt`` replays exactly the same batches as an uninterrupted run.
 
 The code lives in one module per concept; this module keeps every name importable from here:
-:mod:`~seminspect.training.depth_config` (the config), :mod:`~seminspect.training.depth_data`
-(data and loaders), :mod:`~seminspect.training.depth_predictor` (the trained model),
-:mod:`~seminspect.training.depth_schedule` (batch order, flips, schedules) and
-:mod:`~seminspect.training.depth_train` (the training loop).
+:mod:`~seminspect.training.depth_config` (the config and its errors),
+:mod:`~seminspect.training.depth_data` (data and loaders), :mod:`~seminspect.training.depth_npz`
+(the checked reader of the Samsung file), :mod:`~seminspect.training.depth_predictor` (the
+trained model), :mod:`~seminspect.training.depth_schedule` (batch order, flips, schedules),
+:mod:`~seminspect.training.depth_resume` (``last.pt`` and what it must match),
+:mod:`~seminspect.training.depth_loop` (one generator's loop and its numerical guards) and
+:mod:`~seminspect.training.depth_train` (a run: checks, ensembles).
 """
 
 from __future__ import annotations
@@ -30,13 +33,13 @@ from seminspect.training.depth_config import (
     DataSection,
     DepthConfig,
     DepthConfigError,
+    DepthDataError,
     LossSection,
     ModelSection,
     OptimSection,
 )
 from seminspect.training.depth_data import (
     DepthData,
-    DepthDataError,
     _centre_crop,
     dataset_to_tensors,
     load_data,
@@ -46,7 +49,7 @@ from seminspect.training.depth_data import (
 )
 from seminspect.training.depth_predictor import MODEL_KIND, DepthPredictor, Normaliser, _NormalisedGenerator
 from seminspect.training.depth_schedule import _ema_avg_fn, _epoch_plan, _flip, _lr_lambda, _resample_plan
-from seminspect.training.depth_train import TrainResult, errors, train_depth
+from seminspect.training.depth_train import DepthTrainingError, TrainResult, check_data, errors, train_depth
 
 __all__ = [
     "MODEL_KIND",
@@ -56,6 +59,7 @@ __all__ = [
     "DepthData",
     "DepthDataError",
     "DepthPredictor",
+    "DepthTrainingError",
     "LossSection",
     "ModelSection",
     "Normaliser",
@@ -68,6 +72,7 @@ __all__ = [
     "_flip",
     "_lr_lambda",
     "_resample_plan",
+    "check_data",
     "dataset_to_tensors",
     "errors",
     "load_data",

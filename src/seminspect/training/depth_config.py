@@ -7,11 +7,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from seminspect.errors import SeminspectError
+from seminspect.utils.config_errors import validate_config
 from seminspect.utils.io import read_yaml_mapping
 
 
@@ -19,20 +20,28 @@ class DepthConfigError(SeminspectError, ValueError):
     """A depth config or checkpoint is invalid."""
 
 
+class DepthDataError(SeminspectError, ValueError):
+    """Depth training data is missing or malformed."""
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # every key known, every number finite: ``lr: .inf`` or ``.nan`` is refused like a typo
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+Channel = Annotated[int, Field(ge=0)]
 
 
 class DataSection(_Strict):
     source: Literal["samsung_npz", "dataset"] = "samsung_npz"
-    path: str = "../shared/data/samsung_sem_depth/train.npz"
+    path: str = Field("../shared/data/samsung_sem_depth/train.npz", min_length=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
-    split_seed: int = 0
-    train_split: str = "train"
-    val_split: str = "val"  # for dataset folders; "calib" for the virtual fab
-    channels: int | None = None  # use the first C acquisitions; None = all
-    crop: int | None = None  # centre crop of square side `crop` (large virtual-fab views)
-    max_sites: int | None = None  # keep the first N train sites (quick experiments)
+    split_seed: int = Field(0, ge=0)
+    train_split: str = Field("train", min_length=1)
+    val_split: str = Field("val", min_length=1)  # for dataset folders; "calib" for the virtual fab
+    channels: int | None = Field(None, ge=1)  # use the first C acquisitions; None = all
+    crop: int | None = Field(None, ge=1)  # centre crop of square side `crop` (large virtual-fab views)
+    max_sites: int | None = Field(None, ge=1)  # keep the first N train sites (quick experiments)
 
 
 class ModelSection(_Strict):
@@ -46,15 +55,15 @@ class LossSection(_Strict):
     mode: Literal["l1", "pix2pix"] = "l1"
     gan_weight: float = Field(0.01, ge=0)  # L1 + gan_weight * GAN (pix2pix's lambda_L1=100 <=> 0.01)
     mse_epochs: int = Field(0, ge=0)  # final epochs trained with MSE instead of L1 (aligns with RMSE)
-    disc_width: int = 32
-    disc_layers: int = 2
+    disc_width: int = Field(32, ge=1)
+    disc_layers: int = Field(2, ge=1, le=6)
 
 
 class OptimSection(_Strict):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=1)
-    lr: float = Field(2e-3, gt=0)
-    disc_lr: float = Field(2e-4, gt=0)
+    lr: float = Field(2e-3, gt=0, le=1)  # AdamW: above 1 the weights only blow up
+    disc_lr: float = Field(2e-4, gt=0, le=1)
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup_steps: int = Field(100, ge=0)
@@ -64,14 +73,15 @@ class OptimSection(_Strict):
     # the mirrored channel flip_*_channels[i]. None: the channels are interchangeable under the mirror
     # (the Samsung acquisitions). The virtual fab's 5 detectors (in-lens, E, S, W, N): lr [0, 3, 2, 1, 4],
     # ud [0, 1, 4, 3, 2].
-    flip_lr_channels: list[int] | None = None
-    flip_ud_channels: list[int] | None = None
+    flip_lr_channels: list[Channel] | None = None
+    flip_ud_channels: list[Channel] | None = None
     # each epoch, each training site's C input channels are C draws with replacement from its own C
     # acquisitions: new noise mixes of the same site (the Samsung sites have 4 acquisitions of one view)
     resample_acquisitions: bool = False
     ema_decay: float | None = Field(None, gt=0, lt=1)  # validate/save an EMA of the weights (and BN buffers)
-    patience: int | None = 10  # epochs without a better validation RMSE before stopping
-    max_minutes: float | None = None  # wall-clock budget of this process (all ensemble members); checked at epoch ends
+    patience: int | None = Field(10, ge=1)  # epochs without a better validation RMSE before stopping
+    # wall-clock budget of this process (all ensemble members); checked at epoch ends
+    max_minutes: float | None = Field(None, ge=0)
 
 
 class DepthConfig(_Strict):
@@ -81,11 +91,12 @@ class DepthConfig(_Strict):
     model: ModelSection = ModelSection()
     loss: LossSection = LossSection()
     optim: OptimSection = OptimSection()
-    seed: int = 0
-    threads: int | None = None
+    seed: int = Field(0, ge=0)
+    threads: int | None = Field(None, ge=1)
     checkpoint_every: int = Field(200, ge=1)  # steps between last.pt saves (also at each epoch end)
     channels_last: bool = True  # faster convolutions on CPU
-    init_from: str | None = None  # start from this best.pt (fine-tuning); its normalisation is kept
+    # start from this best.pt (fine-tuning); its normalisation is kept
+    init_from: str | None = Field(None, min_length=1)
     # Train this many U-Nets one after the other (seeds seed, seed + 1, ...; folders member0, member1,
     # ...) and save their average as best.pt. They share optim.max_minutes: each member gets an equal
     # share of what is left of it when it starts.
@@ -95,8 +106,19 @@ class DepthConfig(_Strict):
     def load(cls, path: str | Path) -> DepthConfig:
         path = Path(path)
         data = read_yaml_mapping(path, DepthConfigError)
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise DepthConfigError(f"{path}: invalid depth config: {msgs}") from None
+        return validate_config(cls, data, path, DepthConfigError, "invalid depth config")
+
+    def with_options(self, source: str = "command line", **changes: Any) -> DepthConfig:
+        """A copy with ``changes`` (dotted keys as ``"optim.epochs"``) applied and validated again.
+
+        Options override a validated config, so they are checked with the same ranges: a bad
+        value is a :class:`DepthConfigError` naming ``source`` and the key, before any work.
+        """
+        data = self.model_dump()
+        for key, value in changes.items():
+            *parents, leaf = key.split(".")
+            node = data
+            for part in parents:
+                node = node[part]
+            node[leaf] = value
+        return validate_config(DepthConfig, data, source, DepthConfigError, "invalid depth config")

@@ -19,12 +19,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from seminspect.errors import SeminspectError
-from seminspect.training.depth_config import DataSection
+from seminspect.training.depth_config import DataSection, DepthDataError
+from seminspect.training.depth_npz import read_samsung_npz
 
-
-class DepthDataError(SeminspectError, ValueError):
-    """Depth training data is missing or malformed."""
+__all__ = [
+    "DepthData",
+    "DepthDataError",
+    "dataset_to_tensors",
+    "load_data",
+    "load_depth_dataset",
+    "load_samsung_npz",
+    "samsung_split",
+]
 
 
 @dataclass
@@ -35,6 +41,7 @@ class DepthData:
     y: torch.Tensor
     ids: list[str]
     units: str = ""
+    source: str = ""  # the file or manifest the sites come from (named in errors)
 
     def __post_init__(self) -> None:
         if (
@@ -56,7 +63,7 @@ class DepthData:
 
     def subset(self, index: np.ndarray | list[int]) -> DepthData:
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
-        return DepthData(self.x[idx], self.y[idx], [self.ids[i] for i in idx.tolist()], self.units)
+        return DepthData(self.x[idx], self.y[idx], [self.ids[i] for i in idx.tolist()], self.units, self.source)
 
 
 def samsung_split(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -75,23 +82,12 @@ def load_samsung_npz(
 ) -> tuple[DepthData, DepthData]:
     """Read ``train.npz`` (``sem`` uint8 (N, 4, H, W), ``depth`` uint8 (N, H, W), ``name``).
 
-    Returns ``(train, val)`` per :func:`samsung_split`; depth stays in the file's units.
+    Returns ``(train, val)`` per :func:`samsung_split`; depth stays in the file's units. The file's
+    headers, types, shapes and values are checked first (:mod:`seminspect.training.depth_npz`):
+    any problem is a one-line :class:`DepthDataError` naming the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DepthDataError(f"{path}: Samsung depth file not found")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            sem, depth = f["sem"], f["depth"]
-            names = [str(s) for s in f["name"]] if "name" in f.files else [f"site{i:05d}" for i in range(len(sem))]
-    except KeyError as exc:
-        raise DepthDataError(f"{path}: missing array {exc} (need 'sem' and 'depth')") from None
-    except Exception as exc:
-        raise DepthDataError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from None
-    if sem.ndim == 3:
-        sem = sem[:, None]
-    if sem.ndim != 4 or depth.shape != (sem.shape[0], *sem.shape[2:]):
-        raise DepthDataError(f"{path}: sem {sem.shape} and depth {depth.shape} do not match")
+    sem, depth, names = read_samsung_npz(path)
     if channels is not None:
         sem = sem[:, :channels]
     scale = 255.0 if sem.dtype == np.uint8 else (65535.0 if sem.dtype == np.uint16 else 1.0)
@@ -100,6 +96,7 @@ def load_samsung_npz(
         torch.from_numpy(depth.astype(np.float32)),
         names,
         units="Samsung depth units",
+        source=str(path),
     )
     tr, va = samsung_split(len(data), val_fraction, split_seed)
     return data.subset(tr), data.subset(va)
@@ -156,7 +153,7 @@ def dataset_to_tensors(
     if len(shapes) > 1:
         raise DepthDataError(f"{where}: sites have different sizes {sorted(shapes)[:3]}; use data.crop")
     units = getattr(getattr(dataset, "info", None), "depth_units", "") or ""
-    return DepthData(torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), ids, units)
+    return DepthData(torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys)), ids, units, str(where))
 
 
 def load_depth_dataset(

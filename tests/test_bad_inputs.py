@@ -29,6 +29,8 @@ COMMANDS = ("validate", "predict", "train", "evaluate", "anomaly-fit", "anomaly-
             "depth-predict", "drift")
 #: What a command never reads, so a case breaking only that leaves the command's run as usual.
 UNREAD = {"predict": {"mask", "depth"}, "depth-train": {"reference"}, "depth-predict": {"reference"}}
+#: Commands whose refused run must not even leave an (empty) folder or a config file it created.
+LEAVES_NOTHING = {"train", "depth-train"}
 
 
 @dataclass
@@ -110,7 +112,7 @@ def argv(command: str, w: World, ds: Path, out: Path) -> tuple[list[str], list[P
     if command == "depth-train":
         run = out / "run"
         return (["depth", "train", "-c", str(w.depth_cfg), "--data", str(ds), "-o", str(run), "--val-split",
-                 "calib"], [run / "best.pt", run / "last.pt", run / "history.json"])
+                 "calib"], [run])  # not even config.yaml
     if command == "drift":
         return (["drift", str(ds), str(w.good), "--backbone", "tiny", "--image-size", "32", "--n-permutations",
                  "10", "-o", str(out / "drift.json")], [out / "drift.json"])
@@ -177,6 +179,9 @@ def test_bad_input_is_refused_with_one_line(world, tmp_path, capsys, monkeypatch
     lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, stderr
     assert expect.needle in lines[0] and expect.reason in lines[0], lines[0]
-    left = [p for p in finals if p.is_file() or (p.is_dir() and any(q.is_file() for q in p.rglob("*")))]
-    assert not left, f"{command} left {left} after refusing {case}"  # an empty folder is no output
+    if command in LEAVES_NOTHING:  # not even the (empty) folder or the config.yaml the run created
+        left = [p for p in finals if p.exists()]
+    else:  # an empty folder is no output
+        left = [p for p in finals if p.is_file() or (p.is_dir() and any(q.is_file() for q in p.rglob("*")))]
+    assert not left, f"{command} left {left} after refusing {case}"
 

@@ -18,6 +18,8 @@ between the processes, and rank 0 alone writes the cache, checkpoints and artefa
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +30,10 @@ import numpy as np
 import torch
 
 from seminspect.data.dataset import SampleDataset
+from seminspect.data.fingerprint import dataset_fingerprint, file_identity
 from seminspect.data.prepare import PrepareSample
 from seminspect.data.taxonomy import Taxonomy
+from seminspect.errors import SeminspectError
 from seminspect.models.adc import MultiViewADC
 from seminspect.models.adc_features import FeatureSet, compute_features, predict_features
 from seminspect.models.adc_spec import build_adc, make_prepare
@@ -37,7 +41,7 @@ from seminspect.models.artefact import ArtefactError, write_adc_artefact
 from seminspect.training import distributed as dist
 from seminspect.training.calibration import calibrate
 from seminspect.training.config import ADCConfig, ConfigError
-from seminspect.training.feature_cache import cache_key, load_features, save_features
+from seminspect.training.feature_cache import cache_key, load_cached_features, save_features
 from seminspect.training.finetune import _val_loss_live, finetune
 from seminspect.training.heads import (
     History,
@@ -50,6 +54,7 @@ from seminspect.training.heads import (
     update_hardness,
 )
 from seminspect.utils.io import atomic_write_json, finite_json
+from seminspect.utils.leftovers import remove_leftover_temps
 from seminspect.utils.seed import seed_everything
 
 __all__ = ["ArtefactError", "History", "TrainResult", "_stratified_holdout", "_val_loss_live", "build_model",
@@ -92,28 +97,38 @@ def _labels(ds: SampleDataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def features_for(model: MultiViewADC, ds: SampleDataset, cfg: ADCConfig, ops: Sequence[int],
-                 cache_dir: str | Path | None, description: str) -> FeatureSet:
+                 cache_dir: str | Path | None, description: str,
+                 log: Callable[[str], None] | None = None) -> FeatureSet:
     """Encode a dataset's views (reusing an on-disk cache when the backbone is the pretrained one).
 
-    Labels always come from the manifest as it is now, never from the cache: a corrected label
-    takes effect without re-encoding.
+    The cache is reused only for the same sites and image files (their sizes and modification
+    times) it was computed from; otherwise it is re-encoded and ``log`` (default: stderr) gets one
+    line saying why. Labels always come from the manifest as it is now, never from the cache: a
+    corrected label takes effect without re-encoding.
     """
     parts = {"image": cfg.image.model_dump(), "backbone": cfg.model.backbone, "pretrained": cfg.model.pretrained,
              "weights": cfg.model.weights_path, "out": cfg.model.out_indices, "grid": cfg.model.grid,
              "pool": cfg.model.pool,
              "ops": list(ops), "roles": sorted(r.value for r in ds.roles) if ds.roles else None}
-    path = None
+    if cfg.model.weights_path:  # weights replaced in place give other features
+        parts["weights_file"] = file_identity(cfg.model.weights_path)
+    path = fingerprint = None
     if cache_dir is not None and cfg.model.pretrained:
         path = Path(cache_dir) / f"feats_{cache_key(ds.root, ds.sample_ids, parts)}.safetensors"
-        fs = load_features(path)
-        if fs is not None and fs.sample_ids == list(ds.sample_ids):
+        fingerprint = dataset_fingerprint(ds)
+        fs = load_cached_features(path, ds.sample_ids, fingerprint, log or _stderr)
+        if fs is not None:
             fs.is_abnormal, fs.type_index = _labels(ds)
             return fs
     fs = compute_features(model, ds, ds.taxonomy, prepare_for(cfg), ops=ops, batch_size=cfg.train.encode_batch,
                           resize=cfg.image.resize, description=description)
     if path is not None:
-        save_features(fs, path)
+        save_features(fs, path, fingerprint)
     return fs
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -156,7 +171,25 @@ def train(config: ADCConfig | str | Path, output: str | Path | None = None,
     if not dist.is_main():
         log = None
     out = Path(output or cfg.output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: the output folder is a file")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _train(cfg, out, log, distributed)
+    except SeminspectError:
+        # A refused run leaves nothing behind in a folder it created (not even the folder); a folder
+        # it found keeps what was there (a feature cache or checkpoint it wrote stays reusable).
+        if created and dist.is_main():
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(cfg: ADCConfig, out: Path, log: Callable[[str], None] | None, distributed: bool) -> TrainResult:
+    """The body of :func:`train` in the output folder ``out`` (which exists)."""
+    if dist.is_main():  # temporary files of a killed run (a checkpoint or cache half written)
+        remove_leftover_temps(out)
+        remove_leftover_temps(cfg.train.cache_dir or (out / "cache"))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     elif distributed:
@@ -177,13 +210,16 @@ def train(config: ADCConfig | str | Path, output: str | Path | None = None,
     model = build_model(cfg, taxonomy)
     cache_dir = cfg.train.cache_dir or (out / "cache")
     t0 = time.perf_counter()
-    train_fs = _features(model, train_ds, cfg, cfg.train.augment, cache_dir, "encoding train views")
+    train_fs = _features(model, train_ds, cfg, cfg.train.augment, cache_dir, "encoding train views", log)
     if val_ds is None:
         train_fs, val_fs = split_validation(train_fs, cfg.data.val_fraction, cfg.seed)
     else:
-        val_fs = _features(model, val_ds, cfg, [0], cache_dir, "encoding val views")
+        val_fs = _features(model, val_ds, cfg, [0], cache_dir, "encoding val views", log)
     encode_s = time.perf_counter() - t0
-    hist = train_heads(model, train_fs, val_fs, cfg, checkpoint=out / "checkpoint.pt", log=log)
+    # the image files the heads train and validate on: a checkpoint from other files is not resumed
+    images = [dataset_fingerprint(d)["image files"] for d in (train_ds, val_ds) if d is not None]
+    hist = train_heads(model, train_fs, val_fs, cfg, checkpoint=out / "checkpoint.pt", log=log,
+                       inputs=":".join(images))
     # Fine-tuning never sees the validation sites (they choose its best epoch instead).
     if val_ds is None:
         held = set(val_fs.sample_ids)
@@ -195,16 +231,16 @@ def train(config: ADCConfig | str | Path, output: str | Path | None = None,
                     checkpoint=out / "finetune.pt")
     if not dist.same_everywhere(model) and log:  # DDP keeps the replicas equal; this would be a bug
         log("warning: the processes ended with different weights; rank 0's are written")
-    metrics = dist.on_main(lambda: _finish(model, cfg, out, ds, train_fs, val_fs, hist, encode_s, ft_s))
+    metrics = dist.on_main(lambda: _finish(model, cfg, out, ds, train_fs, val_fs, hist, encode_s, ft_s, log))
     return TrainResult(out, metrics, model, hist)
 
 
 def _features(model: MultiViewADC, ds: SampleDataset, cfg: ADCConfig, ops: Sequence[int],
-              cache_dir: str | Path | None, description: str) -> FeatureSet:
+              cache_dir: str | Path | None, description: str, log: Callable[[str], None] | None) -> FeatureSet:
     """:func:`features_for` in every process: with a cache, its writer encodes first and the others read it."""
     if cache_dir is None or not cfg.model.pretrained or not dist.active():
-        return features_for(model, ds, cfg, ops, cache_dir, description)
-    return dist.writers_first(lambda: features_for(model, ds, cfg, ops, cache_dir, description))
+        return features_for(model, ds, cfg, ops, cache_dir, description, log)
+    return dist.writers_first(lambda: features_for(model, ds, cfg, ops, cache_dir, description, log))
 
 
 def _check_world(cfg: ADCConfig) -> None:
@@ -215,7 +251,8 @@ def _check_world(cfg: ADCConfig) -> None:
 
 
 def _finish(model: MultiViewADC, cfg: ADCConfig, out: Path, ds: SampleDataset, train_fs: FeatureSet,
-            val_fs: FeatureSet, hist: History, encode_s: float, ft_s: float) -> dict[str, Any]:
+            val_fs: FeatureSet, hist: History, encode_s: float, ft_s: float,
+            log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Calibrate and write the artefact, metrics and history (rank 0 only under torchrun); returns the metrics."""
     taxonomy = ds.taxonomy
     cache_dir = cfg.train.cache_dir or (out / "cache")
@@ -226,7 +263,7 @@ def _finish(model: MultiViewADC, cfg: ADCConfig, out: Path, ds: SampleDataset, t
     calib_ds = split_or_none(ds, cfg.data.calib_split)
     thresholds: dict[str, Any] = {}
     if calib_ds is not None:
-        cfs = features_for(model, calib_ds, cfg, cfg.train.tta, feat_cache, "encoding calib views")
+        cfs = features_for(model, calib_ds, cfg, cfg.train.tta, feat_cache, "encoding calib views", log)
         cp = predict_features(model, cfs, cfg.train.tta)
         thresholds = calibrate(cp["abnormal"], cfs.is_abnormal.numpy(), cp["types"], cfs.type_index.numpy(),
                                type_counts, cfg, taxonomy.leaves)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from seminspect.data.dataset import SampleDataset
+from seminspect.data.fingerprint import dataset_fingerprint
 from seminspect.data.prepare import PrepareSample
 from seminspect.data.taxonomy import Taxonomy
 from seminspect.models.adc import MultiViewADC
@@ -29,6 +30,7 @@ from seminspect.training.checkpoint import restore_checkpoint, save_checkpoint
 from seminspect.training.config import ADCConfig
 from seminspect.training.heads import (
     _cosine,
+    _digest,
     _fingerprint,
     _matching_checkpoint,
     freeze_backbone,
@@ -78,7 +80,12 @@ def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxon
     dist.check_share(bs, "a fine-tuning batch (train.batch_size // 8, at least 2)")
     best_val, best_state = float("inf"), None
     start_epoch = 0
-    fingerprint = _fingerprint(cfg, ["finetune", *train_ds.sample_ids, "val", *(val_ds.sample_ids if val_ds else [])])
+    val_ids = list(val_ds.sample_ids) if val_ds else []
+    labels = [f"{a}:{t}" for d in (train_ds, val_ds) if d is not None for a, t in zip(d.is_abnormal, d.defect_types,
+                                                                                        strict=True)]
+    images = [dataset_fingerprint(d)["image files"] for d in (train_ds, val_ds) if d is not None]
+    fingerprint = _fingerprint(cfg, ["finetune", *train_ds.sample_ids, "val", *val_ids], _digest(*labels),
+                               ":".join(images))
     saved = None
     if checkpoint is not None:
         saved = dist.on_main(lambda: _matching_checkpoint(checkpoint, fingerprint, log))

@@ -135,12 +135,17 @@ def train_heads(
     checkpoint: str | Path | None = None,
     stop_after: int | None = None,
     log: Callable[[str], None] | None = None,
+    inputs: str | None = None,
 ) -> History:
     """Train everything but the backbone on cached features.
 
     Args:
-        checkpoint: file written after every epoch; if it exists, training resumes from it.
+        checkpoint: file written after every epoch; if it exists, training resumes from it when
+            it was written for the same config, sites, labels and ``inputs`` (else training starts
+            afresh and ``log`` says what changed).
         stop_after: stop (as if killed) after this many epochs in this call -- for tests.
+        inputs: a digest of the image files the features come from
+            (:func:`seminspect.data.fingerprint.dataset_fingerprint`), kept in the checkpoint.
     Returns the :class:`History`; the model ends with its best-validation weights.
 
     Under torchrun every rank draws the same epoch order; each global batch of ``batch_size``
@@ -164,7 +169,9 @@ def train_heads(
     hist = History()
     best_state = {k: v.clone() for k, v in model.state_dict().items()}
     start_epoch = 0
-    fingerprint = _fingerprint(cfg, train_fs.sample_ids)
+    val_ids = [] if val_fs is None else val_fs.sample_ids
+    fingerprint = _fingerprint(cfg, [*train_fs.sample_ids, "val", *val_ids],
+                               _labels_digest(train_fs, val_fs), inputs)
     dist.check_share(tc.batch_size, "train.batch_size")
     saved = None
     if checkpoint is not None:
@@ -250,31 +257,63 @@ def update_hardness(hardness: np.ndarray, idx: np.ndarray, prob: np.ndarray, y: 
     hardness[i] = momentum * hardness[i] + (1 - momentum) * target[lab]
 
 
-def _fingerprint(cfg: ADCConfig, sample_ids: Sequence[str]) -> str:
-    """What must match for a checkpoint to be resumed: the config (minus output paths) and the data."""
+def _digest(*parts: str | bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else part.encode())
+        h.update(b"\n")
+    return h.hexdigest()[:16]
+
+
+def _labels_digest(*sets: FeatureSet | None) -> str:
+    """A digest of the labels (abnormal flag, type index per site) of the feature sets given."""
+    return _digest(*(t.numpy().astype(np.int64).tobytes() for fs in sets if fs is not None
+                     for t in (fs.is_abnormal, fs.type_index)))
+
+
+def _fingerprint(cfg: ADCConfig, sample_ids: Sequence[str], labels: str, inputs: str | None) -> dict[str, str]:
+    """What must match for a checkpoint to be resumed: the config (minus output paths), sites, labels, image files.
+
+    ``labels`` and ``inputs`` are digests (``inputs`` of the image files; "not given" when the
+    caller has none); each part is compared on its own, so a notice can name what changed.
+    """
     d = cfg.model_dump(mode="json")
     d.pop("output", None)
     d["train"].pop("cache_dir", None)
     d.pop("threads", None)
-    h = hashlib.sha256(json.dumps(d, sort_keys=True).encode())
-    h.update("\n".join(sample_ids).encode())
-    return h.hexdigest()[:16]
+    return {"config": _digest(json.dumps(d, sort_keys=True)), "sites": _digest(*sample_ids), "labels": labels,
+            "image files": inputs or "not given"}
 
 
-def _matching_checkpoint(path: str | Path, fingerprint: str,
+def _matching_checkpoint(path: str | Path, fingerprint: dict[str, str],
                          log: Callable[[str], None] | None) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if it is from this configuration and data, else None (start afresh)."""
+    """The checkpoint at ``path`` if it is from this configuration and data, else None (start afresh).
+
+    Whatever does not match -- an unreadable or foreign file, one written before checkpoints held
+    a content fingerprint, another config, other sites, corrected labels, changed image files --
+    is said in one line to ``log``, naming what changed, and training starts afresh (the file is
+    replaced after the first epoch).
+    """
     if not Path(path).is_file():
         return None
     try:
         state = read_checkpoint(path)
     except CheckpointError as exc:  # unreadable, or written by an older version that pickled objects
         if log:
-            log(f"{exc}; starting afresh")
+            log(f"{exc}; training afresh")
         return None
-    if state.get("extra", {}).get("fingerprint") == fingerprint:
+    extra = state.get("extra") if isinstance(state, dict) else None
+    saved = extra.get("fingerprint") if isinstance(extra, dict) else None
+    if not isinstance(saved, dict):
+        if log:
+            what = "a checkpoint of an older seminspect (no content fingerprint)" if isinstance(saved, str) \
+                else "not a training checkpoint"
+            log(f"{path}: {what}; training afresh")
+        return None
+    diff = [k for k in fingerprint if saved.get(k) != fingerprint[k]]
+    if not diff:
         return state
     if log:
-        log(f"{path}: checkpoint is from another configuration or data; starting afresh")
+        log(f"{path}: the {' and the '.join(diff)} changed since this checkpoint was written; training afresh")
     return None
 

@@ -36,6 +36,7 @@ from seminspect.data.synth.sem_model import (
 )
 from seminspect.errors import SeminspectError
 from seminspect.utils.io import atomic_write_json
+from seminspect.utils.leftovers import remove_leftover_temps
 
 ZOOM_MAGS = (2, 4, 3, 6, 8)
 # Review tools differ slightly (beam blur factor, gain factor, offset): a realistic domain shift.
@@ -309,7 +310,8 @@ def generate_dataset(out_dir: str | Path, n_samples: int, config: FabConfig | No
 
     Each sample's files go to ``images/<id>/``; the manifest (one row per view, with a ``split``
     column) and ``dataset.yaml`` are written atomically at the end. Samples already complete from
-    an earlier, interrupted run with the same settings are kept, not regenerated. Defect types
+    an earlier, interrupted run with the same settings are kept, not regenerated, and the
+    temporary files a killed run left (:mod:`seminspect.utils.leftovers`) are removed first. Defect types
     cycle through all 19 leaves of ``sem_default`` and are stratified over the splits, so every
     type is in every split once there are at least ``19 * len(splits)`` abnormal samples.
     """
@@ -323,6 +325,8 @@ def generate_dataset(out_dir: str | Path, n_samples: int, config: FabConfig | No
         raise GenerationError(f"{out_dir}: abnormal_fraction must be in [0, 1], got {abnormal_fraction}")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
+    # a killed run (kill -9, out of memory) leaves the temporary file it was writing: remove them all
+    remove_leftover_temps(root, recursive=True)
     settings = {"config": config.model_dump(), "n_samples": n_samples, "abnormal_fraction": abnormal_fraction,
                 "seed": seed, "splits": splits}
     settings_path = root / "generation.json"

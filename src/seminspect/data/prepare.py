@@ -18,6 +18,7 @@ import numpy as np
 from seminspect.data.sample import Role, Sample, View
 
 METHODS = ("integer", "joint", "phase", "ecc")
+CENTRES = ("image", "difference")
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,22 @@ class PrepareSample:
     ``"phase"``/``"ecc"``: sub-pixel :func:`seminspect.data.registration.register_pair` (slower).
     ``"joint"``: like ``"integer"``, but one shift for all detector pairs of a site
     (:func:`joint_integer_shift`; each pair on its own where the views differ in size).
+
+    ``centre="image"`` crops around the image centre; ``"difference"`` (integer / joint
+    registration only) around the strongest target-reference difference over the whole field
+    (:mod:`seminspect.data.locate`), so an off-centre defect stays in the window.
     """
 
     def __init__(self, crop: int | None = 224, register: bool = True, method: str = "integer",
-                 max_shift: float = 24.0) -> None:
+                 max_shift: float = 24.0, centre: str = "image") -> None:
         if method not in METHODS:
             raise ValueError(f"registration method {method!r} is not one of {METHODS}")
+        if centre not in CENTRES:
+            raise ValueError(f"crop centre {centre!r} is not one of {CENTRES}")
+        if centre == "difference" and (crop is None or not register or method not in ("integer", "joint")):
+            raise ValueError("crop centre 'difference' needs a crop and integer or joint registration")
         self.crop, self.register, self.method, self.max_shift = crop, register, method, max_shift
+        self.centre = centre
 
     @property
     def margin(self) -> int:
@@ -159,13 +169,35 @@ class PrepareSample:
                 out[t.index] = Alignment(t.index, reg.shift, reg.residual, reg.residual_before, method)
         return out
 
+    def crop_offset(self, sample: Sample, alignment: dict[int, Alignment]) -> tuple[int, int]:
+        """``(oy, ox)``: the crop window's centre relative to the image centre for the target and
+        reference views (zooms are always centre-cropped); ``(0, 0)`` unless ``centre="difference"``."""
+        if self.centre != "difference" or self.crop is None:
+            return 0, 0
+        from seminspect.data.locate import difference_offset
+
+        pairs = [(t.image, r.image, int(alignment[t.index].shift[0]), int(alignment[t.index].shift[1]))
+                 for t, r in sample.pairs()
+                 if r is not None and t.index in alignment and r.image.shape == t.image.shape]
+        if not pairs or len({p[0].shape for p in pairs}) != 1:
+            return 0, 0
+        return difference_offset(pairs, self.crop, self.margin)
+
     def apply(self, sample: Sample, alignment: dict[int, Alignment]) -> Sample:
         """The prepared copy of ``sample``: references moved by ``alignment``, every view cropped."""
         views: list[View] = []
+        oy, ox = self.crop_offset(sample, alignment)
         for v in sample.views:
             img = v.image
             moved = False
             a = alignment.get(v.index) if v.role == Role.REFERENCE else None
+            if v.role != Role.ZOOM and (oy or ox) and self.crop is not None:
+                dy, dx = (int(a.shift[0]), int(a.shift[1])) if a is not None else (0, 0)
+                img = crop_at(img, self.crop, dy - oy, dx - ox)
+                mask = None if v.mask is None else crop_at(v.mask, self.crop, -oy, -ox)
+                views.append(View(role=v.role, index=v.index, image=np.ascontiguousarray(img), mask=mask,
+                                  source=v.source))
+                continue
             if a is not None:
                 if a.method == "integer" and self.crop is not None:
                     img = crop_at(img, self.crop, int(a.shift[0]), int(a.shift[1]))

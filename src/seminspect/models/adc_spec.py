@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from seminspect.data.prepare import PrepareSample
 from seminspect.data.taxonomy import Taxonomy
@@ -30,6 +30,16 @@ class ImageConfig(_Strict):
     registration: bool = True  # align each reference to its target (phase correlation), once
     registration_method: Literal["integer", "joint", "phase", "ecc"] = "integer"
     max_shift: float = Field(24.0, ge=0)
+    # where the crop sits: the image centre, or the strongest die-to-die difference over the whole
+    # field ("difference": a defect anywhere in the field stays in the window; data/locate.py)
+    crop_centre: Literal["image", "difference"] = "image"
+
+    @model_validator(mode="after")
+    def _centre_needs_integer_registration(self) -> ImageConfig:
+        if self.crop_centre == "difference" and (
+                self.crop is None or not self.registration or self.registration_method not in ("integer", "joint")):
+            raise ValueError("crop_centre 'difference' needs a crop and registration_method integer or joint")
+        return self
 
 
 class ModelConfig(_Strict):
@@ -55,4 +65,4 @@ def build_adc(m: ModelConfig, taxonomy: Taxonomy, pretrained: bool | None = None
 
 def make_prepare(im: ImageConfig) -> PrepareSample:
     return PrepareSample(crop=im.crop, register=im.registration, method=im.registration_method,
-                         max_shift=im.max_shift)
+                         max_shift=im.max_shift, centre=im.crop_centre)

@@ -58,7 +58,8 @@ class FabConfig(BaseModel):
     scan_jitter_px: float = Field(0.25, ge=0, description="per scan line horizontal jitter, px (1 sd)")
     width_variation_px: float = Field(0.35, ge=0, description="nuisance line-width variation, px (1 sd)")
     ler_px: float = Field(0.25, ge=0, description="nuisance line-edge roughness, px (1 sd)")
-    site_offset: float = Field(0.08, ge=0, le=0.3, description="defect / site centre offset, fraction of size")
+    site_offset: float = Field(0.08, ge=0, le=0.4, description="defect / site centre offset, fraction of size "
+                               "(0.4: anywhere in the inner 80 % of the field)")
 
     @field_validator("pattern_families")
     @classmethod

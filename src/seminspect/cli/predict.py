@@ -1,4 +1,4 @@
-"""``seminspect predict`` and ``seminspect join``: judge new sites with an inspection artefact."""
+"""``seminspect predict``, ``join`` and ``optimise``: judge new sites with an inspection artefact, fast."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ def predict(
     workers: int = typer.Option(2, help="Ray: inspector actors (each loads the model once)."),
     part_size: int = typer.Option(64, min=1, help="Sites per output part (a killed run redoes at most one)."),
     overwrite: bool = typer.Option(False, help="Discard an earlier run or output at OUT."),
-    threads: int | None = typer.Option(None, help="Torch threads (default: torch's; with --ray: per actor, 1)."),
+    threads: int | None = typer.Option(None, help="Threads (default: torch's; with --ray: per actor, 1)."),
+    backend: str | None = typer.Option(None, help="Where the ADC runs: onnxruntime (default; the whole model as "
+                                       "one graph) or torch (eager). Env SEMINSPECT_BACKEND sets the default."),
+    precision: str = typer.Option("fp32", help="fp32, or int8 (needs `seminspect optimise` first; onnxruntime)."),
     db: str | None = typer.Option(None, "--db", help="Also store the decisions in this review database (SQLite "
                                   "file or PostgreSQL URL; needs seminspect[serve]); sites routed to review "
                                   "join the review queue."),
@@ -35,7 +38,7 @@ def predict(
 
         summary = predict_ray(artefact, data, out, address=None if ray == "local" else ray, workers=workers,
                               maps=maps, part_size=part_size, threads=threads or 1, overwrite=overwrite,
-                              log=console.print)
+                              log=console.print, backend=backend, precision=precision)
     else:
         from seminspect.inference.predict import predict as run_predict
         from seminspect.utils.progress import make_progress
@@ -47,7 +50,8 @@ def predict(
                 bar.update(task, completed=done, total=total, description=f"predict ({rate:.2f} sites/s)")
 
             summary = run_predict(artefact, data, out, maps=maps, part_size=part_size, overwrite=overwrite,
-                                  threads=threads, log=console.print, progress=tick)
+                                  threads=threads, log=console.print, progress=tick, backend=backend,
+                                  precision=precision)
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     r = summary.routes
@@ -83,6 +87,23 @@ def join(
                   f"{rule['threshold']:.4g} ({rule['source']})", highlight=False)
 
 
+def optimise(
+    artefact: Path = typer.Argument(..., help="Inspection artefact folder (written by `seminspect train`)."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder whose sites calibrate the int8 graph."),
+    split: str = typer.Option("calib", help="Split of --data to draw sites from ('all' for every site)."),
+    sites: int = typer.Option(300, min=1, help="Calibration sites (drawn at random with --seed)."),
+    check: int = typer.Option(100, min=0, help="Other sites on which int8 is compared with fp32."),
+    seed: int = typer.Option(0, help="Random seed of the draw."),
+    threads: int | None = typer.Option(None, help="ONNX Runtime threads (default: all cores)."),
+) -> None:
+    """Make the int8 graph that `predict --precision int8` runs: calibrated on real sites, checked against fp32."""
+    from seminspect.inference.optimise import optimise as run_optimise
+
+    run_optimise(artefact, data, split=None if split == "all" else split, n_sites=sites, n_check=check, seed=seed,
+                 threads=threads, log=lambda m: console.print(m, highlight=False))
+
+
 def register(app: typer.Typer) -> None:
     app.command("predict")(predict)
     app.command("join")(join)
+    app.command("optimise")(optimise)

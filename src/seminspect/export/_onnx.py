@@ -124,8 +124,8 @@ def _check(path: Path) -> None:
 class OnnxModule:
     """An ONNX file run by onnxruntime on the CPU: ``module(*inputs) -> list of numpy arrays`` (one per output).
 
-    Inputs may be numpy arrays or torch tensors (converted to float32 numpy). ``threads`` sets
-    onnxruntime's intra-op threads (None: its default, all cores).
+    Inputs may be numpy arrays or torch tensors (floating ones converted to float32; integer and
+    boolean ones kept). ``threads`` sets onnxruntime's intra-op threads (None: its default, all cores).
     """
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
@@ -155,7 +155,10 @@ class OnnxModule:
         for name, x in zip(self.input_names, inputs, strict=True):
             if isinstance(x, torch.Tensor):
                 x = x.detach().cpu().numpy()
-            feed[name] = np.ascontiguousarray(x, dtype=np.float32)
+            x = np.asarray(x)
+            # integer and boolean inputs (view roles, masks) keep their type; everything else is float32
+            keep = x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer)
+            feed[name] = np.ascontiguousarray(x) if keep else np.ascontiguousarray(x, dtype=np.float32)
         return self.session.run(None, feed)
 
     def __repr__(self) -> str:

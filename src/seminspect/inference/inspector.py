@@ -29,7 +29,8 @@ from seminspect.data.sample import Sample
 from seminspect.decision import AUTO_ABNORMAL, AUTO_NORMAL, TriageResult
 from seminspect.inference.artefact import LoadedArtefact, load_artefact
 from seminspect.inference.reasons import route_reasons, type_reasons
-from seminspect.models.adc_features import FeatureSet, dihedral, predict_features, resize_batch
+from seminspect.inference.runtime import make_runtime
+from seminspect.models.adc_features import resize_batch
 from seminspect.utils.progress import track
 
 
@@ -74,21 +75,33 @@ class Inspection:
 class Inspector:
     """Judge sites with an inspection artefact (see the module docstring)."""
 
-    def __init__(self, artefact: LoadedArtefact, threads: int | None = None) -> None:
+    def __init__(self, artefact: LoadedArtefact, threads: int | None = None, backend: str | None = None,
+                 precision: str = "fp32") -> None:
         self.artefact = artefact
         self.prepare = artefact.prepare
         if threads:
             torch.set_num_threads(threads)
+        self.runtime = make_runtime(artefact, backend, precision, threads or torch.get_num_threads())
+        size = artefact.image.resize or artefact.image.crop
+        if size is not None and hasattr(self.runtime, "session"):
+            self.runtime.session(size, size)  # export / open the graph now: errors before any site is read
         tax = artefact.taxonomy
         self.paths = ["/".join(tax.path(leaf)) for leaf in tax.leaves]
 
     @classmethod
-    def load(cls, path: str | Path, threads: int | None = None, with_anomaly: bool = True) -> Inspector:
-        return cls(load_artefact(path, with_anomaly=with_anomaly), threads=threads)
+    def load(cls, path: str | Path, threads: int | None = None, with_anomaly: bool = True, backend: str | None = None,
+             precision: str = "fp32") -> Inspector:
+        return cls(load_artefact(path, with_anomaly=with_anomaly), threads=threads, backend=backend,
+                   precision=precision)
 
     @property
     def has_anomaly(self) -> bool:
         return self.artefact.anomaly is not None
+
+    @property
+    def runtime_note(self) -> str:
+        """One line: where the ADC ran, e.g. ``ADC on onnxruntime (fp32, 2 threads)``."""
+        return f"ADC on {self.runtime.name} ({self.runtime.precision}, {torch.get_num_threads()} threads)"
 
     @property
     def model_version(self) -> str:
@@ -98,14 +111,9 @@ class Inspector:
     @torch.no_grad()
     def _adc(self, prepared: Sample) -> dict[str, Any]:
         """ADC probabilities of one prepared site (its views in one backbone call per TTA op)."""
-        art = self.artefact
         batch = collate([prepared], None)  # labels never reach the judges (a type unknown to the artefact is fine)
-        images = resize_batch(batch.images, art.image.resize)
-        feats = torch.stack([art.model.encode_views(dihedral(images, op), batch.view_mask, batch.roles,
-                                                    batch.indices).to(torch.float16) for op in art.tta])
-        fs = FeatureSet(feats, batch.roles, batch.indices, batch.view_mask, batch.is_abnormal, batch.type_index,
-                        batch.sample_ids, list(art.tta))
-        return predict_features(art.model, fs, art.tta)
+        images = resize_batch(batch.images, self.artefact.image.resize)
+        return self.runtime.probabilities(images, batch.roles, batch.indices, batch.view_mask)
 
     def _anomaly(self, sample: Sample, alignment: dict[int, Alignment]) -> tuple[float, np.ndarray]:
         res = self.artefact.anomaly.score([sample], alignments=[alignment], progress=False)

@@ -217,17 +217,20 @@ def start_run(inspector: Inspector, data: Path, out: str | Path, maps: str | Pat
 
 def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path, maps: str | Path | None = None,
             part_size: int = 64, overwrite: bool = False, threads: int | None = None,
-            log: Callable[[str], None] | None = print, progress: Any = None) -> PredictSummary:
+            log: Callable[[str], None] | None = print, progress: Any = None, backend: str | None = None,
+            precision: str = "fp32") -> PredictSummary:
     """Judge every site of ``data`` with ``artefact``; see the module docstring for files and resume.
 
     ``progress``: optional ``callable(done, total, rate)`` called after each site (the CLI's bar).
+    ``backend`` / ``precision``: where the ADC runs (:mod:`seminspect.inference.runtime`).
     """
     if part_size < 1:
         raise PredictError(f"part_size must be >= 1, got {part_size}")
     t0 = time.perf_counter()
     data = Path(data)
     manifest_of(data)  # a missing DATA path fails here, before the model loads
-    inspector = artefact if isinstance(artefact, Inspector) else Inspector.load(artefact, threads=threads)
+    inspector = artefact if isinstance(artefact, Inspector) else Inspector.load(
+        artefact, threads=threads, backend=backend, precision=precision)
     run = start_run(inspector, data, out, maps, part_size, overwrite, log)
     if run.finished is not None:
         return run.finished
@@ -261,7 +264,7 @@ def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path,
                              n_failed=failed, routes=routes, seconds=round(seconds, 2),
                              sites_per_second=round(judged / max(1e-9, time.perf_counter() - t_run), 3),
                              parts_reused=len(done), model_version=inspector.model_version, finished=utc_now(),
-                             notes=list(inspector.artefact.notes))
+                             notes=[*inspector.artefact.notes, inspector.runtime_note])
     atomic_write_json(paths["summary"], {**asdict(summary), "fingerprint": fp})
     shutil.rmtree(parts, ignore_errors=True)
     return summary

@@ -66,8 +66,9 @@ def _write_sites(data: Path, path: Path, chunk: int = 1024) -> int:
 class SiteJudge:
     """A Ray actor: loads the inspector once, judges batches of sites (a ``pyarrow.Table`` of ``SITES_SCHEMA``)."""
 
-    def __init__(self, artefact: str, data: str, maps: str | None, scale: float, threads: int) -> None:
-        self.inspector = Inspector.load(artefact, threads=threads)
+    def __init__(self, artefact: str, data: str, maps: str | None, scale: float, threads: int,
+                 backend: str | None = None, precision: str = "fp32") -> None:
+        self.inspector = Inspector.load(artefact, threads=threads, backend=backend, precision=precision)
         self.data = data
         self.maps = None if maps is None else Path(maps)
         self.scale = scale
@@ -125,7 +126,8 @@ def _split_results(result_dir: Path, parts: Path, part_size: int) -> int:
 def predict_ray(artefact: str | Path, data: str | Path, out: str | Path, address: str | None = None,
                 workers: int = 2, maps: str | Path | None = None, part_size: int = 64, batch_size: int = 4,
                 threads: int = 1, overwrite: bool = False,
-                log: Callable[[str], None] | None = print) -> PredictSummary:
+                log: Callable[[str], None] | None = print, backend: str | None = None,
+                precision: str = "fp32") -> PredictSummary:
     """Judge every site of ``data`` on Ray with ``workers`` inspector actors; same files as ``predict``.
 
     ``address``: None starts a local Ray (stopped at the end); else ``ray://host:10001`` or ``host:6379``.
@@ -137,7 +139,8 @@ def predict_ray(artefact: str | Path, data: str | Path, out: str | Path, address
     t0 = time.perf_counter()
     data = Path(data)
     _, mpath = manifest_of(data)
-    inspector = Inspector.load(artefact)  # checks the artefact once here, with a one-line error, before Ray starts
+    # checks the artefact (and makes its runtime graph) once here, with a one-line error, before Ray starts
+    inspector = Inspector.load(artefact, backend=backend, precision=precision)
     run = start_run(inspector, data, out, maps, part_size, overwrite, log, runner="ray")
     if run.finished is not None:
         return run.finished
@@ -145,7 +148,8 @@ def predict_ray(artefact: str | Path, data: str | Path, out: str | Path, address
     parts = paths["parts"]
     shutil.rmtree(parts / "ray", ignore_errors=True)  # a killed Ray stage starts again
     n = _write_sites(data, parts / "sites.parquet")
-    notes = list(inspector.artefact.notes)
+    rt = inspector.runtime
+    notes = [*inspector.artefact.notes, f"ADC on {rt.name} ({rt.precision}, {threads} thread(s) per actor)"]
     del inspector  # the actors load their own
     # the actors' slots plus one for Ray's own read and write tasks (else they wait for a free actor slot forever)
     ray, started = _start_ray(address, max(workers * threads + 1, os.cpu_count() or 1))
@@ -157,7 +161,7 @@ def predict_ray(artefact: str | Path, data: str | Path, out: str | Path, address
                             num_cpus=threads, fn_constructor_kwargs={
                                 "artefact": str(Path(artefact).resolve()), "data": str(mpath.resolve()),
                                 "maps": None if maps_dir is None else str(maps_dir.resolve()),
-                                "scale": scale, "threads": threads})
+                                "scale": scale, "threads": threads, "backend": backend, "precision": precision})
         ds.write_parquet(str((parts / "ray").resolve()))
     finally:
         if started:
@@ -171,7 +175,7 @@ def predict_ray(artefact: str | Path, data: str | Path, out: str | Path, address
                              n_failed=failed, routes=routes, seconds=round(time.perf_counter() - t0, 2),
                              sites_per_second=round(n / max(1e-9, run_seconds), 3), parts_reused=0,
                              model_version=fp["model_version"], finished=utc_now(),
-                             notes=[*notes, f"ran on Ray with {workers} inspector actor(s), {threads} thread(s) each"])
+                             notes=[*notes, f"ran on Ray with {workers} inspector actor(s)"])
     atomic_write_json(paths["summary"], {**asdict(summary), "fingerprint": fp})
     shutil.rmtree(parts, ignore_errors=True)
     return summary

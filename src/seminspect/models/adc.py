@@ -302,8 +302,7 @@ class MultiViewADC(nn.Module):
         safe = mask.clone()
         safe[~any_valid, 0] = True
         if self.fusion == "attention":
-            ctx, _ = self.attn(tokens, tokens, tokens, key_padding_mask=~safe, need_weights=False)
-            x = self.attn_norm(tokens + ctx)
+            x = self.attn_norm(tokens + self._self_attention(tokens, safe))
             score = self.attn_score(x).squeeze(-1).masked_fill(~safe, float("-inf"))
             w = torch.softmax(score, dim=1).unsqueeze(-1)
             out = (w * x).sum(1)
@@ -315,6 +314,17 @@ class MultiViewADC(nn.Module):
             _, hidden = self.gru(packed)  # (2, B, D/2)
             out = torch.cat([hidden[0], hidden[1]], dim=1)
         return out * any_valid.unsqueeze(1).to(out.dtype)
+
+    def _self_attention(self, tokens: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``self.attn(tokens, tokens, tokens, key_padding_mask=~keep)`` written out with
+        ``scaled_dot_product_attention``: the same weights and result, but no sizes fixed in
+        Python, so an exported graph takes any number of views (the fused kernel has no ONNX form)."""
+        attn = self.attn
+        bsz, d, heads = tokens.shape[0], self.dim, attn.num_heads
+        q, k, v = F.linear(tokens, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.reshape(bsz, -1, heads, d // heads).transpose(1, 2) for t in (q, k, v))
+        ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
+        return attn.out_proj(ctx.transpose(1, 2).reshape(bsz, -1, d))
 
     # ----- probabilities ----------------------------------------------------------------------
     def membership(self, level: str) -> torch.Tensor:

@@ -1,0 +1,122 @@
+"""Where the ADC runs: torch eager, or the whole model as one graph in ONNX Runtime (fp32 or int8).
+
+    rt = make_runtime(artefact, backend="onnxruntime", precision="fp32", threads=2)
+    p = rt.probabilities(images, roles, indices, view_mask)   # {"abnormal", "types", "levels"} numpy
+
+The ONNX Runtime backend exports the artefact's model (:mod:`seminspect.export.adc_graph`) on
+first use, per view size, into ``<artefact>/runtime/`` (named by the model version, so a
+changed model never meets a stale graph; written atomically); ``int8`` reads the graph that
+``seminspect optimise`` calibrated on real sites (:mod:`seminspect.export.quantise`). Both
+return what :func:`~seminspect.models.adc_features.predict_features` returns, averaged over the
+artefact's test-time dihedral ops. Reads the artefact; writes only its ``runtime/`` folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seminspect.errors import SeminspectError
+from seminspect.inference.artefact import LoadedArtefact
+from seminspect.models.adc_features import FeatureSet, dihedral, predict_features
+
+BACKENDS = ("torch", "onnxruntime")
+PRECISIONS = ("fp32", "int8")
+DEFAULT_BACKEND = os.environ.get("SEMINSPECT_BACKEND", "onnxruntime")
+
+
+class BackendError(SeminspectError):
+    """The asked-for backend or precision cannot run this artefact."""
+
+
+def graph_path(artefact: LoadedArtefact, height: int, width: int, precision: str) -> Path:
+    """``<artefact>/runtime/adc-<model_version>-<H>x<W>-<precision>.onnx``."""
+    return Path(artefact.path) / "runtime" / f"adc-{artefact.model_version}-{height}x{width}-{precision}.onnx"
+
+
+class TorchRuntime:
+    """The model's own torch code (the reference every other backend is compared with)."""
+
+    name = "torch"
+    precision = "fp32"
+
+    def __init__(self, artefact: LoadedArtefact) -> None:
+        self.artefact = artefact
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor, roles: torch.Tensor, indices: torch.Tensor,
+                      view_mask: torch.Tensor) -> dict[str, Any]:
+        art = self.artefact
+        feats = torch.stack([art.model.encode_views(dihedral(images, op), view_mask, roles, indices)
+                             .to(torch.float16) for op in art.tta])
+        fs = FeatureSet(feats, roles, indices, view_mask, torch.zeros(len(roles), dtype=torch.bool),
+                        torch.full((len(roles),), -1), [""] * len(roles), list(art.tta))
+        return predict_features(art.model, fs, art.tta)
+
+
+class OrtRuntime:
+    """The exported whole-model graph in ONNX Runtime; heads' probabilities as in torch."""
+
+    name = "onnxruntime"
+
+    def __init__(self, artefact: LoadedArtefact, precision: str = "fp32", threads: int | None = None) -> None:
+        self.artefact, self.precision, self.threads = artefact, precision, threads
+        self._sessions: dict[tuple[int, int], Any] = {}
+
+    def session(self, height: int, width: int) -> Any:
+        key = (height, width)
+        if key not in self._sessions:
+            from seminspect.export import onnx_session
+
+            path = graph_path(self.artefact, height, width, self.precision)
+            if not path.is_file():
+                if self.precision != "fp32":
+                    raise BackendError(f"{path}: no {self.precision} graph for {height}x{width} px views; make it "
+                                        f"with `seminspect optimise {self.artefact.path} --data DATASET`")
+                from seminspect.export.adc_graph import export_adc
+
+                if height != width:
+                    raise BackendError(f"{self.artefact.path}: the onnxruntime backend needs square views, "
+                                        f"got {height}x{width}; use --backend torch")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                export_adc(self.artefact.model, path, height)
+            self._sessions[key] = onnx_session(path, threads=self.threads)
+        return self._sessions[key]
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor, roles: torch.Tensor, indices: torch.Tensor,
+                      view_mask: torch.Tensor) -> dict[str, Any]:
+        art = self.artefact
+        run = self.session(int(images.shape[-2]), int(images.shape[-1]))
+        acc: dict[str, Any] = {}
+        for op in art.tta:
+            ab, ty = run(dihedral(images, op), roles, indices, view_mask)
+            pr = art.model.predict_proba({"abnormal_logit": torch.from_numpy(ab), "type_logits": torch.from_numpy(ty)})
+            for k in ("abnormal", "types"):
+                acc[k] = acc.get(k, 0.0) + pr[k]
+            for n, v in pr["levels"].items():
+                acc.setdefault("levels", {})[n] = acc.get("levels", {}).get(n, 0.0) + v
+        n_ops = len(art.tta)
+        return {"abnormal": (acc["abnormal"] / n_ops).numpy(), "types": (acc["types"] / n_ops).numpy(),
+                "levels": {n: (v / n_ops).numpy() for n, v in acc.get("levels", {}).items()}}
+
+
+def make_runtime(artefact: LoadedArtefact, backend: str | None = None, precision: str = "fp32",
+                 threads: int | None = None) -> TorchRuntime | OrtRuntime:
+    """The runtime for ``backend`` (None: ``SEMINSPECT_BACKEND`` or onnxruntime) at ``precision``."""
+    backend = backend or DEFAULT_BACKEND
+    if backend not in BACKENDS:
+        raise BackendError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise BackendError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if backend == "torch":
+        if precision != "fp32":
+            raise BackendError(f"the torch backend runs fp32 only; use --backend onnxruntime for {precision}")
+        return TorchRuntime(artefact)
+    return OrtRuntime(artefact, precision, threads)
+
+
+__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "OrtRuntime", "TorchRuntime", "graph_path", "make_runtime"]

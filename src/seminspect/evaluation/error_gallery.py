@@ -77,10 +77,12 @@ def _full_view(v: View, crop: int | None, shift: tuple[int, int], px: int) -> Th
     return t
 
 
-def _grid(site: _Site, insp: Any, crop: int | None, px: int) -> tuple[str, int]:
+def _grid(site: _Site, insp: Any, preparer: Any, px: int) -> tuple[str, int]:
     """Columns: detector indices, then zooms; rows: target, reference, difference, attention."""
     align = insp.alignments[site.i]
     s, prep = site.sample, site.prepared
+    crop = preparer.crop
+    oy, ox = preparer.crop_offset(s, align)  # the window follows the die difference with crop_centre: difference
     indices = sorted({v.index for v in s.views if v.role in (Role.TARGET, Role.REFERENCE)})
     zooms = s.zooms
     diffs: dict[int, np.ndarray] = {}
@@ -106,13 +108,14 @@ def _grid(site: _Site, insp: Any, crop: int | None, px: int) -> tuple[str, int]:
     cells = []
     for i in indices:
         v = s.view(Role.TARGET, i)
-        cells.append(cell(_full_view(v, crop, (0, 0), px) if v is not None else None, f"target {i}"))
+        cells.append(cell(_full_view(v, crop, (-oy, -ox), px) if v is not None else None, f"target {i}"))
     cells += [cell(_full_view(z, crop, (0, 0), px), f"zoom {z.index}") for z in zooms]
     rows.append(f'<tr><th class="l">target</th>{"".join(cells)}</tr>')
     cells = []
     for i in indices:
         v, a = s.view(Role.REFERENCE, i), align.get(i)
         shift = (int(a.shift[0]), int(a.shift[1])) if a is not None and a.method == "integer" else (0, 0)
+        shift = (shift[0] - oy, shift[1] - ox)
         note = f"moved {a.shift[0]:+.0f}, {a.shift[1]:+.0f} px" if a is not None else ""
         cells.append(cell(_full_view(v, crop, shift, px) if v is not None else None, f"reference {i}", note))
     rows.append(f'<tr><th class="l">reference</th>{"".join(cells)}</tr>')
@@ -161,7 +164,7 @@ def _card(site: _Site, result: Any, inspector: Any, px: int) -> tuple[str, int]:
     head = f"{site.rank}. {s.sample_id}: {verdict}"
     meta = (f"Truth: {truth}. p(abnormal) = {prob(p)}{guess}. Route: {route}"
             + (f" ({reason})." if reason else "."))
-    grid, n = _grid(site, insp, art.prepare.crop, px)
+    grid, n = _grid(site, insp, art.prepare, px)
     return f'<div class="card"><h3>{html.escape(head)}</h3><p>{html.escape(meta)}</p>{grid}</div>', n
 
 

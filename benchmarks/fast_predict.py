@@ -1,0 +1,154 @@
+"""Fast inspection, one run: ``seminspect predict`` end to end per backend, and where one site's time goes.
+
+    python benchmarks/fast_predict.py ARTEFACT --data-root /tmp/fast [--n 200] [--result FILE]
+
+Generates ``--n`` unlabelled virtual-fab sites of 5 target + 5 reference views at 460 px, the
+defect anywhere in the inner 80 % of the field (``site_offset`` 0.4; seed 11), under
+``--data-root`` (reused when present). Then, one after the other in child processes on the same
+files, ``seminspect predict`` (PNG on disk -> Parquet) with:
+
+- the artefact as trained (its crop and crop centre) on ``--backend torch`` (eager),
+  ``onnxruntime`` fp32 and, when ``seminspect optimise`` made one, ``onnxruntime`` int8;
+- the same weights with ``crop: null`` (every view whole, 460 px, native resolution) on
+  torch and onnxruntime: what looking at the whole field at full resolution would cost.
+
+In-process, on the first 50 sites: the time per stage (decode, registration, locating the
+window and cropping, the ADC, triage), the ADC's FLOPs per site (torch's FlopCounterMode) and
+the rate this achieves next to a fp32 GEMM micro-benchmark of the same process.
+Writes ``benchmarks/results/fast_predict.md`` (or ``--result``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from predict_common import header, load, run_child  # noqa: E402
+from predict_throughput import gemm_gflops  # noqa: E402
+
+from seminspect.utils.io import atomic_write_text, read_yaml_mapping  # noqa: E402
+
+
+def make_sites(root: Path, n: int, seed: int = 11) -> Path:
+    from seminspect.data.synth import FabConfig
+    from seminspect.pipeline import unlabelled_batch
+
+    if (root / "manifest.csv").is_file():
+        return root
+    fab = FabConfig(image_size=460, n_angles=5, n_zooms=0, site_offset=0.4)
+    return unlabelled_batch(root, n, fab, seed=seed, workers=None)
+
+
+def whole_field_copy(artefact: Path, dest: Path) -> Path:
+    """The artefact with ``image.crop: null`` (same weights): every view seen whole."""
+    import yaml
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(artefact, dest, ignore=shutil.ignore_patterns("runtime", "cache", "*.html", "checkpoint.pt"))
+    cfg = read_yaml_mapping(dest / "config.yaml", ValueError)
+    cfg["image"].update({"crop": None, "crop_centre": "image", "registration_method": "phase"})
+    (dest / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return dest
+
+
+def stages(artefact: Path, data: Path, n: int = 50) -> tuple[list[str], float]:
+    """Mean ms per stage over ``n`` sites (onnxruntime fp32), and the ADC's GFLOP per site."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from seminspect.data.batch import collate
+    from seminspect.data.stream import iter_sites
+    from seminspect.export.adc_graph import ADCGraph
+    from seminspect.inference.inspector import Inspector
+    from seminspect.models.adc_features import resize_batch
+
+    insp = Inspector.load(artefact, threads=torch.get_num_threads())
+    art, prep = insp.artefact, insp.prepare
+    t = {k: 0.0 for k in ("decode", "registration", "locate + crop", "ADC (onnxruntime fp32)", "triage")}
+    sites = iter_sites(data)
+    flops, k = 0.0, 0
+    for _ in range(n):
+        t0 = time.perf_counter()
+        s = next(sites).sample
+        t1 = time.perf_counter()
+        a = prep.align(s)
+        t2 = time.perf_counter()
+        p = prep.apply(s, a)
+        t3 = time.perf_counter()
+        b = collate([p], None)
+        images = resize_batch(b.images, art.image.resize)
+        probs = insp.runtime.probabilities(images, b.roles, b.indices, b.view_mask)
+        t4 = time.perf_counter()
+        insp._route(probs["abnormal"].astype(np.float64), probs["types"].astype(np.float64), None)
+        t5 = time.perf_counter()
+        for key, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            t[key] += dt
+        if k == 0:
+            with FlopCounterMode(display=False) as fc, torch.no_grad():
+                ADCGraph(art.model)(images, b.roles, b.indices, b.view_mask)
+            flops = fc.get_total_flops() * len(art.tta)
+        k += 1
+    rows = [f"| {key} | {1000 * v / n:.1f} |" for key, v in t.items()]
+    rows.append(f"| total | {1000 * sum(t.values()) / n:.1f} |")
+    return rows, flops / 1e9
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("artefact", type=Path)
+    ap.add_argument("--data-root", type=Path, required=True)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--result", type=Path, default=Path(__file__).parent / "results" / "fast_predict.md")
+    a = ap.parse_args()
+    t_start = time.perf_counter()
+    data = make_sites(a.data_root / f"offcentre{a.n}", a.n)
+    whole = whole_field_copy(a.artefact, a.data_root / "whole_field_artefact")
+    cfg = read_yaml_mapping(a.artefact / "config.yaml", ValueError)["image"]
+    int8 = any((a.artefact / "runtime").glob("*-int8.onnx"))
+    lines = header("Fast inspection: 10-view 460 px sites through `seminspect predict`, per backend", sys.argv)
+    lines += [f"Artefact `{a.artefact}` (crop {cfg.get('crop')}, crop_centre {cfg.get('crop_centre', 'image')}); "
+              f"{a.n} unlabelled virtual-fab sites, 5 target + 5 reference views of 460x460 px (8-bit PNG), "
+              f"defect anywhere in the inner 80 % of the field (site_offset 0.4), under `{data}`. Each row is a "
+              "child process run alone, one after the other; wall time includes starting Python and loading "
+              "the model (and exporting the graph when the artefact has none yet).", ""]
+    gflops = gemm_gflops()
+    lines += [f"fp32 GEMM 2048x2048 in this process, torch default threads: {gflops:.0f} GFLOP/s.", "",
+              "| model input | backend | wall (s) | sites/s (wall) | sites/s (predict's clock) | x torch eager "
+              "| peak RSS (MiB) | load before |", "|---|---|---|---|---|---|---|---|"]
+    runs = [("as trained", a.artefact, "torch", "fp32"), ("as trained", a.artefact, "onnxruntime", "fp32")]
+    if int8:
+        runs.append(("as trained", a.artefact, "onnxruntime", "int8"))
+    runs += [("whole views, 460 px", whole, "torch", "fp32"), ("whole views, 460 px", whole, "onnxruntime", "fp32")]
+    base: dict[str, float] = {}
+    for name, art, backend, precision in runs:
+        out = a.data_root / f"d_{art.name}_{backend}_{precision}.parquet"
+        before = load()
+        code, wall, peak = run_child(["predict", str(art), str(data), "--out", str(out), "--overwrite",
+                                      "--backend", backend, "--precision", precision])
+        if code not in (0, 1):
+            raise SystemExit(f"{name} {backend} {precision} exited {code}")
+        rate = json.loads(out.with_suffix(".summary.json").read_text())["sites_per_second"]
+        base.setdefault(name, rate)
+        lines.append(f"| {name} | {backend} {precision} | {wall:.1f} | {a.n / wall:.2f} | {rate:.2f} | "
+                     f"{rate / base[name]:.1f} | {peak:.0f} | {before} |")
+        print(lines[-1], flush=True)
+    rows, gflop_site = stages(a.artefact, data)
+    lines += ["", "Where one site's time goes (as trained, onnxruntime fp32, in-process, mean of 50 sites):", "",
+              "| stage | ms per site |", "|---|---|", *rows, "",
+              f"The ADC costs {gflop_site:.2f} GFLOP per site (FlopCounterMode on the exported graph's torch twin, "
+              f"test-time ops included) against {gflops:.0f} GFLOP/s fp32 GEMM peak of this process.",
+              "", f"Load average at the end: {load()}; whole run {time.perf_counter() - t_start:.0f} s."]
+    atomic_write_text(a.result, "\n".join(lines) + "\n")
+    print(f"-> {a.result}")
+
+
+if __name__ == "__main__":
+    main()

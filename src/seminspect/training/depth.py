@@ -9,9 +9,10 @@ channels) and ``y (H, W)`` float32 depth in the data's units. Two loaders fill
 * :func:`load_depth_dataset` reads a project dataset folder (target views -> channels,
   ``Sample.depth`` -> target), e.g. the virtual fab's output or ``seminspect import samsung-depth``.
 
-The validation split of the npz file is fixed and documented (docs/depth.md): a permutation
-of the site indices drawn with ``numpy.random.default_rng(split_seed=0)``; its last 10 % are
-validation. Dataset folders use their ``split`` column.
+The validation split of the npz file is fixed and documented (docs/depth.md): whole groups of
+twin sites (same depth map or near-identical SEM stack) on one side, about 10 % of the sites in
+validation (:mod:`~seminspect.training.depth_split`); the old random permutation (it leaks twins)
+stays selectable as ``data.split: random``. Dataset folders use their ``split`` column.
 
 Training is deterministic for a seed and a thread count: the order and flips of epoch ``e``
 come from a generator seeded by ``(seed, e)``, so a run stopped after any step and resumed
@@ -45,7 +46,9 @@ from seminspect.training.depth_data import (
     load_data,
     load_depth_dataset,
     load_samsung_npz,
+    read_npz_sites,
     samsung_split,
+    split_data,
 )
 from seminspect.training.depth_predictor import MODEL_KIND, DepthPredictor, Normaliser, _NormalisedGenerator
 from seminspect.training.depth_schedule import _ema_avg_fn, _epoch_plan, _flip, _lr_lambda, _resample_plan
@@ -78,6 +81,8 @@ __all__ = [
     "load_data",
     "load_depth_dataset",
     "load_samsung_npz",
+    "read_npz_sites",
     "samsung_split",
+    "split_data",
     "train_depth",
 ]

@@ -5,9 +5,11 @@
 * :func:`load_depth_dataset` reads a project dataset folder (target views -> channels,
   ``Sample.depth`` -> target), e.g. the virtual fab's output or ``seminspect import samsung-depth``.
 
-The validation split of the npz file is fixed and documented (docs/depth.md): a permutation
-of the site indices drawn with ``numpy.random.default_rng(split_seed=0)``; its last 10 % are
-validation. Dataset folders use their ``split`` column.
+The validation split of the npz file is fixed and documented (docs/depth.md): by default whole
+groups of twin sites (same depth map, or near-identical SEM stacks) go to one side
+(:mod:`seminspect.training.depth_split`), about 10 % of the sites to validation; ``split="random"``
+is the old leaking permutation (:func:`samsung_split`), kept for comparison. Dataset folders use
+their ``split`` column when they have one.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from seminspect.training.depth_config import DataSection, DepthDataError
 from seminspect.training.depth_npz import read_samsung_npz
+from seminspect.training.depth_split import split_indices
 
 __all__ = [
     "DepthData",
@@ -29,7 +32,9 @@ __all__ = [
     "load_data",
     "load_depth_dataset",
     "load_samsung_npz",
+    "read_npz_sites",
     "samsung_split",
+    "split_data",
 ]
 
 
@@ -77,29 +82,41 @@ def samsung_split(n: int, val_fraction: float = 0.1, seed: int = 0) -> tuple[np.
     return np.sort(perm[:-n_val]), np.sort(perm[-n_val:])
 
 
-def load_samsung_npz(
-    path: str | Path, val_fraction: float = 0.1, split_seed: int = 0, channels: int | None = None
-) -> tuple[DepthData, DepthData]:
-    """Read ``train.npz`` (``sem`` uint8 (N, 4, H, W), ``depth`` uint8 (N, H, W), ``name``).
-
-    Returns ``(train, val)`` per :func:`samsung_split`; depth stays in the file's units. The file's
-    headers, types, shapes and values are checked first (:mod:`seminspect.training.depth_npz`):
-    any problem is a one-line :class:`DepthDataError` naming the file.
-    """
+def read_npz_sites(path: str | Path, channels: int | None = None) -> DepthData:
+    """Every site of a Samsung-style ``.npz`` as it is (no split); depth in the file's units."""
     path = Path(path)
     sem, depth, names = read_samsung_npz(path)
     if channels is not None:
         sem = sem[:, :channels]
     scale = 255.0 if sem.dtype == np.uint8 else (65535.0 if sem.dtype == np.uint16 else 1.0)
-    data = DepthData(
+    return DepthData(
         torch.from_numpy(sem.astype(np.float32) / scale),
         torch.from_numpy(depth.astype(np.float32)),
         names,
         units="Samsung depth units",
         source=str(path),
     )
-    tr, va = samsung_split(len(data), val_fraction, split_seed)
+
+
+def split_data(data: DepthData, split: str = "group", val_fraction: float = 0.1, seed: int = 0
+               ) -> tuple[DepthData, DepthData]:
+    """``(train, val)`` of ``data`` by the rule ``split`` (:func:`seminspect.training.depth_split.split_indices`)."""
+    tr, va = split_indices(data.x.numpy(), data.y.numpy(), data.ids, split, val_fraction, seed)
     return data.subset(tr), data.subset(va)
+
+
+def load_samsung_npz(
+    path: str | Path, val_fraction: float = 0.1, split_seed: int = 0, channels: int | None = None,
+    split: str = "group",
+) -> tuple[DepthData, DepthData]:
+    """Read ``train.npz`` (``sem`` uint8 (N, 4, H, W), ``depth`` uint8 (N, H, W), ``name``).
+
+    Returns ``(train, val)`` by the rule ``split`` (default ``"group"``: no depth map on both sides;
+    ``"random"``: :func:`samsung_split`); depth stays in the file's units. The file's
+    headers, types, shapes and values are checked first (:mod:`seminspect.training.depth_npz`):
+    any problem is a one-line :class:`DepthDataError` naming the file.
+    """
+    return split_data(read_npz_sites(path, channels), split, val_fraction, split_seed)
 
 
 def _centre_crop(a: np.ndarray, crop: int | None) -> np.ndarray:
@@ -164,8 +181,9 @@ def load_depth_dataset(
     split_seed: int = 0,
     channels: int | None = None,
     crop: int | None = None,
+    split: str = "group",
 ) -> tuple[DepthData, DepthData]:
-    """A dataset folder as ``(train, val)``; without a ``split`` column, a seeded permutation."""
+    """A dataset folder as ``(train, val)``; without a ``split`` column, cut by the rule ``split``."""
     from seminspect.data.dataset import SampleDataset
 
     ds = SampleDataset(root, roles=["target"])
@@ -180,17 +198,16 @@ def load_depth_dataset(
             dataset_to_tensors(ds.split(train_split), channels, crop),
             dataset_to_tensors(ds.split(val_split), channels, crop),
         )
-    data = dataset_to_tensors(ds, channels, crop)
-    tr, va = samsung_split(len(data), val_fraction, split_seed)
-    return data.subset(tr), data.subset(va)
+    return split_data(dataset_to_tensors(ds, channels, crop), split, val_fraction, split_seed)
 
 
 def load_data(cfg: DataSection) -> tuple[DepthData, DepthData]:
     if cfg.source == "samsung_npz":
-        train, val = load_samsung_npz(cfg.path, cfg.val_fraction, cfg.split_seed, cfg.channels)
+        train, val = load_samsung_npz(cfg.path, cfg.val_fraction, cfg.split_seed, cfg.channels, cfg.split)
     else:
         train, val = load_depth_dataset(
-            cfg.path, cfg.train_split, cfg.val_split, cfg.val_fraction, cfg.split_seed, cfg.channels, cfg.crop
+            cfg.path, cfg.train_split, cfg.val_split, cfg.val_fraction, cfg.split_seed, cfg.channels, cfg.crop,
+            cfg.split,
         )
     if cfg.max_sites is not None:
         train = train.subset(np.arange(min(cfg.max_sites, len(train))))

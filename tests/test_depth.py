@@ -381,7 +381,8 @@ def test_cli_train_predict_evaluate(tmp_path: Path) -> None:
     d = tifffile.imread(maps[0])
     assert d.dtype == np.float32 and d.shape == (14, 11)
 
-    r = runner.invoke(app, ["depth", "evaluate", "-m", str(model), "--data", str(data), "-o", str(tmp_path / "ev")])
+    r = runner.invoke(app, ["depth", "evaluate", "-m", str(model), "--data", str(data), "-o", str(tmp_path / "ev"),
+                            "--split", "val"])
     assert r.exit_code == 0, r.output
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     names = [s["model"] for s in metrics["scores"]]

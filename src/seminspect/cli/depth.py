@@ -1,7 +1,9 @@
 """``seminspect depth train|predict|evaluate|export``: depth maps from SEM images (U-Net / pix2pix).
 
-Data is either the Samsung ``train.npz`` file (4 acquisitions per site, fixed 90/10 split) or a
-dataset folder whose samples carry target views and a depth map (``split`` column train/val).
+Data is either the Samsung ``train.npz`` file (4 acquisitions per site; training cuts it by group of
+twin sites, docs/depth.md) or a dataset folder whose samples carry target views and a depth map
+(``split`` column train/val). ``predict`` and ``evaluate`` take every site of the data they are
+given (``--split`` picks one part).
 """
 
 from __future__ import annotations
@@ -69,14 +71,19 @@ def train(
 
 
 def _load_inputs(data: Path, split: str | None, channels: int | None):  # noqa: ANN202
-    """``(x (N, C, H, W) in [0, 1], depth or None, ids)`` from a .npz file or a dataset folder."""
-    from seminspect.training.depth import DepthDataError, dataset_to_tensors, load_samsung_npz
+    """``(x (N, C, H, W) in [0, 1], depth or None, ids)`` from a .npz file or a dataset folder.
+
+    Every site as it is, unless ``split`` names one part: a dataset folder's ``split`` value, or for a
+    ``.npz`` file ``train`` / ``val`` of its default (group) split.
+    """
+    from seminspect.training.depth import DepthDataError, dataset_to_tensors, read_npz_sites, split_data
 
     if data.suffix == ".npz":
-        tr, va = load_samsung_npz(data, channels=channels)
-        d = {"train": tr, "val": va}.get(split or "val")
-        if d is None:
-            raise DepthDataError(f"{data}: split must be train or val, not {split!r}")
+        d = read_npz_sites(data, channels)
+        if split:
+            if split not in ("train", "val"):
+                raise DepthDataError(f"{data}: split must be train or val, not {split!r}")
+            d = dict(zip(("train", "val"), split_data(d), strict=True))[split]
         return d.x, d.y.numpy(), d.ids
     from seminspect.data.dataset import SampleDataset
 
@@ -93,7 +100,7 @@ def predict(
     model: Path = typer.Option(..., "--model", "-m", help="best.pt from `seminspect depth train`."),
     data: Path = typer.Option(..., help="Dataset folder (target views) or train.npz."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <sample_id>.tiff float32 depth maps."),
-    split: str = typer.Option(None, help="Only this split (default: all samples; val for .npz)."),
+    split: str = typer.Option(None, help="Only this split (default: all samples; train/val of a .npz's group split)."),
 ) -> None:
     """Write one float32 TIFF depth map per sample and ``predictions.csv`` (sample_id, path)."""
     import numpy as np
@@ -121,27 +128,38 @@ def predict(
 @depth_app.command("evaluate")
 def evaluate(
     model: list[Path] = typer.Option(..., "--model", "-m", help="One or more best.pt files (name = folder)."),
-    data: Path = typer.Option(..., help="train.npz or a dataset folder with depth maps."),
+    data: Path = typer.Option(..., help="A .npz file or a dataset folder with depth maps: every site is scored."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for results.md, metrics.json, figures."),
-    train_split: str = typer.Option("train", help="Split whose mean depth map is the baseline."),
-    val_split: str = typer.Option("val", help="Split evaluated (val; calib or test for the virtual fab)."),
+    split: str = typer.Option(None, help="Score only this split of a dataset folder (default: all sites)."),
+    train_data: Path = typer.Option(
+        None, help="Training data of the mean-map baseline (default: data.path of the first model's config)."
+    ),
 ) -> None:
-    """RMSE/MAE per site and overall for each model and the training mean-map baseline; figures."""
+    """RMSE/MAE per site and overall of each model on every site of DATA, beside the mean-map baseline.
+
+    The baseline's mean depth map is taken from the training sites of the first model's config (its
+    data section and split rule), never from the data being evaluated.
+    """
     import numpy as np
     import pandas as pd
 
     from seminspect.training.depth import DepthDataError, DepthPredictor
-    from seminspect.training.depth_eval import mean_map, plot_sites, results_table, score_depth
+    from seminspect.training.depth_eval import plot_sites, results_table, score_depth, training_mean_map
     from seminspect.utils.io import atomic_path, atomic_write_json, atomic_write_text
 
     predictors = [DepthPredictor.load(m) for m in model]
     ch = predictors[0].generator.in_channels
-    _, train_y, _ = _load_inputs(data, train_split, ch)
-    x, true, ids = _load_inputs(data, val_split, ch)
-    if true is None or train_y is None:
+    x, true, ids = _load_inputs(data, split, ch)
+    if true is None:
         raise DepthDataError(f"{data}: samples have no depth maps to evaluate against")
-    scores = [score_depth(np.broadcast_to(mean_map(train_y), true.shape), true, "training mean depth map")]
+    base_map, base_from = training_mean_map(predictors[0].meta.get("config"), model[0], train_data)
+    scores = []
+    if base_map.shape != true.shape[1:]:
+        raise DepthDataError(f"{data}: depth maps {true.shape[1:]} differ from the training data's {base_map.shape} "
+                             f"({base_from})")
+    scores.append(score_depth(np.broadcast_to(base_map, true.shape), true, "training mean depth map"))
     names = []
+    what = f"{data.name} {split}" if split else f"{data.name} (all sites)"
     for path, p in zip(model, predictors, strict=True):
         name = path.parent.name if path.name == "best.pt" else path.stem
         while name in names:
@@ -151,15 +169,16 @@ def evaluate(
         s = score_depth(pred, true, name)
         scores.append(s)
         plot_sites(x.numpy(), true, pred, s.site_rmse, out / f"depth_{name}.png", ids=ids,
-                   title=f"{data.name} {val_split}: {name}, best and worst sites")
+                   title=f"{what}: {name}, best and worst sites")
     out.mkdir(parents=True, exist_ok=True)
     per_site = pd.DataFrame({"sample_id": ids, **{f"rmse_{s.name}": s.site_rmse for s in scores},
                              **{f"mae_{s.name}": s.site_mae for s in scores}})
     with atomic_path(out / "per_site.csv") as tmp:
         per_site.to_csv(tmp, index=False)
     units = predictors[0].meta.get("units", "")
-    atomic_write_json(out / "metrics.json", {"data": str(data), "split": val_split, "n_sites": len(ids),
-                                             "units": units, "scores": [s.row() for s in scores]})
+    atomic_write_json(out / "metrics.json", {"data": str(data), "split": split or "all", "n_sites": len(ids),
+                                             "units": units, "baseline_from": base_from,
+                                             "scores": [s.row() for s in scores]})
     table = results_table(scores, units)
     atomic_write_text(out / "results.md", table)
     console.print(table)

@@ -99,3 +99,31 @@ def results_table(scores: list[DepthScores], units: str = "") -> str:
         lines.append(f"| {r['model']} | {r['rmse']:.3f} | {r['mae']:.3f} | {r['site_rmse_median']:.3f} | "
                      f"{r['site_rmse_p95']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def training_mean_map(config: dict | None, model: str | Path, train_data: str | Path | None = None
+                      ) -> tuple[np.ndarray, str]:
+    """The mean depth map of the training sites named by a model's config: ``(map (H, W), description)``.
+
+    ``config`` is the ``DepthConfig`` dump stored in the model (``meta["config"]``); its data section
+    (path, split rule, seed) picks the training sites; ``train_data`` replaces its path. A model without
+    a config, or training data that cannot be read, is a one-line error naming the file.
+    """
+    from seminspect.training.depth_config import DepthConfig, DepthDataError
+    from seminspect.training.depth_data import load_data
+
+    if not config and train_data is None:
+        raise DepthDataError(f"{model}: the model names no training data (no config); give --train-data")
+    if config and "split" not in config.get("data", {}):  # written before data.split: the random split trained it
+        config = {**config, "data": {**config["data"], "split": "random"}}
+    cfg = DepthConfig.model_validate(config) if config else DepthConfig()
+    if train_data is not None:
+        source = "samsung_npz" if Path(train_data).suffix == ".npz" else "dataset"
+        cfg = cfg.with_options("--train-data", **{"data.path": str(train_data), "data.source": source})
+    if not Path(cfg.data.path).exists():
+        raise DepthDataError(f"{cfg.data.path}: training data of {model} not found (the mean-map baseline needs "
+                             "it); give --train-data")
+    train, _ = load_data(cfg.data)
+    desc = f"{cfg.data.path} ({cfg.data.source}, split {cfg.data.split}, seed {cfg.data.split_seed}: {len(train)} " \
+           "training sites)"
+    return mean_map(train.y.numpy()), desc

@@ -27,7 +27,8 @@ def _copy_adc(src: Path, out: Path) -> None:
     for name in (*ADC_FILES.values(), "metrics.json", "history.json", "report.html"):
         if (src / name).is_file():
             shutil.copy2(src / name, out / name)
-    write_manifest(out, provenance=read_manifest(src).get("provenance"))
+    old = read_manifest(src)
+    write_manifest(out, provenance=old.get("provenance"), inputs=old.get("inputs"))
 
 
 def join(adc: str | Path, anomaly: str | Path, out: str | Path | None = None, normals: str | Path | None = None,

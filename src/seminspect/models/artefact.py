@@ -3,7 +3,8 @@
 ::
 
     artefact/
-        inspection.json      format name + version, the parts below, model version, provenance
+        inspection.json      format name + version, the parts below, model version, provenance,
+                             inputs (view layout and view sizes trained on: seminspect.data.model_inputs)
         weights.safetensors  ADC weights (no pickle)
         config.yaml          the training config (its ``image`` and ``model`` sections rebuild the model)
         taxonomy.yaml        the defect tree the heads were trained on
@@ -57,8 +58,12 @@ def model_version(folder: Path, parts: dict[str, str]) -> str:
 
 
 def write_manifest(folder: Path, anomaly: dict[str, Any] | None = None,
-                   provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """(Re)write ``inspection.json`` for the parts present in ``folder``; written last (the commit point)."""
+                   provenance: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """(Re)write ``inspection.json`` for the parts present in ``folder``; written last (the commit point).
+
+    ``inputs``: what the model was trained on (:func:`seminspect.data.model_inputs.describe`); None
+    keeps the old manifest's.
+    """
     parts = dict(ADC_FILES)
     if anomaly is not None:
         parts["anomaly"] = ANOMALY_DIR
@@ -69,6 +74,8 @@ def write_manifest(folder: Path, anomaly: dict[str, Any] | None = None,
             k: v for k, v in parts.items() if k in ("weights", "thresholds", "anomaly")}),
         "provenance": {**old.get("provenance", {}), **(provenance or {}), "code": code_provenance()},
     }
+    if inputs is not None or old.get("inputs") is not None:
+        manifest["inputs"] = inputs if inputs is not None else old["inputs"]
     atomic_write_json(folder / MANIFEST, manifest)
     return manifest
 
@@ -100,7 +107,8 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 def write_adc_artefact(folder: Path, model: torch.nn.Module, config: dict[str, Any], taxonomy: Taxonomy,
                        thresholds: dict[str, Any] | None = None,
-                       provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+                       provenance: dict[str, Any] | None = None,
+                       inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the ADC parts of an artefact atomically, then the manifest (a killed write leaves no manifest)."""
     from safetensors.torch import save_model
 
@@ -112,7 +120,7 @@ def write_adc_artefact(folder: Path, model: torch.nn.Module, config: dict[str, A
     atomic_write_text(folder / ADC_FILES["taxonomy"], yaml.safe_dump(taxonomy.to_dict(), sort_keys=False))
     if thresholds is not None:
         atomic_write_json(folder / ADC_FILES["thresholds"], thresholds)
-    return write_manifest(folder, provenance=provenance)
+    return write_manifest(folder, provenance=provenance, inputs=inputs)
 
 
 def attach_anomaly(folder: Path, anomaly_dir: Path, rule: dict[str, Any]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import torch
 
 from seminspect.data.dataset import SampleDataset
 from seminspect.data.fingerprint import dataset_fingerprint, file_identity
+from seminspect.data.model_inputs import describe_dataset
 from seminspect.data.prepare import PrepareSample
 from seminspect.data.taxonomy import Taxonomy
 from seminspect.errors import SeminspectError
@@ -231,7 +232,9 @@ def _train(cfg: ADCConfig, out: Path, log: Callable[[str], None] | None, distrib
                     checkpoint=out / "finetune.pt")
     if not dist.same_everywhere(model) and log:  # DDP keeps the replicas equal; this would be a bug
         log("warning: the processes ended with different weights; rank 0's are written")
-    metrics = dist.on_main(lambda: _finish(model, cfg, out, ds, train_fs, val_fs, hist, encode_s, ft_s, log))
+    # what the model trains on (view layout, view sizes): evaluate and predict refuse other data
+    metrics = dist.on_main(lambda: _finish(model, cfg, out, ds, train_fs, val_fs, hist, encode_s, ft_s, log,
+                                           describe_dataset([train_ds, val_ds])))
     return TrainResult(out, metrics, model, hist)
 
 
@@ -252,7 +255,7 @@ def _check_world(cfg: ADCConfig) -> None:
 
 def _finish(model: MultiViewADC, cfg: ADCConfig, out: Path, ds: SampleDataset, train_fs: FeatureSet,
             val_fs: FeatureSet, hist: History, encode_s: float, ft_s: float,
-            log: Callable[[str], None] | None = None) -> dict[str, Any]:
+            log: Callable[[str], None] | None = None, inputs: dict[str, Any] | None = None) -> dict[str, Any]:
     """Calibrate and write the artefact, metrics and history (rank 0 only under torchrun); returns the metrics."""
     taxonomy = ds.taxonomy
     cache_dir = cfg.train.cache_dir or (out / "cache")
@@ -278,13 +281,17 @@ def _finish(model: MultiViewADC, cfg: ADCConfig, out: Path, ds: SampleDataset, t
     if dist.active():
         metrics["world_size"] = dist.world_size()
     save_artefact(model, cfg, out, taxonomy, thresholds, provenance={"dataset": str(cfg.data.path),
-                                                                      "splits": splits})
+                                                                      "splits": splits}, inputs=inputs)
     atomic_write_json(out / "metrics.json", finite_json(metrics))
     atomic_write_json(out / "history.json", hist.epochs)
     return metrics
 
 
 def save_artefact(model: MultiViewADC, cfg: ADCConfig, out: Path, taxonomy: Taxonomy,
-                  thresholds: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None) -> None:
-    """Write the ADC part of an inspection artefact (see :mod:`seminspect.models.artefact`)."""
-    write_adc_artefact(out, model, cfg.model_dump(mode="json"), taxonomy, thresholds, provenance)
+                  thresholds: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None,
+                  inputs: dict[str, Any] | None = None) -> None:
+    """Write the ADC part of an inspection artefact (see :mod:`seminspect.models.artefact`).
+
+    ``inputs``: what the model was trained on (:func:`seminspect.data.model_inputs.describe_dataset`).
+    """
+    write_adc_artefact(out, model, cfg.model_dump(mode="json"), taxonomy, thresholds, provenance, inputs)

@@ -95,3 +95,19 @@ def evaluate_runs(out: Path, names: list[str], x, true: np.ndarray, train_depth:
     atomic_write_text(out / "results.md", table + "\n" + json.dumps(times, indent=2))
     print(table)
     print(json.dumps(times, indent=2))
+
+
+def honest_sets(data_path: str, outer: str, val_fraction: float = 0.1, seed: int = 0, inner_seed: int = 1):
+    """``(inner_train, inner_val, outer_train, test)`` of a Samsung ``.npz``.
+
+    ``test`` is the reported split, cut from all sites by the rule ``outer`` (``group``, ``acquisition`` or
+    ``random``). Every choice (best epoch, which recipe) is made on ``inner_val``: a group split of the outer
+    training sites, so no depth map of ``inner_val`` is trained on; ``test`` is never looked at before the end.
+    The mean-map baseline uses all of ``outer_train``.
+    """
+    from seminspect.training.depth import read_npz_sites, split_data
+
+    everything = read_npz_sites(data_path)
+    outer_train, test = split_data(everything, outer, val_fraction, seed)
+    inner_train, inner_val = split_data(outer_train, "group", val_fraction, inner_seed)
+    return inner_train, inner_val, outer_train, test

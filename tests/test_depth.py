@@ -203,14 +203,16 @@ def test_resampled_acquisitions_come_from_the_same_site(tmp_path: Path) -> None:
     assert on.history[0]["train_loss"] != off.history[0]["train_loss"]  # the inputs changed
 
 
-@pytest.mark.parametrize("mode", ["l1", "pix2pix", "l1+ema", "l1+resample"])
+@pytest.mark.parametrize("mode", ["l1", "pix2pix", "l1+ema", "l1+resample", "l1+aug+sitenorm"])
 def test_resume_after_stop_equals_uninterrupted(tmp_path: Path, mode: str) -> None:
     train, val = _tiny_data(20, 0, h=16, w=12), _tiny_data(8, 1, h=16, w=12)
     extra = {"ema_decay": 0.9} if "ema" in mode else {}
     if "resample" in mode:
         extra["resample_acquisitions"] = True
+    if "aug" in mode:
+        extra["intensity_aug"] = 1.0
     cfg = _cfg(loss={"mode": mode.split("+")[0], "mse_epochs": 1, "disc_width": 4},
-               optim={"flips": True, **extra})
+               optim={"flips": True, **extra}, data={"site_norm": "sitenorm" in mode})
     full = train_depth(cfg, tmp_path / "full", data=(train, val), verbose=False)
     # 3 batches per epoch: stop mid-epoch (step 4), then at an epoch end (step 6), then finish.
     part = train_depth(cfg, tmp_path / "cut", data=(train, val), stop_after_steps=4, verbose=False)

@@ -46,6 +46,9 @@ class DataSection(_Strict):
     channels: int | None = Field(None, ge=1)  # use the first C acquisitions; None = all
     crop: int | None = Field(None, ge=1)  # centre crop of square side `crop` (large virtual-fab views)
     max_sites: int | None = Field(None, ge=1)  # keep the first N train sites (quick experiments)
+    # standardise each site's inputs by its own mean and spread over all its acquisitions (before the
+    # training-set scalars): the model sees structure, not the acquisition's brightness and contrast
+    site_norm: bool = False
 
 
 class ModelSection(_Strict):
@@ -82,6 +85,10 @@ class OptimSection(_Strict):
     # each epoch, each training site's C input channels are C draws with replacement from its own C
     # acquisitions: new noise mixes of the same site (the Samsung sites have 4 acquisitions of one view)
     resample_acquisitions: bool = False
+    # brightness / contrast / noise augmentation mimicking acquisition changes, strength 0 (off) .. 1:
+    # per site, gain 1 +- 0.2 s about the site mean, offset +- 0.1 s, Gaussian noise of sd up to 0.03 s
+    # (in [0, 1] grey units); drawn per (seed, epoch, batch), so a resumed run replays it
+    intensity_aug: float = Field(0.0, ge=0, le=1)
     ema_decay: float | None = Field(None, gt=0, lt=1)  # validate/save an EMA of the weights (and BN buffers)
     patience: int | None = Field(10, ge=1)  # epochs without a better validation RMSE before stopping
     # wall-clock budget of this process (all ensemble members); checked at epoch ends

@@ -24,7 +24,14 @@ from seminspect.training.depth_config import DepthConfig, DepthConfigError
 from seminspect.training.depth_data import DepthData
 from seminspect.training.depth_predictor import DepthPredictor, Normaliser
 from seminspect.training.depth_resume import load_last, restore_last, save_last
-from seminspect.training.depth_schedule import _ema_avg_fn, _epoch_plan, _flip, _lr_lambda, _resample_plan
+from seminspect.training.depth_schedule import (
+    _ema_avg_fn,
+    _epoch_plan,
+    _flip,
+    _intensity_aug,
+    _lr_lambda,
+    _resample_plan,
+)
 from seminspect.utils.io import atomic_write_json
 from seminspect.utils.progress import make_progress
 
@@ -86,7 +93,7 @@ def train_one(
     """
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    norm = Normaliser.fit(train)
+    norm = Normaliser.fit(train, per_site=cfg.data.site_norm)
     mem = torch.channels_last if cfg.channels_last else torch.contiguous_format
     gen = UNet(train.channels, 1, **cfg.model.model_dump())
     if cfg.init_from:
@@ -98,7 +105,7 @@ def train_one(
             )
         gen.load_state_dict(g0.state_dict())
         norm = init.norm
-    xt = (train.x - norm.x_mean) / norm.x_std
+    xt = norm.inputs(train.x)
     yt = ((train.y - norm.y_mean) / norm.y_std)[:, None]
     gen = gen.to(memory_format=mem)
     opt = torch.optim.AdamW(gen.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -147,6 +154,8 @@ def train_one(
                 xb, yb = xt[idx], yt[idx]
                 if picks is not None:
                     xb = torch.gather(xb, 1, picks[idx][:, :, None, None].expand_as(xb))
+                if cfg.optim.intensity_aug > 0:
+                    xb = _intensity_aug(xb, cfg.seed, epoch, b, cfg.optim.intensity_aug, norm.x_std)
                 if cfg.optim.flips:
                     xb = _flip(xb, codes[idx], cfg.optim.flip_lr_channels, cfg.optim.flip_ud_channels)
                     yb = _flip(yb, codes[idx])

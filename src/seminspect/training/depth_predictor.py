@@ -25,10 +25,25 @@ class Normaliser:
     x_std: float
     y_mean: float
     y_std: float
+    per_site: bool = False  # each site's inputs standardised by its own mean and spread first (data.site_norm)
 
     @classmethod
-    def fit(cls, data: DepthData) -> Normaliser:
-        return cls(float(data.x.mean()), float(data.x.std()) or 1.0, float(data.y.mean()), float(data.y.std()) or 1.0)
+    def fit(cls, data: DepthData, per_site: bool = False) -> Normaliser:
+        x = site_standardise(data.x) if per_site else data.x
+        return cls(float(x.mean()), float(x.std()) or 1.0, float(data.y.mean()), float(data.y.std()) or 1.0, per_site)
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """SEM in [0, 1] ``(N, C, H, W)`` -> the generator's inputs."""
+        if self.per_site:
+            x = site_standardise(x)
+        return (x - self.x_mean) / self.x_std
+
+
+def site_standardise(x: torch.Tensor) -> torch.Tensor:
+    """Each site ``(C, H, W)`` of ``x (N, C, H, W)`` minus its mean, divided by its spread (+ 1/255)."""
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    std = x.std(dim=(1, 2, 3), keepdim=True)
+    return (x - mean) / (std + 1.0 / 255.0)
 
 
 class DepthPredictor:
@@ -46,7 +61,7 @@ class DepthPredictor:
         self.generator.eval()
         out = []
         for i in range(0, x.shape[0], batch_size):
-            xb = (x[i : i + batch_size] - self.norm.x_mean) / self.norm.x_std
+            xb = self.norm.inputs(x[i : i + batch_size])
             out.append(self.generator(xb)[:, 0] * self.norm.y_std + self.norm.y_mean)
         return torch.cat(out).numpy().astype(np.float32)
 
@@ -112,5 +127,5 @@ class _NormalisedGenerator(torch.nn.Module):
         self.generator, self.norm = generator, norm
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.generator((x - self.norm.x_mean) / self.norm.x_std)
+        y = self.generator(self.norm.inputs(x))
         return y[:, 0] * self.norm.y_std + self.norm.y_mean

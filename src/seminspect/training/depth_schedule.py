@@ -46,6 +46,25 @@ def _resample_plan(seed: int, epoch: int, n: int, channels: int) -> torch.Tensor
     return torch.randint(0, channels, (n, channels), generator=g)
 
 
+def _intensity_aug(
+    xb: torch.Tensor, seed: int, epoch: int, batch: int, strength: float, x_std: float
+) -> torch.Tensor:
+    """Brightness, contrast and noise changes of a batch ``(B, C, H, W)`` of normalised inputs.
+
+    Per site: gain ``1 +- 0.2 strength`` about the site's mean, offset ``+- 0.1 strength`` and Gaussian
+    noise of a standard deviation up to ``0.03 strength``, all in [0, 1] grey units (divided by
+    ``x_std`` for the normalised inputs). Drawn from a generator seeded by ``(seed, epoch, batch)``.
+    """
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * 10_007 + batch + 15_485_863)
+    b = xb.shape[0]
+    gain = 1.0 + 0.2 * strength * (2 * torch.rand(b, 1, 1, 1, generator=g) - 1)
+    offset = 0.1 * strength * (2 * torch.rand(b, 1, 1, 1, generator=g) - 1) / x_std
+    sd = 0.03 * strength * torch.rand(b, 1, 1, 1, generator=g) / x_std
+    mean = xb.mean(dim=(1, 2, 3), keepdim=True)
+    noise = torch.randn(xb.shape, generator=g) * sd
+    return (mean + gain * (xb - mean) + offset + noise).to(xb.dtype)
+
+
 def _ema_avg_fn(decay: float):
     """EMA update with a warm-up: the decay is ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates.
 

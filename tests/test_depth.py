@@ -430,12 +430,21 @@ def test_samsung_split_is_fixed() -> None:
     assert va.tolist() == sorted(perm[-500:].tolist())
 
 
-def test_samsung_split_matches_the_adapter() -> None:
-    common = pytest.importorskip("seminspect.data.adapters._common")
-    ids = [f"site{i:05d}" for i in range(5000)]
-    splits = np.array(common.group_split(ids, {"train": 0.9, "val": 0.1}, 0))
-    _, va = samsung_split(5000, 0.1, 0)
-    assert np.flatnonzero(splits == "val").tolist() == va.tolist()
+def test_samsung_split_matches_the_adapter(tmp_path: Path) -> None:
+    from seminspect.data.adapters.samsung_depth import import_samsung_depth
+    from seminspect.data.dataset import SampleDataset
+
+    rng = np.random.default_rng(0)
+    depth = rng.integers(0, 100, (10, 6, 5), dtype=np.uint8)[rng.integers(0, 10, 40)]  # 40 sites, twins
+    sem = rng.integers(0, 256, (40, 4, 6, 5), dtype=np.uint8)
+    np.savez(tmp_path / "train.npz", sem=sem, depth=depth, name=np.array([f"s{i}" for i in range(40)]))
+    ds = SampleDataset(import_samsung_depth(tmp_path / "train.npz", tmp_path / "ds", val_fraction=0.2))
+    split = ds.metadata_column("split")
+    _, val = load_samsung_npz(tmp_path / "train.npz", 0.2)
+    assert sorted(ds.sample_ids[i] for i, s in enumerate(split) if s == "val") == sorted(
+        f"site{int(v[1:]):05d}" for v in val.ids)
+    val_maps = {depth[i].tobytes() for i, s in enumerate(split) if s == "val"}
+    assert not any(depth[i].tobytes() in val_maps for i, s in enumerate(split) if s == "train")
 
 
 @pytest.mark.shared

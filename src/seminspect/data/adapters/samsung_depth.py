@@ -5,8 +5,10 @@ Source arrays: ``sem`` uint8 ``(N, 4, 66, 45)`` = 4 simulated SEM acquisitions o
 ``name`` ``(N,)`` str. Each site is one sample with 4 TARGET views (index 0..3 = acquisition) and
 the depth map (stored as float32 TIFF, same values); no reference die, no labels.
 
-Split: a fixed validation split, ``val_fraction`` (default 0.1) of the sites drawn with ``seed``
-(default 0) over all N sites (so ``limit`` does not change anyone's split); the rest is ``train``.
+Split: the in-memory loader's default split (``seminspect.training.depth_split``, rule ``group``):
+whole groups of twin sites (the same depth map, or near-identical SEM stacks) go to ``val`` until it
+holds ``val_fraction`` (default 0.1) of the N sites, in an order drawn with ``seed`` (default 0); so no
+depth map is on both sides, and ``limit`` does not change anyone's split. The rest is ``train``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seminspect.data.adapters._common import AdapterError, group_split, prepare_output, require
+from seminspect.data.adapters._common import AdapterError, prepare_output, require
 from seminspect.data.manifest import DatasetInfo, DatasetWriter
 from seminspect.data.sample import Sample, View
 from seminspect.utils.progress import track
@@ -38,7 +40,11 @@ def import_samsung_depth(source: str | Path, out: str | Path, limit: int | None 
         raise AdapterError(f"{path}: {sem.shape[1]} acquisitions per site; the format allows 5 target views")
     n = sem.shape[0]
     ids = [f"site{i:05d}" for i in range(n)]
-    splits = group_split(ids, {"train": 1.0 - val_fraction, "val": val_fraction}, seed)
+    from seminspect.training.depth_split import split_indices
+
+    _, val_idx = split_indices(sem, depth, [str(x) for x in names], "group", val_fraction, seed)
+    splits = np.full(n, "train", dtype=object)
+    splits[val_idx] = "val"
     count = n if limit is None else min(max(int(limit), 0), n)
     out = prepare_output(out, overwrite)
     info = DatasetInfo(
@@ -46,8 +52,8 @@ def import_samsung_depth(source: str | Path, out: str | Path, limit: int | None 
         description="Samsung AI Challenge 2022 (3D Metrology) SEM depth sites, research use: 4 simulated SEM "
                     "acquisitions of one site as target views 0..3, depth map as ground truth; unlabelled.",
         depth_units="challenge depth code 0-255 (uint8 in the source), not calibrated nm",
-        extra={"source": str(path), "seed": seed, "split_fractions": {"train": 1.0 - val_fraction,
-                                                                        "val": val_fraction}},
+        extra={"source": str(path), "seed": seed, "split_rule": "group",
+               "split_fractions": {"train": 1.0 - val_fraction, "val": val_fraction}},
     )
     with DatasetWriter(out, info) as writer:
         for i in track(range(count), "importing Samsung SEM depth sites"):

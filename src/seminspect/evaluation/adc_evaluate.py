@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 
 from seminspect.data.dataset import SampleDataset, select_split
+from seminspect.data.model_inputs import check_inputs, check_taxonomy, describe_dataset
 from seminspect.data.taxonomy import Taxonomy
 from seminspect.evaluation.adc_metrics import compute_metrics, triage_metrics
 from seminspect.inference import Inspection, Inspector
+from seminspect.models.artefact import MANIFEST
 
 
 @dataclass
@@ -52,6 +54,11 @@ def evaluate_artefact(artefact: str | Path | Inspector, dataset: str | Path, spl
     inspector = artefact if isinstance(artefact, Inspector) else Inspector.load(artefact)
     art = inspector.artefact
     ds = select_split(dataset, split, drop_roles)
+    # the model's own kind of data only: its taxonomy, view layout and view sizes (one line naming both)
+    check_taxonomy(art.taxonomy.leaves, art.path / art.manifest["parts"]["taxonomy"], ds.root)
+    note = check_inputs(art.manifest.get("inputs"), describe_dataset([ds]), ds.manifest_path, art.path / MANIFEST)
+    if note is not None and log:
+        log(f"note: {note}")
     y, ti = label_arrays(ds, art.taxonomy)
     if log:
         log(f"evaluating split {split or 'all'!r}: {len(ds)} sites ({int((y == 1).sum())} abnormal, "

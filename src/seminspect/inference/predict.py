@@ -27,10 +27,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from seminspect.data.model_inputs import check_inputs, check_taxonomy, describe_stream
 from seminspect.data.stream import Site, iter_site_rows, iter_sites, manifest_of
 from seminspect.errors import SeminspectError
 from seminspect.inference.inspector import Inspector
 from seminspect.inference.schema import DECISION_SCHEMA, ERROR_SCHEMA, errors_frame, to_table
+from seminspect.models.artefact import MANIFEST
 from seminspect.utils.digest import sha256_file
 from seminspect.utils.io import atomic_path, atomic_write_json
 from seminspect.utils.provenance import utc_now
@@ -195,6 +197,7 @@ def start_run(inspector: Inspector, data: Path, out: str | Path, maps: str | Pat
     ``extra`` goes into the fingerprint (e.g. ``runner="ray"``): runs that differ there never mix.
     """
     _check_taxonomy(inspector, data)
+    _check_inputs(inspector, data, log)
     paths = output_paths(Path(out))
     maps_dir = None if maps is None else Path(maps)
     if maps_dir is not None and not inspector.has_anomaly:
@@ -288,21 +291,18 @@ def _map_scale(inspector: Inspector) -> float:
 
 def _check_taxonomy(inspector: Inspector, data: Path) -> None:
     """DATA that names a taxonomy must name the artefact's (same leaves in the same order)."""
-    from seminspect.data.manifest import DatasetInfo
-    from seminspect.data.taxonomy import Taxonomy
-
     root, _ = manifest_of(data)
-    if not (root / "dataset.yaml").is_file():
-        return
-    info = DatasetInfo.read(root)
-    try:
-        tax = Taxonomy.load(info.taxonomy_spec(root))
-    except SeminspectError as exc:
-        raise PredictError(f"{root / 'dataset.yaml'}: {exc}") from None
-    mine = inspector.artefact.taxonomy
-    if tuple(tax.leaves) != tuple(mine.leaves):
-        raise PredictError(f"{root / 'dataset.yaml'}: taxonomy {info.taxonomy!r} ({tax.num_leaves} types) is not the "
-                           f"artefact's ({inspector.artefact.path / 'taxonomy.yaml'}, {mine.num_leaves} types)")
+    art = inspector.artefact
+    check_taxonomy(art.taxonomy.leaves, art.path / art.manifest["parts"]["taxonomy"], root)
+
+
+def _check_inputs(inspector: Inspector, data: Path, log: Callable[[str], None] | None) -> None:
+    """DATA's view layout and view sizes must be what the model was trained on (one line naming both)."""
+    art = inspector.artefact
+    _, mpath = manifest_of(data)
+    note = check_inputs(art.manifest.get("inputs"), describe_stream(data), mpath, art.path / MANIFEST)
+    if note is not None and log:
+        log(f"note: {note}")
 
 
 __all__ = ["PredictError", "PredictSummary", "RunStart", "count_sites", "output_paths", "predict", "start_run"]

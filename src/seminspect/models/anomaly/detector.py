@@ -619,13 +619,21 @@ class AnomalyDetector:
         weights = directory / "weights.safetensors"
         if not weights.is_file():
             raise AnomalyConfigError(f"{weights}: not found")
-        state = load_file(str(weights))
-        if isinstance(det.model, PatchCoreModel):
-            det.model.bank = torch.empty_like(state["bank"])
+        from safetensors import SafetensorError
+
         try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError) as exc:  # corrupt, truncated or not safetensors at all
+            raise AnomalyConfigError(f"{weights}: not a readable safetensors file ({exc})") from None
+        try:
+            if isinstance(det.model, PatchCoreModel):
+                det.model.bank = torch.empty_like(state["bank"])
             det.model.load_state_dict(state)
+        except KeyError as exc:
+            raise AnomalyConfigError(f"{weights}: does not match the model in config.json (no tensor {exc})") from None
         except RuntimeError as exc:
-            raise AnomalyConfigError(f"{weights}: does not match the model in config.json ({exc})") from None
+            detail = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())[:300]
+            raise AnomalyConfigError(f"{weights}: does not match the model in config.json ({detail})") from None
         det.model.eval()
         det.threshold = meta.get("threshold")
         rng = meta.get("normal_score_range")

@@ -9,8 +9,9 @@ files, ``seminspect predict`` (PNG on disk -> Parquet) with:
 
 - the artefact as trained (its crop and crop centre) on ``--backend torch`` (eager),
   ``onnxruntime`` fp32 and, when ``seminspect optimise`` made one, ``onnxruntime`` int8;
-- the same weights with ``crop: null`` (every view whole, 460 px, native resolution) on
-  torch and onnxruntime: what looking at the whole field at full resolution would cost.
+- the same weights with ``crop: null`` (every view whole, 460 px, native resolution, sub-pixel
+  registration as the inspector does without a crop) on torch and onnxruntime, on the first
+  ``--n-whole`` sites only (it is slow): what looking at the whole field at full resolution costs.
 
 In-process, on the first 50 sites: the time per stage (decode, registration, locating the
 window and cropping, the ADC, triage), the ADC's FLOPs per site (torch's FlopCounterMode) and
@@ -106,10 +107,12 @@ def main() -> None:
     ap.add_argument("artefact", type=Path)
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--n-whole", type=int, default=30)
     ap.add_argument("--result", type=Path, default=Path(__file__).parent / "results" / "fast_predict.md")
     a = ap.parse_args()
     t_start = time.perf_counter()
     data = make_sites(a.data_root / f"offcentre{a.n}", a.n)
+    data_whole = make_sites(a.data_root / f"offcentre{a.n_whole}", a.n_whole)
     whole = whole_field_copy(a.artefact, a.data_root / "whole_field_artefact")
     cfg = read_yaml_mapping(a.artefact / "config.yaml", ValueError)["image"]
     int8 = any((a.artefact / "runtime").glob("*-int8.onnx"))
@@ -131,13 +134,14 @@ def main() -> None:
     for name, art, backend, precision in runs:
         out = a.data_root / f"d_{art.name}_{backend}_{precision}.parquet"
         before = load()
-        code, wall, peak = run_child(["predict", str(art), str(data), "--out", str(out), "--overwrite",
+        sites, n = (data, a.n) if art == a.artefact else (data_whole, a.n_whole)
+        code, wall, peak = run_child(["predict", str(art), str(sites), "--out", str(out), "--overwrite",
                                       "--backend", backend, "--precision", precision])
         if code not in (0, 1):
             raise SystemExit(f"{name} {backend} {precision} exited {code}")
         rate = json.loads(out.with_suffix(".summary.json").read_text())["sites_per_second"]
         base.setdefault(name, rate)
-        lines.append(f"| {name} | {backend} {precision} | {wall:.1f} | {a.n / wall:.2f} | {rate:.2f} | "
+        lines.append(f"| {name} ({n} sites) | {backend} {precision} | {wall:.1f} | {n / wall:.2f} | {rate:.2f} | "
                      f"{rate / base[name]:.1f} | {peak:.0f} | {before} |")
         print(lines[-1], flush=True)
     rows, gflop_site = stages(a.artefact, data)

@@ -5,8 +5,9 @@
     result.frame()                           # pandas DataFrame in the documented schema (docs/predict.md)
 
 Per site, in this order and each once: the reference of every detector index is aligned to its
-target (:meth:`PrepareSample.align`); the ADC encodes the prepared views (per dihedral op of the
-artefact's TTA) and its heads give p(abnormal), type and tree-level probabilities; the optional
+target (:meth:`PrepareSample.align`); the ADC judges the prepared views (per dihedral op of the
+artefact's TTA) on its runtime (:mod:`seminspect.inference.runtime`: the whole model as one ONNX
+Runtime graph by default, or torch) and gives p(abnormal), type and tree-level probabilities; the optional
 anomaly model scores the same site with the same alignment; the triage policy routes the site and
 the route's reason is spelled out. Every site is computed on its own (no batch neighbours), so a
 site's numbers do not depend on how the input was chunked: ``evaluate``, ``predict`` and

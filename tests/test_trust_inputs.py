@@ -158,3 +158,20 @@ def test_anomaly_predict_with_a_corrupt_weights_file_is_one_line(tmp_path: Path,
     errors = error_lines(stderr)
     assert code == 2 and "Traceback" not in stdout + stderr and not out.exists()
     assert len(errors) == 1 and errors[0].startswith(f"error: {weights}: ")
+
+
+def test_cli_evaluate_of_normal_sites_only_writes_standard_json(model: Path, tmp_path: Path, capsys,
+                                                                monkeypatch) -> None:
+    """[trust] "Strict outputs" row, end to end: ``eval_<split>.json`` of a split with one class is standard JSON."""
+    from trust_fixtures import strict_json
+
+    rng = np.random.default_rng(5)
+    data = tmp_path / "normal"
+    with DatasetWriter(data, DatasetInfo(taxonomy="deeppcb")) as w:
+        for i in range(0, 8, 2):  # even ids: normal sites only
+            w.add(make_sample(i, rng, split="test"))
+    report = tmp_path / "eval_test.html"
+    code, _, err = run_main(["evaluate", str(model), str(data), "--report", str(report)], capsys, monkeypatch)
+    assert code == 0, err
+    metrics = strict_json(report.with_suffix(".json"))  # NaN / Infinity would raise here
+    assert metrics["n"] == 4 and metrics["n_abnormal"] == 0 and metrics.get("auroc") is None

@@ -9,7 +9,12 @@ table. Rows:
 
 * ``recipe-group`` / ``recipe-random``: the recipe on the group / random outer split;
 * ``aug-group``: + brightness, contrast and noise augmentation of the inputs (``optim.intensity_aug``);
-* ``sitenorm-group``: + per-site intensity normalisation over the four acquisitions (``data.site_norm``).
+* ``sitenorm-group``: + per-site intensity normalisation over the four acquisitions (``data.site_norm``);
+* ``recipe-acquisition``: the recipe on the acquisition split (whole acquisitions held out);
+* ``recipe24-group``: the recipe with 24 epochs (twice ``--epochs`` = 12) on the group split.
+
+For a row on the random split the reported sites are also scored in two parts: those whose depth map
+occurs among the outer training sites (a twin was trained on) and those whose map does not.
 
     nice -n 15 env OMP_NUM_THREADS=1 python benchmarks/depth_group_split.py \\
         --data ../shared/data/samsung_sem_depth/train.npz --out runs/depth_group --epochs 12
@@ -30,12 +35,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from depth_common import honest_sets, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS: dict[str, tuple[str, dict]] = {
+ROWS: dict[str, tuple[str, dict]] = {  # row -> (outer split, config changes; "epochs_factor" scales --epochs)
     "recipe-group": ("group", {}),
     "recipe-random": ("random", {}),
     "aug-group": ("group", {"optim.intensity_aug": 1.0}),
     "sitenorm-group": ("group", {"data.site_norm": True}),
+    "recipe-acquisition": ("acquisition", {}),
+    "recipe24-group": ("group", {"epochs_factor": 2}),
 }
+DEFAULT_ROWS = ["recipe-group", "recipe-random", "aug-group", "sitenorm-group"]
+
+
+def leak_parts(test_y: np.ndarray, train_y: np.ndarray, pred: np.ndarray) -> dict:
+    """RMSE of the reported sites whose depth map occurs among the training sites (twin trained on) and of the rest."""
+    from seminspect.training.depth_eval import score_depth
+
+    seen = {y.tobytes() for y in train_y}
+    twin = np.array([y.tobytes() in seen for y in test_y])
+    parts = {"n_twin_in_training": int(twin.sum()), "n_no_twin": int((~twin).sum())}
+    for name, sel in (("twin_in_training", twin), ("no_twin", ~twin)):
+        if sel.any():
+            parts[f"rmse_{name}"] = score_depth(pred[sel], test_y[sel]).rmse
+    return parts
 
 
 def run_row(row: str, data: str, out: Path, epochs: int, threads: int) -> None:
@@ -45,6 +66,8 @@ def run_row(row: str, data: str, out: Path, epochs: int, threads: int) -> None:
     from seminspect.training.depth_eval import mean_map, score_depth
 
     outer, changes = ROWS[row]
+    changes = dict(changes)
+    epochs *= changes.pop("epochs_factor", 1)
     cfg = DepthConfig.load(ROOT / "configs/depth_samsung.yaml").with_options(
         "benchmark", **{"data.path": data, "ensemble": 1, "threads": threads, "optim.epochs": epochs,
                         "loss.mse_epochs": epochs - max(1, round(epochs / 9)), "optim.max_minutes": None,
@@ -59,23 +82,44 @@ def run_row(row: str, data: str, out: Path, epochs: int, threads: int) -> None:
     pred = DepthPredictor.load(out / row / "best.pt").predict(test.x)
     s = score_depth(pred, test.y.numpy(), row)
     base = score_depth(np.broadcast_to(mean_map(outer_train.y.numpy()), test.y.shape), test.y.numpy(), "mean map")
-    result = {"row": row, "outer_split": outer, "changes": changes, "epochs": epochs,
+    result = {"row": row, "config": cfg.model_dump(), "outer_split": outer, "changes": changes, "epochs": epochs,
               "n_inner_train": len(inner_train), "n_inner_val": len(inner_val), "n_test": len(test),
               "inner_val_rmse": r.best_rmse, "best_epoch": r.best_epoch, "test": s.row(), "mean_map": base.row(),
-              "wall_s": wall, "machine_start": load0, "machine_end": machine(), "threads": threads}
+              "wall_s": wall, "machine_start": load0, "machine_end": machine(), "threads": threads,
+              "leak": leak_parts(test.y.numpy(), outer_train.y.numpy(), pred)}
     (out / f"{row}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
+
+
+def add_leak(data: str, out: Path, rows: list[str]) -> None:
+    from seminspect.training.depth import DepthPredictor
+
+    for row in rows:
+        f = out / f"{row}.json"
+        if not f.is_file():
+            continue
+        r = json.loads(f.read_text())
+        _, _, outer_train, test = honest_sets(data, r["outer_split"])
+        pred = DepthPredictor.load(out / row / "best.pt").predict(test.x)
+        r["leak"] = leak_parts(test.y.numpy(), outer_train.y.numpy(), pred)
+        f.write_text(json.dumps(r, indent=2))
+
+
+def _part(lk: dict, k: str) -> str:
+    return f"{lk[f'rmse_{k}']:.3f} ({lk[f'n_{k}']})" if f"rmse_{k}" in lk else f"- ({lk.get(f'n_{k}', 0)})"
 
 
 def report(out: Path) -> str:
     rows = [json.loads((out / f"{r}.json").read_text()) for r in ROWS if (out / f"{r}.json").is_file()]
     lines = ["| row | reported split | inner group-val RMSE (chooses) | best epoch | reported RMSE | MAE | "
-             "site RMSE p95 | mean-map RMSE | train wall (s) |", "|---|---|---|---|---|---|---|---|---|"]
+             "site RMSE p95 | mean-map RMSE | twin trained on / not: RMSE (sites) | train wall (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        t = r["test"]
+        t, lk = r["test"], r.get("leak", {})
+        parts = " / ".join(_part(lk, k) for k in ("twin_in_training", "no_twin")) if lk else "-"
         lines.append(f"| {r['row']} | {r['outer_split']} ({r['n_test']} sites) | {r['inner_val_rmse']:.3f} | "
                      f"{r['best_epoch']}/{r['epochs']} | {t['rmse']:.3f} | {t['mae']:.3f} | {t['site_rmse_p95']:.3f} | "
-                     f"{r['mean_map']['rmse']:.3f} | {r['wall_s']:.0f} |")
+                     f"{r['mean_map']['rmse']:.3f} | {parts} | {r['wall_s']:.0f} |")
     group_rows = [r for r in rows if r["outer_split"] == "group"]
     if group_rows:
         chosen = min(group_rows, key=lambda r: r["inner_val_rmse"])
@@ -92,14 +136,16 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--part", default="all", choices=["all", "report", *ROWS])
-    ap.add_argument("--rows", nargs="*", default=list(ROWS))
+    ap.add_argument("--part", default="all", choices=["all", "report", "leak", *ROWS])
+    ap.add_argument("--rows", nargs="*", default=DEFAULT_ROWS, choices=list(ROWS))
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.part in ROWS:
         run_row(args.part, args.data, out, args.epochs, args.threads)
         return
+    if args.part == "leak":  # add the twin / no-twin parts to rows measured before they were recorded
+        add_leak(args.data, out, args.rows)
     if args.part == "all":
         for row in args.rows:
             code = subprocess.call([sys.executable, __file__, "--data", args.data, "--out", str(out), "--part", row,

@@ -35,13 +35,18 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, no GPU; load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}"
 
 
-def train_one(config: Path, run: Path, data_path: str | None) -> None:
-    """Train ``config`` into ``run`` (resuming a killed run); ``timing.json`` records the wall time."""
+def train_one(config: Path, run: Path, data_path: str | None, split: str | None = None) -> None:
+    """Train ``config`` into ``run`` (resuming a killed run); ``timing.json`` records the wall time.
+
+    ``split`` replaces the config's ``data.split`` (``group``, ``acquisition`` or ``random``).
+    """
     from seminspect.training.depth import DepthConfig, train_depth
 
     cfg = DepthConfig.load(config)
     if data_path:
         cfg.data.path = data_path
+    if split:
+        cfg.data.split = split
     t0 = time.time()
     r = train_depth(cfg, run)
     atomic_write_json(run / "timing.json",

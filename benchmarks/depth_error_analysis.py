@@ -40,7 +40,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     cfg = DepthConfig.load(SPLIT_CONFIG)
-    train, val = load_samsung_npz(args.data or cfg.data.path, cfg.data.val_fraction, cfg.data.split_seed)
+    train, val = load_samsung_npz(args.data or cfg.data.path, cfg.data.val_fraction, cfg.data.split_seed,
+                                  split=cfg.data.split)
     train = train.subset(np.arange(0, len(train), 4))
     print("| model | split | sites | RMSE | floor offset std | RMSE with an oracle floor |")
     print("|---|---|---|---|---|---|")

@@ -116,3 +116,24 @@ def honest_sets(data_path: str, outer: str, val_fraction: float = 0.1, seed: int
     outer_train, test = split_data(everything, outer, val_fraction, seed)
     inner_train, inner_val = split_data(outer_train, "group", val_fraction, inner_seed)
     return inner_train, inner_val, outer_train, test
+
+
+def family_sets(data: Path, holdout: str, channels: int | None = None, crop: int | None = None):
+    """``(train, calib, test)`` of a virtual-fab dataset folder with one layout family held out.
+
+    The folder's own ``train`` / ``calib`` splits, less the sites of family ``holdout`` (metadata
+    ``product``), train and choose the epoch; the reported ``test`` set is every site of that family (of any
+    split), so no layout family, and no generated layout, is on both sides.
+    """
+    from seminspect.data.dataset import SampleDataset
+    from seminspect.training.depth import DepthDataError, dataset_to_tensors
+
+    ds = SampleDataset(data, roles=["target"])
+    family = ds.metadata_column("product")
+    split = ds.metadata_column("split")
+    if holdout not in family:
+        raise DepthDataError(f"{ds.manifest_path}: no sites of layout family {holdout!r} (have {sorted(set(family))})")
+    ids = {name: [s for s, f, p in zip(ds.sample_ids, family, split, strict=True) if f != holdout and p == name]
+           for name in ("train", "calib")}
+    ids["test"] = [s for s, f in zip(ds.sample_ids, family, strict=True) if f == holdout]
+    return tuple(dataset_to_tensors(ds.subset(ids[k]), channels, crop) for k in ("train", "calib", "test"))

@@ -7,6 +7,11 @@ evaluates all three with the training mean-map baseline on the ``test`` split (`
 validation split that picks the best epoch).
 
     env PYTHONPATH=src python benchmarks/depth_virtual_fab.py --out runs/depth_virtual_fab
+
+``--holdout-family NAME`` (``line_space``, ``contact_array``, ``turns`` or ``logic``) splits by layout
+family instead: the models train on the other families' ``train`` sites, choose their epoch on the other
+families' ``calib`` sites, and are scored on every site of family NAME (``--part NAME`` trains one model;
+``--epochs`` shortens the configs' schedules, keeping their L1-then-MSE proportion).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from depth_common import evaluate_runs, train_in_turn, train_one  # noqa: E402
+from depth_common import evaluate_runs, family_sets, machine, train_in_turn, train_one  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {"unet": ROOT / "configs/depth_virtual_fab.yaml", "l1_unet": ROOT / "configs/depth_virtual_fab_l1.yaml",
@@ -48,22 +53,64 @@ def evaluate(out: Path, data: Path) -> None:
                   "depth_virtual_fab", "virtual fab test split")
 
 
+def train_family(config: Path, run: Path, data: Path, holdout: str, epochs: int | None) -> None:
+    """Train ``config`` on the sites of every family but ``holdout`` (epoch chosen on their calib sites)."""
+    import json
+
+    from seminspect.training.depth import DepthConfig, train_depth
+
+    cfg = DepthConfig.load(config).with_options("benchmark", **{"data.path": str(data)})
+    if epochs is not None:
+        mse = round(cfg.loss.mse_epochs * epochs / cfg.optim.epochs)
+        cfg = cfg.with_options("--epochs", **{"optim.epochs": epochs, "loss.mse_epochs": mse})
+    train, calib, _ = family_sets(data, holdout, cfg.data.channels, cfg.data.crop)
+    t0 = time.time()
+    r = train_depth(cfg, run, data=(train, calib))
+    (run / "timing.json").write_text(json.dumps({"seconds": time.time() - t0, "best_rmse_validation": r.best_rmse,
+                                                 "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+                                                 "steps": r.steps, "machine": machine(), "holdout": holdout,
+                                                 "n_train": len(train), "n_calib": len(calib)}))
+
+
+def evaluate_family(out: Path, data: Path, holdout: str) -> None:
+    from seminspect.training.depth import DepthConfig
+
+    cfg = DepthConfig.load(CONFIGS["unet"])
+    train, _, test = family_sets(data, holdout, cfg.data.channels, cfg.data.crop)
+    evaluate_runs(out, list(CONFIGS), test.x, test.y.numpy(), train.y.numpy(), test.ids, "nm",
+                  f"depth_virtual_fab_{holdout}", f"virtual fab, unseen layout family {holdout}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/depth_virtual_fab")
     ap.add_argument("--n", type=int, default=400, help="samples to generate (60/20/20 train/calib/test)")
     ap.add_argument("--part", default="all", choices=["all", "evaluate", *CONFIGS])
+    ap.add_argument("--holdout-family", default=None, help="report on this layout family, train on the others")
+    ap.add_argument("--epochs", type=int, default=None, help="with --holdout-family: shorter schedules")
+    ap.add_argument("--data", default=None, help="dataset folder (default: <out>/data, generated if missing)")
     args = ap.parse_args()
     out = Path(args.out)
-    data = out / "data"
+    data = Path(args.data) if args.data else out / "data"
     out.mkdir(parents=True, exist_ok=True)
+    if args.holdout_family:
+        if args.part in CONFIGS:
+            train_family(CONFIGS[args.part], out / args.part, data, args.holdout_family, args.epochs)
+            return
+        if args.part == "all":
+            generate(data, args.n)
+            extra = ["--n", str(args.n), "--data", str(data), "--holdout-family", args.holdout_family,
+                     *(["--epochs", str(args.epochs)] if args.epochs else [])]
+            train_in_turn(__file__, out, list(CONFIGS), extra)
+        evaluate_family(out, data, args.holdout_family)
+        return
     if args.part in CONFIGS:
         train_one(CONFIGS[args.part], out / args.part, str(data))
         return
     t0 = time.time()
     if args.part == "all":
         generate(data, args.n)
-        train_in_turn(__file__, out, list(CONFIGS), ["--n", str(args.n)])
+        train_in_turn(__file__, out, list(CONFIGS), ["--n", str(args.n), "--data", str(data)])
     evaluate(out, data)
     print(f"total wall time {time.time() - t0:.0f} s")
 

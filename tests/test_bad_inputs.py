@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import yaml
 
 from bad_inputs import CASES, VICTIM, Expect
 from test_inference import shifted_sample, tiny_config
+from trust_fixtures import run_main
 
 COMMANDS = ("validate", "predict", "train", "evaluate", "anomaly-fit", "anomaly-predict", "depth-train",
             "depth-predict", "drift")
@@ -119,18 +119,6 @@ def argv(command: str, w: World, ds: Path, out: Path) -> tuple[list[str], list[P
     raise AssertionError(command)
 
 
-def run_main(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    """Run the console entry point as a user would: ``(exit status, stdout, stderr)``."""
-    from seminspect.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["seminspect", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def broken_copy(w: World, tmp_path: Path, case: str) -> tuple[Path, Expect]:

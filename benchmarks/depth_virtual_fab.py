@@ -53,7 +53,8 @@ def evaluate(out: Path, data: Path) -> None:
                   "depth_virtual_fab", "virtual fab test split")
 
 
-def train_family(config: Path, run: Path, data: Path, holdout: str, epochs: int | None) -> None:
+def train_family(config: Path, run: Path, data: Path, holdout: str, epochs: int | None,
+                 max_minutes: float | None = None, threads: int | None = None) -> None:
     """Train ``config`` on the sites of every family but ``holdout`` (epoch chosen on their calib sites)."""
     import json
 
@@ -63,6 +64,10 @@ def train_family(config: Path, run: Path, data: Path, holdout: str, epochs: int 
     if epochs is not None:
         mse = round(cfg.loss.mse_epochs * epochs / cfg.optim.epochs)
         cfg = cfg.with_options("--epochs", **{"optim.epochs": epochs, "loss.mse_epochs": mse})
+    if max_minutes is not None:
+        cfg = cfg.with_options("--max-minutes", **{"optim.max_minutes": max_minutes})
+    if threads is not None:
+        cfg = cfg.with_options("--threads", threads=threads)
     train, calib, _ = family_sets(data, holdout, cfg.data.channels, cfg.data.crop)
     t0 = time.time()
     r = train_depth(cfg, run, data=(train, calib))
@@ -88,6 +93,8 @@ def main() -> None:
     ap.add_argument("--part", default="all", choices=["all", "evaluate", *CONFIGS])
     ap.add_argument("--holdout-family", default=None, help="report on this layout family, train on the others")
     ap.add_argument("--epochs", type=int, default=None, help="with --holdout-family: shorter schedules")
+    ap.add_argument("--threads", type=int, default=None, help="with --holdout-family: torch threads")
+    ap.add_argument("--max-minutes", type=float, default=None, help="with --holdout-family: training budget")
     ap.add_argument("--data", default=None, help="dataset folder (default: <out>/data, generated if missing)")
     args = ap.parse_args()
     out = Path(args.out)
@@ -95,12 +102,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     if args.holdout_family:
         if args.part in CONFIGS:
-            train_family(CONFIGS[args.part], out / args.part, data, args.holdout_family, args.epochs)
+            train_family(CONFIGS[args.part], out / args.part, data, args.holdout_family, args.epochs,
+                         args.max_minutes, args.threads)
             return
         if args.part == "all":
             generate(data, args.n)
             extra = ["--n", str(args.n), "--data", str(data), "--holdout-family", args.holdout_family,
-                     *(["--epochs", str(args.epochs)] if args.epochs else [])]
+                     *(["--epochs", str(args.epochs)] if args.epochs else []),
+                     *(["--max-minutes", str(args.max_minutes)] if args.max_minutes else []),
+                     *(["--threads", str(args.threads)] if args.threads else [])]
             train_in_turn(__file__, out, list(CONFIGS), extra)
         evaluate_family(out, data, args.holdout_family)
         return

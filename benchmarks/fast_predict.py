@@ -8,7 +8,8 @@ defect anywhere in the inner 80 % of the field (``site_offset`` 0.4; seed 11), u
 files, ``seminspect predict`` (PNG on disk -> Parquet) with:
 
 - the artefact as trained (its crop and crop centre) on ``--backend torch`` (eager),
-  ``onnxruntime`` fp32 and, when ``seminspect optimise`` made one, ``onnxruntime`` int8;
+  ``onnxruntime`` fp32 and, when ``seminspect optimise`` made one, int8; with OpenVINO
+  installed, ``openvino`` fp32, bf16 (and int8);
 - the same weights with ``crop: null`` (every view whole, 460 px, native resolution, sub-pixel
   registration as the inspector does without a crop) on torch and onnxruntime, on the first
   ``--n-whole`` sites only (it is slow): what looking at the whole field at full resolution costs.
@@ -22,6 +23,7 @@ Writes ``benchmarks/results/fast_predict.md`` (or ``--result``).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import shutil
 import sys
@@ -129,6 +131,8 @@ def main() -> None:
     runs = [("as trained", a.artefact, "torch", "fp32"), ("as trained", a.artefact, "onnxruntime", "fp32")]
     if int8:
         runs.append(("as trained", a.artefact, "onnxruntime", "int8"))
+    if importlib.util.find_spec("openvino") is not None:
+        runs += [("as trained", a.artefact, "openvino", p) for p in ("fp32", "bf16", *(("int8",) if int8 else ()))]
     runs += [("whole views, 460 px", whole, "torch", "fp32"), ("whole views, 460 px", whole, "onnxruntime", "fp32")]
     base: dict[str, float] = {}
     for name, art, backend, precision in runs:

@@ -79,6 +79,23 @@ def test_backends_judge_alike_and_the_graph_is_cached_by_model_version(trained):
     assert [g.name for g in graphs] == [f"adc-{ort.model_version}-48x48-fp32.onnx"]
 
 
+def test_openvino_runs_the_same_graph(trained):
+    pytest.importorskip("openvino", reason="the openvino extra is not installed")
+    from seminspect.export._openvino import cpu_offers
+
+    ds, art = trained
+    samples = list(SampleDataset(ds))
+    ref = Inspector.load(art, backend="onnxruntime").inspect(samples)
+    ov = Inspector.load(art, backend="openvino").inspect(samples)
+    assert np.abs(ref.abnormal - ov.abnormal).max() < 1e-4 and (ref.route == ov.route).all()
+    if cpu_offers("BF16"):
+        bf = Inspector.load(art, backend="openvino", precision="bf16").inspect(samples)
+        assert np.abs(ref.abnormal - bf.abnormal).max() < 0.05  # bf16 keeps ~3 significant digits
+    else:
+        with pytest.raises(BackendError, match="no bf16"):
+            Inspector.load(art, backend="openvino", precision="bf16")
+
+
 def test_int8_needs_optimise_first_then_runs(trained, tmp_path):
     ds, art = trained
     out = tmp_path / "d.parquet"
@@ -100,4 +117,6 @@ def test_unknown_backend_or_precision_is_one_line(trained):
         Inspector.load(art, backend="tensorrt")
     with pytest.raises(BackendError, match="fp32 only"):
         Inspector.load(art, backend="torch", precision="int8")
+    with pytest.raises(BackendError, match="openvino only"):
+        Inspector.load(art, backend="onnxruntime", precision="bf16")
     assert graph_path(Inspector.load(art, backend="torch").artefact, 64, 64, "int8").name.endswith("-int8.onnx")

@@ -22,8 +22,10 @@ def predict(
     overwrite: bool = typer.Option(False, help="Discard an earlier run or output at OUT."),
     threads: int | None = typer.Option(None, help="Threads (default: torch's; with --ray: per actor, 1)."),
     backend: str | None = typer.Option(None, help="Where the ADC runs: onnxruntime (default; the whole model as "
-                                       "one graph) or torch (eager). Env SEMINSPECT_BACKEND sets the default."),
-    precision: str = typer.Option("fp32", help="fp32, or int8 (needs `seminspect optimise` first; onnxruntime)."),
+                                       "one graph), openvino (seminspect[openvino]) or torch (eager). Env "
+                                       "SEMINSPECT_BACKEND sets the default."),
+    precision: str = typer.Option("fp32", help="fp32; bf16 (openvino, where the CPU has it); int8 (needs "
+                                  "`seminspect optimise` first)."),
     db: str | None = typer.Option(None, "--db", help="Also store the decisions in this review database (SQLite "
                                   "file or PostgreSQL URL; needs seminspect[serve]); sites routed to review "
                                   "join the review queue."),

@@ -1,4 +1,4 @@
-"""Where the ADC runs: torch eager, or the whole model as one graph in ONNX Runtime (fp32 or int8).
+"""Where the ADC runs: torch eager, or the whole model as one graph in ONNX Runtime or OpenVINO.
 
     rt = make_runtime(artefact, backend="onnxruntime", precision="fp32", threads=2)
     p = rt.probabilities(images, roles, indices, view_mask)   # {"abnormal", "types", "levels"} numpy
@@ -6,9 +6,10 @@
 The ONNX Runtime backend exports the artefact's model (:mod:`seminspect.export.adc_graph`) on
 first use, per view size, into ``<artefact>/runtime/`` (named by the model version, so a
 changed model never meets a stale graph; written atomically); ``int8`` reads the graph that
-``seminspect optimise`` calibrated on real sites (:mod:`seminspect.export.quantise`). Both
-return what :func:`~seminspect.models.adc_features.predict_features` returns, averaged over the
-artefact's test-time dihedral ops. Reads the artefact; writes only its ``runtime/`` folder.
+``seminspect optimise`` calibrated on real sites (:mod:`seminspect.export.quantise`). The
+OpenVINO backend (optional extra) compiles the same files, and runs the fp32 graph in bf16
+where the CPU offers it. All return what :func:`~seminspect.models.adc_features.predict_features`
+returns, averaged over the artefact's test-time dihedral ops. Reads the artefact; writes only its ``runtime/`` folder.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from seminspect.errors import SeminspectError
 from seminspect.inference.artefact import LoadedArtefact
 from seminspect.models.adc_features import FeatureSet, dihedral, predict_features
 
-BACKENDS = ("torch", "onnxruntime")
-PRECISIONS = ("fp32", "int8")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
 DEFAULT_BACKEND = os.environ.get("SEMINSPECT_BACKEND", "onnxruntime")
 
 
@@ -66,24 +67,28 @@ class OrtRuntime:
         self.artefact, self.precision, self.threads = artefact, precision, threads
         self._sessions: dict[tuple[int, int], Any] = {}
 
+    def _open(self, path: Path) -> Any:
+        from seminspect.export import onnx_session
+
+        return onnx_session(path, threads=self.threads)
+
     def session(self, height: int, width: int) -> Any:
         key = (height, width)
         if key not in self._sessions:
-            from seminspect.export import onnx_session
-
-            path = graph_path(self.artefact, height, width, self.precision)
+            # bf16 runs the fp32 graph with a bf16 precision hint
+            path = graph_path(self.artefact, height, width, "int8" if self.precision == "int8" else "fp32")
             if not path.is_file():
-                if self.precision != "fp32":
+                if self.precision == "int8":
                     raise BackendError(f"{path}: no {self.precision} graph for {height}x{width} px views; make it "
                                         f"with `seminspect optimise {self.artefact.path} --data DATASET`")
                 from seminspect.export.adc_graph import export_adc
 
                 if height != width:
-                    raise BackendError(f"{self.artefact.path}: the onnxruntime backend needs square views, "
+                    raise BackendError(f"{self.artefact.path}: the {self.name} backend needs square views, "
                                         f"got {height}x{width}; use --backend torch")
                 path.parent.mkdir(parents=True, exist_ok=True)
                 export_adc(self.artefact.model, path, height)
-            self._sessions[key] = onnx_session(path, threads=self.threads)
+            self._sessions[key] = self._open(path)
         return self._sessions[key]
 
     @torch.no_grad()
@@ -104,6 +109,21 @@ class OrtRuntime:
                 "levels": {n: (v / n_ops).numpy() for n, v in acc.get("levels", {}).items()}}
 
 
+class OpenVinoRuntime(OrtRuntime):
+    """The same graph files compiled by OpenVINO (fp32, bf16 on the fp32 graph, int8 on the int8 graph)."""
+
+    name = "openvino"
+
+    def _open(self, path: Path) -> Any:
+        from seminspect.export._onnx import ExportError
+        from seminspect.export._openvino import OpenVinoModule
+
+        try:
+            return OpenVinoModule(path, threads=self.threads, precision=self.precision)
+        except ExportError as exc:
+            raise BackendError(str(exc)) from None
+
+
 def make_runtime(artefact: LoadedArtefact, backend: str | None = None, precision: str = "fp32",
                  threads: int | None = None) -> TorchRuntime | OrtRuntime:
     """The runtime for ``backend`` (None: ``SEMINSPECT_BACKEND`` or onnxruntime) at ``precision``."""
@@ -114,9 +134,15 @@ def make_runtime(artefact: LoadedArtefact, backend: str | None = None, precision
         raise BackendError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     if backend == "torch":
         if precision != "fp32":
-            raise BackendError(f"the torch backend runs fp32 only; use --backend onnxruntime for {precision}")
+            raise BackendError(f"the torch backend runs fp32 only; use --backend onnxruntime or openvino for "
+                               f"{precision}")
         return TorchRuntime(artefact)
-    return OrtRuntime(artefact, precision, threads)
+    if backend == "onnxruntime":
+        if precision == "bf16":
+            raise BackendError("bf16 runs on --backend openvino only (ONNX Runtime's CPU kernels here are fp32/int8)")
+        return OrtRuntime(artefact, precision, threads)
+    return OpenVinoRuntime(artefact, precision, threads)
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "OrtRuntime", "TorchRuntime", "graph_path", "make_runtime"]
+__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "OpenVinoRuntime", "OrtRuntime", "TorchRuntime", "graph_path",
+           "make_runtime"]

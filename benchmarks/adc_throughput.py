@@ -14,6 +14,7 @@ import resource
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -79,7 +80,7 @@ def main(backbones: list[str]) -> None:
     text = f"""# ADC throughput: one 10-view site (5 target + 5 reference), batch 1
 
 - command: `nice -n 10 python benchmarks/adc_throughput.py {' '.join(backbones)}`
-- date: 2026-11-22; machine: {machine()}; torch 2 threads, ONNX Runtime 2 intra-op threads
+- date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; machine: {machine()}; torch 2 threads, ONNX Runtime 2 intra-op threads
 - the backbone is exported to ONNX; grid pooling and the heads run in torch in both columns
 - peak RSS of the process: {rss:.0f} MB
 

@@ -4,7 +4,8 @@
         --data centred_test=runs/demo/data:test --data centred=runs/fov/centred --data offcentre=runs/fov/offcentre
 
 Every artefact judges every data set through the inspector (ONNX Runtime fp32, as ``predict``),
-and, for an artefact with an int8 graph (``seminspect optimise``), int8 too. Per row: image
+and, for an artefact with an int8 graph (``seminspect optimise``), int8 too; with ``--bf16``,
+OpenVINO bf16 as well (where the CPU offers it). Per row: image
 AUROC, recall at 99 % precision (threshold chosen on the set itself: the usual optimistic figure)
 with its 95 % interval, type macro-F1, the share of sites the artefact's calibrated triage
 automates and the precision of its automatic decisions; for int8, the share of sites whose route
@@ -38,6 +39,7 @@ def make_sets(root: Path, n: int = 600, seed: int = 5000) -> None:
 
 
 def judge(artefact: Path, data: str, precision: str) -> tuple[object, np.ndarray, np.ndarray]:
+    """The inspector's judgement of ``data`` (``FOLDER[:SPLIT]``), with abnormal and type labels."""
     from seminspect.data.dataset import SampleDataset
     from seminspect.inference.inspector import Inspector
 
@@ -45,7 +47,7 @@ def judge(artefact: Path, data: str, precision: str) -> tuple[object, np.ndarray
     ds = SampleDataset(root)
     if split:
         ds = ds.split(split)
-    insp = Inspector.load(artefact, backend="onnxruntime", precision=precision)
+    insp = Inspector.load(artefact, backend="openvino" if precision == "bf16" else "onnxruntime", precision=precision)
     tax = insp.artefact.taxonomy
     samples = list(ds)
     y = np.array([int(bool(s.is_abnormal)) for s in samples])
@@ -78,6 +80,7 @@ def main() -> None:
     ap.add_argument("--artefact", action="append", default=[], help="NAME=FOLDER")
     ap.add_argument("--data", action="append", default=[], help="NAME=FOLDER[:SPLIT]")
     ap.add_argument("--result", type=Path, default=Path(__file__).parent / "results" / "fov_recall.md")
+    ap.add_argument("--bf16", action="store_true", help="also OpenVINO bf16 (needs seminspect[openvino])")
     a = ap.parse_args()
     if a.make:
         make_sets(a.make)
@@ -95,9 +98,10 @@ def main() -> None:
             fp, y, ti = judge(art, data, "fp32")
             lines.append(row(name, dname, "fp32", fp, y, ti, None))
             print(lines[-1], flush=True)
-            if has_int8:
-                q, _, _ = judge(art, data, "int8")
-                lines.append(row(name, dname, "int8", q, y, ti, float((q.route == fp.route).mean())))
+            for low in (["int8"] if has_int8 else []) + (["bf16"] if a.bf16 else []):
+                q, _, _ = judge(art, data, low)
+                label = "bf16 (OpenVINO)" if low == "bf16" else low
+                lines.append(row(name, dname, label, q, y, ti, float((q.route == fp.route).mean())))
                 print(lines[-1], flush=True)
     lines += ["", f"Load average at the end: {load()}; whole run {time.perf_counter() - t0:.0f} s."]
     atomic_write_text(a.result, "\n".join(lines) + "\n")

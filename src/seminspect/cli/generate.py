@@ -25,6 +25,12 @@ def generate(
     workers: int = typer.Option(0, "--workers", help="Processes (0: all cores)."),
     bits: int = typer.Option(8, "--bits", help="8 or 16-bit images."),
     image_format: str = typer.Option("png", "--format", help="png | tiff."),
+    long_tail: bool = typer.Option(False, "--long-tail",
+                                   help="Types from the 55-leaf sem_longtail tree with Zipf-like frequencies."),
+    tail_exponent: float = typer.Option(1.0, "--tail-exponent", help="Zipf exponent s (p ~ rank^-s), --long-tail."),
+    holdout: int = typer.Option(0, "--holdout", help="Rare types kept out of train/calib (test only), --long-tail."),
+    holdout_types: str = typer.Option("", "--holdout-types",
+                                      help="Comma-separated types kept out of train/calib, --long-tail."),
 ) -> None:
     """Generate a synthetic multi-view SEM dataset (virtual fab) with masks, depth and train/calib/test splits."""
     from seminspect.data.synth import FabConfig, generate_dataset
@@ -39,6 +45,11 @@ def generate(
         kwargs["dose"] = dose
     if families:
         kwargs["pattern_families"] = [f.strip() for f in families.split(",") if f.strip()]
+    if long_tail:
+        kwargs.update(long_tail=True, tail_exponent=tail_exponent, n_holdout=holdout,
+                      holdout_types=[t.strip() for t in holdout_types.split(",") if t.strip()])
+    elif holdout or holdout_types:
+        kwargs.update(n_holdout=holdout, holdout_types=[t.strip() for t in holdout_types.split(",") if t.strip()])
     config = FabConfig.make(**kwargs)
     root = generate_dataset(out, n, config, abnormal_fraction=abnormal_fraction, seed=seed,
                             workers=workers or None)

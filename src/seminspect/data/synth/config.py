@@ -24,6 +24,7 @@ STRENGTH_RANGE: dict[str, tuple[float, float]] = {
 }
 # Primary-beam dose in electrons per pixel at unit SE yield (shot noise ~ 1/sqrt(dose * yield)).
 DEFAULT_DOSE: dict[str, float] = {"easy": 200.0, "medium": 120.0, "hard": 60.0}
+LONG_TAIL_FIELDS = ("long_tail", "tail_exponent", "n_holdout", "holdout_types")
 
 
 class FabConfigError(SeminspectError, ValueError):
@@ -60,6 +61,12 @@ class FabConfig(BaseModel):
     ler_px: float = Field(0.25, ge=0, description="nuisance line-edge roughness, px (1 sd)")
     site_offset: float = Field(0.08, ge=0, le=0.4, description="defect / site centre offset, fraction of size "
                                "(0.4: anywhere in the inner 80 % of the field)")
+    # Long-tail fab (datasets only; docs/virtual_fab.md): types of the 55-leaf sem_longtail tree drawn
+    # from a Zipf law, some types held out of train / calib.
+    long_tail: bool = Field(False, description="draw types from sem_longtail with Zipf-like frequencies")
+    tail_exponent: float = Field(1.0, gt=0, le=4, description="Zipf exponent s: p(rank k) ~ k^-s")
+    n_holdout: int = Field(0, ge=0, le=27, description="types drawn from the rarer half kept out of train/calib")
+    holdout_types: list[str] = Field(default_factory=list, description="types kept out of train/calib, by name")
 
     @field_validator("pattern_families")
     @classmethod
@@ -68,6 +75,26 @@ class FabConfig(BaseModel):
         if bad or not value:
             raise ValueError(f"pattern_families must be a non-empty subset of {list(PATTERN_FAMILIES)}, got {value}")
         return list(dict.fromkeys(value))
+
+    @field_validator("holdout_types")
+    @classmethod
+    def _holdout_names(cls, value: list[str]) -> list[str]:
+        from seminspect.data.synth.longtail import longtail_types
+
+        bad = [t for t in value if t not in longtail_types()]
+        if bad:
+            raise ValueError(f"not types of the sem_longtail taxonomy: {bad}")
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _tail(self) -> FabConfig:
+        if (self.n_holdout or self.holdout_types) and not self.long_tail:
+            raise ValueError("n_holdout / holdout_types need long_tail=True")
+        return self
+
+    def long_tail_settings(self) -> dict[str, object]:
+        """The long-tail fields, or {} when off (keeps older datasets' settings comparable on resume)."""
+        return ({k: getattr(self, k) for k in LONG_TAIL_FIELDS}) if self.long_tail else {}
 
     @model_validator(mode="after")
     def _views(self) -> FabConfig:

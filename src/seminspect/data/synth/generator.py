@@ -21,10 +21,20 @@ from scipy import ndimage
 
 from seminspect.data.manifest import DatasetInfo, save_sample, write_manifest
 from seminspect.data.sample import Role, Sample, View
-from seminspect.data.synth.config import FabConfig, FabConfigError
-from seminspect.data.synth.defects import INJECTORS, DefectContext, compatible_families, defect_mask
+from seminspect.data.synth.config import LONG_TAIL_FIELDS, FabConfig, FabConfigError
+from seminspect.data.synth.defects import INJECTORS, DefectContext, defect_mask
 from seminspect.data.synth.die import DieRender, DieState, nuisance_bias, render, window
 from seminspect.data.synth.layout import feature_scale, make_layout
+from seminspect.data.synth.longtail import (
+    LONGTAIL_TAXONOMY,
+    draw_type_counts,
+    families_for,
+    injector_for,
+    is_known_type,
+    longtail_types,
+    pick_holdout,
+    plan_longtail_dataset,
+)
 from seminspect.data.synth.sem_model import (
     DETECTORS,
     Acquisition,
@@ -41,7 +51,7 @@ from seminspect.utils.leftovers import remove_leftover_temps
 ZOOM_MAGS = (2, 4, 3, 6, 8)
 # Review tools differ slightly (beam blur factor, gain factor, offset): a realistic domain shift.
 TOOLS = (("SEM-A", 1.0, 1.0, 0.0), ("SEM-B", 1.15, 0.95, 0.015), ("SEM-C", 0.9, 1.05, -0.01))
-DEFECT_TYPES = tuple(INJECTORS)
+DEFECT_TYPES = tuple(INJECTORS)  # sem_default; the long-tail fab adds the variants of .longtail
 
 
 class GenerationError(SeminspectError, RuntimeError):
@@ -80,7 +90,7 @@ def generate_sample(config: FabConfig, defect_type: str | None, seed: int, sampl
 
     Args:
         config: virtual-fab settings.
-        defect_type: a leaf of the ``sem_default`` taxonomy, or None for a normal site.
+        defect_type: a leaf of ``sem_default`` or ``sem_longtail``, or None for a normal site.
         seed: the sample's seed (same seed + config = identical sample).
         sample_id: id to give the sample.
 
@@ -89,14 +99,14 @@ def generate_sample(config: FabConfig, defect_type: str | None, seed: int, sampl
         ``(S, S)`` bool on target and zoom views of abnormal samples; ``depth`` = target height
         map ``(S, S)`` float32 in nm; metadata strings (product, lot, wafer, die, tool, dose, ...).
     """
-    if defect_type is not None and defect_type not in INJECTORS:
-        raise FabConfigError(f"unknown defect type {defect_type!r}; expected one of {list(INJECTORS)}")
+    if defect_type is not None and not is_known_type(defect_type):
+        raise FabConfigError(f"unknown defect type {defect_type!r}; expected a leaf of sem_default or sem_longtail")
     rng = np.random.default_rng(seed)
     size, margin, scale = _geometry(config)
     canvas = size + 2 * margin
     families = list(config.pattern_families)
     if defect_type is not None:
-        allowed = compatible_families(defect_type)
+        allowed = families_for(defect_type)
         families = [f for f in families if f in allowed] or list(allowed)
     strength = float(rng.uniform(*config.strength_range)) if defect_type else float("nan")
 
@@ -116,7 +126,7 @@ def generate_sample(config: FabConfig, defect_type: str | None, seed: int, sampl
         ctx = DefectContext(layout, float(cy), float(cx), strength, rng, scale, size, config.line_height_nm,
                             config.pixel_nm)
         try:
-            INJECTORS[defect_type](state, ctx)
+            injector_for(defect_type)(state, ctx)
         except ValueError:
             continue
         mask_canvas = _change_mask(tgt, state, config, scale)
@@ -313,7 +323,9 @@ def generate_dataset(out_dir: str | Path, n_samples: int, config: FabConfig | No
     an earlier, interrupted run with the same settings are kept, not regenerated, and the
     temporary files a killed run left (:mod:`seminspect.utils.leftovers`) are removed first. Defect types
     cycle through all 19 leaves of ``sem_default`` and are stratified over the splits, so every
-    type is in every split once there are at least ``19 * len(splits)`` abnormal samples.
+    type is in every split once there are at least ``19 * len(splits)`` abnormal samples. With
+    ``config.long_tail`` the types of ``sem_longtail`` follow a Zipf law and held-out types go
+    to ``test`` only (:mod:`.longtail`); ``dataset.yaml`` then lists the counts and held-out types.
     """
     from seminspect.utils.progress import make_progress
 
@@ -327,7 +339,8 @@ def generate_dataset(out_dir: str | Path, n_samples: int, config: FabConfig | No
     root.mkdir(parents=True, exist_ok=True)
     # a killed run (kill -9, out of memory) leaves the temporary file it was writing: remove them all
     remove_leftover_temps(root, recursive=True)
-    settings = {"config": config.model_dump(), "n_samples": n_samples, "abnormal_fraction": abnormal_fraction,
+    config_settings = {**config.model_dump(exclude=set(LONG_TAIL_FIELDS)), **config.long_tail_settings()}
+    settings = {"config": config_settings, "n_samples": n_samples, "abnormal_fraction": abnormal_fraction,
                 "seed": seed, "splits": splits}
     settings_path = root / "generation.json"
     if settings_path.is_file():
@@ -340,7 +353,18 @@ def generate_dataset(out_dir: str | Path, n_samples: int, config: FabConfig | No
                                   "use a new output folder (or delete this one)")
     atomic_write_json(settings_path, settings)
 
-    plan = plan_dataset(n_samples, abnormal_fraction, seed, splits)
+    extra: dict[str, Any] = {}
+    if config.long_tail:
+        holdout = pick_holdout(longtail_types(), config.n_holdout, config.holdout_types, seed)
+        try:
+            plan = plan_longtail_dataset(n_samples, abnormal_fraction, seed, splits, config.tail_exponent, holdout)
+        except ValueError as exc:
+            raise GenerationError(f"{out_dir}: {exc}") from None
+        n_abn = int(round(n_samples * abnormal_fraction))
+        extra = {"long_tail": {"tail_exponent": config.tail_exponent, "holdout_types": holdout,
+                               "type_counts": draw_type_counts(n_abn, longtail_types(), config.tail_exponent, seed)}}
+    else:
+        plan = plan_dataset(n_samples, abnormal_fraction, seed, splits)
     rows_by_id: dict[str, list[dict[str, Any]]] = {}
     jobs = []
     cfg = config.model_dump()
@@ -365,9 +389,10 @@ def generate_dataset(out_dir: str | Path, n_samples: int, config: FabConfig | No
                     rows_by_id[rows[0]["sample_id"]] = rows
                     progress.advance(task)
     all_rows = [r for sid, *_ in plan for r in rows_by_id[sid]]
-    info = DatasetInfo(taxonomy="sem_default", depth_units="nm",
-                       description=f"virtual fab: {n_samples} samples, difficulty {config.difficulty}, seed {seed}",
-                       extra={"generator": "seminspect.data.synth", "image_size": config.image_size})
+    info = DatasetInfo(taxonomy=LONGTAIL_TAXONOMY if config.long_tail else "sem_default", depth_units="nm",
+                       description=f"virtual fab: {n_samples} samples, difficulty {config.difficulty}, seed {seed}"
+                       + (", long tail" if config.long_tail else ""),
+                       extra={"generator": "seminspect.data.synth", "image_size": config.image_size, **extra})
     info.write(root)
     write_manifest(root, all_rows, "csv")
     return root

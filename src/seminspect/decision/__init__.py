@@ -2,7 +2,8 @@
 
 A reader's map: ``_bounds`` (exact binomial bounds), ``_base`` (parameters, validation, JSON),
 ``_thresholds`` (precision / negative-predictive / normal-quantile thresholds), ``_triage``
-(auto-abnormal, auto-normal or review; type auto-classified or review with top-k).
+(auto-abnormal, auto-normal or review; type auto-classified or review with top-k),
+``_openset`` (a type that is none of the known ones -> review, reason ``unknown_type``).
 Inputs are scores and probabilities, never images.
 """
 
@@ -19,6 +20,7 @@ from seminspect.decision._bounds import (
     clopper_pearson_upper,
     min_samples_for_zero_errors,
 )
+from seminspect.decision._openset import UNKNOWN_TYPE, OpenSetTypeRule
 from seminspect.decision._thresholds import (
     NegativePredictiveThreshold,
     NormalQuantileThreshold,
@@ -33,12 +35,14 @@ __all__ = [
     "ROUTES",
     "TriagePolicy",
     "TriageResult",
+    "UNKNOWN_TYPE",
     "DecisionError",
     "DecisionEstimator",
     "InsufficientDataError",
     "NegativePredictiveThreshold",
     "NormalQuantileThreshold",
     "NotFittedError",
+    "OpenSetTypeRule",
     "PrecisionThreshold",
     "clopper_pearson_interval",
     "clopper_pearson_lower",

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from tests.conftest import shared_data
 
-from seminspect.training.depth import DepthConfig, load_data, load_samsung_npz
-from seminspect.training.depth_split import (
+from seminspect.data.depth_split import (
     acquisition_keys,
     shared_depth_maps,
     site_groups,
     split_indices,
 )
+from seminspect.training.depth import DepthConfig, load_data, load_samsung_npz
 
 
 def _planted(n_unique: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:

@@ -11,7 +11,7 @@ channels) and ``y (H, W)`` float32 depth in the data's units. Two loaders fill
 
 The validation split of the npz file is fixed and documented (docs/depth.md): whole groups of
 twin sites (same depth map or near-identical SEM stack) on one side, about 10 % of the sites in
-validation (:mod:`~seminspect.training.depth_split`); the old random permutation (it leaks twins)
+validation (:mod:`~seminspect.data.depth_split`); the old random permutation (it leaks twins)
 stays selectable as ``data.split: random``. Dataset folders use their ``split`` column.
 
 Training is deterministic for a seed and a thread count: the order and flips of epoch ``e``

@@ -37,7 +37,7 @@ class DataSection(_Strict):
     path: str = Field("../shared/data/samsung_sem_depth/train.npz", min_length=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     split_seed: int = Field(0, ge=0)
-    # how sites without a split column are cut (training/depth_split.py): "group" keeps every depth map
+    # how sites without a split column are cut (data/depth_split.py): "group" keeps every depth map
     # (and near-identical SEM stack) on one side; "acquisition" keeps whole acquisitions on one side;
     # "random" is the old split, which leaks twins (only to compare against)
     split: Literal["group", "acquisition", "random"] = "group"

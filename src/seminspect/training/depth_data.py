@@ -7,7 +7,7 @@
 
 The validation split of the npz file is fixed and documented (docs/depth.md): by default whole
 groups of twin sites (same depth map, or near-identical SEM stacks) go to one side
-(:mod:`seminspect.training.depth_split`), about 10 % of the sites to validation; ``split="random"``
+(:mod:`seminspect.data.depth_split`), about 10 % of the sites to validation; ``split="random"``
 is the old leaking permutation (:func:`samsung_split`), kept for comparison. Dataset folders use
 their ``split`` column when they have one.
 """
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from seminspect.data.depth_split import split_indices
 from seminspect.training.depth_config import DataSection, DepthDataError
 from seminspect.training.depth_npz import read_samsung_npz
-from seminspect.training.depth_split import split_indices
 
 __all__ = [
     "DepthData",
@@ -100,7 +100,7 @@ def read_npz_sites(path: str | Path, channels: int | None = None) -> DepthData:
 
 def split_data(data: DepthData, split: str = "group", val_fraction: float = 0.1, seed: int = 0
                ) -> tuple[DepthData, DepthData]:
-    """``(train, val)`` of ``data`` by the rule ``split`` (:func:`seminspect.training.depth_split.split_indices`)."""
+    """``(train, val)`` of ``data`` by the rule ``split`` (:func:`seminspect.data.depth_split.split_indices`)."""
     tr, va = split_indices(data.x.numpy(), data.y.numpy(), data.ids, split, val_fraction, seed)
     return data.subset(tr), data.subset(va)
 

@@ -5,7 +5,7 @@ Source arrays: ``sem`` uint8 ``(N, 4, 66, 45)`` = 4 simulated SEM acquisitions o
 ``name`` ``(N,)`` str. Each site is one sample with 4 TARGET views (index 0..3 = acquisition) and
 the depth map (stored as float32 TIFF, same values); no reference die, no labels.
 
-Split: the in-memory loader's default split (``seminspect.training.depth_split``, rule ``group``):
+Split: the in-memory loader's default split (``seminspect.data.depth_split``, rule ``group``):
 whole groups of twin sites (the same depth map, or near-identical SEM stacks) go to ``val`` until it
 holds ``val_fraction`` (default 0.1) of the N sites, in an order drawn with ``seed`` (default 0); so no
 depth map is on both sides, and ``limit`` does not change anyone's split. The rest is ``train``.
@@ -40,7 +40,7 @@ def import_samsung_depth(source: str | Path, out: str | Path, limit: int | None 
         raise AdapterError(f"{path}: {sem.shape[1]} acquisitions per site; the format allows 5 target views")
     n = sem.shape[0]
     ids = [f"site{i:05d}" for i in range(n)]
-    from seminspect.training.depth_split import split_indices
+    from seminspect.data.depth_split import split_indices
 
     _, val_idx = split_indices(sem, depth, [str(x) for x in names], "group", val_fraction, seed)
     splits = np.full(n, "train", dtype=object)

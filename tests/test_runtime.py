@@ -120,3 +120,21 @@ def test_unknown_backend_or_precision_is_one_line(trained):
     with pytest.raises(BackendError, match="openvino only"):
         Inspector.load(art, backend="onnxruntime", precision="bf16")
     assert graph_path(Inspector.load(art, backend="torch").artefact, 64, 64, "int8").name.endswith("-int8.onnx")
+
+
+def test_a_read_only_artefact_exports_to_the_user_cache(trained, tmp_path, monkeypatch):
+    import shutil
+
+    import seminspect.inference.runtime as runtime
+
+    ds, art = trained
+    ro = tmp_path / "ro"
+    shutil.copytree(art, ro, ignore=shutil.ignore_patterns("runtime"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    # the artefact folder reads as not writable (chmod alone does not stop root, who runs CI)
+    monkeypatch.setattr(runtime.os, "access", lambda path, mode: not str(path).startswith(str(ro)))
+    insp = Inspector.load(ro, backend="onnxruntime")
+    assert not list(ro.glob("runtime/*.onnx"))
+    assert list((tmp_path / "cache" / "seminspect" / "runtime").glob("adc-*-fp32.onnx"))
+    assert len(insp.inspect(list(SampleDataset(ds))[:3])) == 3
+    assert Inspector.load(ro, backend="onnxruntime").runtime.session(48, 48)  # found in the cache next time

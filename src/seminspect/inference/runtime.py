@@ -38,6 +38,13 @@ def graph_path(artefact: LoadedArtefact, height: int, width: int, precision: str
     return Path(artefact.path) / "runtime" / f"adc-{artefact.model_version}-{height}x{width}-{precision}.onnx"
 
 
+def user_cache_path(path: Path) -> Path:
+    """Where a graph goes when the artefact folder is read-only: ``$XDG_CACHE_HOME/seminspect/runtime``
+    (``~/.cache`` by default), under the same name (the model version keeps names apart)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "seminspect" / "runtime" / path.name
+
+
 class TorchRuntime:
     """The model's own torch code (the reference every other backend is compared with)."""
 
@@ -77,6 +84,8 @@ class OrtRuntime:
         if key not in self._sessions:
             # bf16 runs the fp32 graph with a bf16 precision hint
             path = graph_path(self.artefact, height, width, "int8" if self.precision == "int8" else "fp32")
+            if not path.is_file() and user_cache_path(path).is_file():
+                path = user_cache_path(path)
             if not path.is_file():
                 if self.precision == "int8":
                     raise BackendError(f"{path}: no {self.precision} graph for {height}x{width} px views; make it "
@@ -86,7 +95,13 @@ class OrtRuntime:
                 if height != width:
                     raise BackendError(f"{self.artefact.path}: the {self.name} backend needs square views, "
                                         f"got {height}x{width}; use --backend torch")
-                path.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    if not os.access(path.parent, os.W_OK):
+                        raise PermissionError(path.parent)
+                except OSError:  # a read-only artefact (a shared model store): export to the user's cache
+                    path = user_cache_path(path)
+                    path.parent.mkdir(parents=True, exist_ok=True)
                 export_adc(self.artefact.model, path, height)
             self._sessions[key] = self._open(path)
         return self._sessions[key]

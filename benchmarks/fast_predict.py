@@ -67,11 +67,10 @@ def stages(artefact: Path, data: Path, n: int = 50) -> tuple[list[str], float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from seminspect.data.batch import collate
     from seminspect.data.stream import iter_sites
     from seminspect.export.adc_graph import ADCGraph
     from seminspect.inference.inspector import Inspector
-    from seminspect.models.adc_features import resize_batch
+    from seminspect.inference.runtime import site_inputs
 
     insp = Inspector.load(artefact, threads=torch.get_num_threads())
     art, prep = insp.artefact, insp.prepare
@@ -86,9 +85,8 @@ def stages(artefact: Path, data: Path, n: int = 50) -> tuple[list[str], float]:
         t2 = time.perf_counter()
         p = prep.apply(s, a)
         t3 = time.perf_counter()
-        b = collate([p], None)
-        images = resize_batch(b.images, art.image.resize)
-        probs = insp.runtime.probabilities(images, b.roles, b.indices, b.view_mask)
+        inputs = site_inputs(art, p)
+        probs = insp.runtime.probabilities(*inputs)
         t4 = time.perf_counter()
         insp._route(probs["abnormal"].astype(np.float64), probs["types"].astype(np.float64), None)
         t5 = time.perf_counter()
@@ -96,7 +94,7 @@ def stages(artefact: Path, data: Path, n: int = 50) -> tuple[list[str], float]:
             t[key] += dt
         if k == 0:
             with FlopCounterMode(display=False) as fc, torch.no_grad():
-                ADCGraph(art.model)(images, b.roles, b.indices, b.view_mask)
+                ADCGraph(art.model)(*inputs)
             flops = fc.get_total_flops() * len(art.tta)
         k += 1
     rows = [f"| {key} | {1000 * v / n:.1f} |" for key, v in t.items()]

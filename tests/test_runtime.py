@@ -74,7 +74,7 @@ def test_backends_judge_alike_and_the_graph_is_cached_by_model_version(trained):
     b = ort.inspect(samples)
     assert np.abs(a.abnormal - b.abnormal).max() < 1e-4 and np.abs(a.types - b.types).max() < 1e-4
     assert (a.route == b.route).all()
-    assert "onnxruntime" in ort.runtime_note
+    assert "onnxruntime" in ort.runtime_note()
     graphs = list((art / "runtime").glob("adc-*-fp32.onnx"))
     assert [g.name for g in graphs] == [f"adc-{ort.model_version}-48x48-fp32.onnx"]
 

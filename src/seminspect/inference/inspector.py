@@ -24,14 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from seminspect.data.batch import collate
 from seminspect.data.prepare import Alignment
 from seminspect.data.sample import Sample
 from seminspect.decision import AUTO_ABNORMAL, AUTO_NORMAL, TriageResult
 from seminspect.inference.artefact import LoadedArtefact, load_artefact
 from seminspect.inference.reasons import route_reasons, type_reasons
-from seminspect.inference.runtime import make_runtime
-from seminspect.models.adc_features import resize_batch
+from seminspect.inference.runtime import make_runtime, site_inputs
 from seminspect.utils.progress import track
 
 
@@ -84,8 +82,8 @@ class Inspector:
             torch.set_num_threads(threads)
         self.runtime = make_runtime(artefact, backend, precision, threads or torch.get_num_threads())
         size = artefact.image.resize or artefact.image.crop
-        if size is not None and hasattr(self.runtime, "session"):
-            self.runtime.session(size, size)  # export / open the graph now: errors before any site is read
+        if size is not None:
+            self.runtime.warm(size, size)  # export / open the graph now: errors before any site is read
         tax = artefact.taxonomy
         self.paths = ["/".join(tax.path(leaf)) for leaf in tax.leaves]
 
@@ -99,10 +97,10 @@ class Inspector:
     def has_anomaly(self) -> bool:
         return self.artefact.anomaly is not None
 
-    @property
-    def runtime_note(self) -> str:
+    def runtime_note(self, threads: str | None = None) -> str:
         """One line: where the ADC ran, e.g. ``ADC on onnxruntime (fp32, 2 threads)``."""
-        return f"ADC on {self.runtime.name} ({self.runtime.precision}, {torch.get_num_threads()} threads)"
+        return (f"ADC on {self.runtime.name} ({self.runtime.precision}, "
+                f"{threads or f'{torch.get_num_threads()} threads'})")
 
     @property
     def model_version(self) -> str:
@@ -112,9 +110,7 @@ class Inspector:
     @torch.no_grad()
     def _adc(self, prepared: Sample) -> dict[str, Any]:
         """ADC probabilities of one prepared site (its views in one backbone call per TTA op)."""
-        batch = collate([prepared], None)  # labels never reach the judges (a type unknown to the artefact is fine)
-        images = resize_batch(batch.images, self.artefact.image.resize)
-        return self.runtime.probabilities(images, batch.roles, batch.indices, batch.view_mask)
+        return self.runtime.probabilities(*site_inputs(self.artefact, prepared))
 
     def _anomaly(self, sample: Sample, alignment: dict[int, Alignment]) -> tuple[float, np.ndarray]:
         res = self.artefact.anomaly.score([sample], alignments=[alignment], progress=False)

@@ -18,20 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from seminspect.data.batch import collate
 from seminspect.data.dataset import SampleDataset
 from seminspect.data.sample import Sample
 from seminspect.inference.artefact import LoadedArtefact, load_artefact
-from seminspect.inference.runtime import OrtRuntime, graph_path
-from seminspect.models.adc_features import dihedral, resize_batch
+from seminspect.inference.runtime import OrtRuntime, graph_path, site_inputs, writable_graph
+from seminspect.models.adc_features import dihedral
 from seminspect.utils.io import atomic_write_json
 from seminspect.utils.progress import track
 
 
 def _inputs(art: LoadedArtefact, sample: Sample) -> tuple[Any, ...]:
     prep = art.prepare
-    batch = collate([prep.apply(sample, prep.align(sample))], None)
-    return resize_batch(batch.images, art.image.resize), batch.roles, batch.indices, batch.view_mask
+    return site_inputs(art, prep.apply(sample, prep.align(sample)))
 
 
 def _feeds(art: LoadedArtefact, samples: Sequence[Sample]) -> Iterator[dict[str, np.ndarray]]:
@@ -57,9 +55,8 @@ def optimise(artefact: str | Path, data: str | Path, split: str | None = "calib"
     calib = [ds[int(i)] for i in calib_idx]
     fp32 = OrtRuntime(art, "fp32", threads)
     size = tuple(int(x) for x in _inputs(art, calib[0])[0].shape[-2:])
-    fp32.session(*size)  # exports the fp32 graph if needed
-    dst = graph_path(art, *size, "int8")
-    n_feeds = quantise_int8(graph_path(art, *size, "fp32"), dst, _feeds(art, calib))
+    dst = writable_graph(graph_path(art, *size, "int8"))  # beside the fp32 graph (the user's cache if read-only)
+    n_feeds = quantise_int8(fp32.graph_file(*size), dst, _feeds(art, calib))
     int8 = OrtRuntime(art, "int8", threads)
     d_ab, d_ty, same_type = [], [], []
     for i in track(check_idx, "int8 check"):

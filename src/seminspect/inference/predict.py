@@ -267,7 +267,7 @@ def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path,
                              n_failed=failed, routes=routes, seconds=round(seconds, 2),
                              sites_per_second=round(judged / max(1e-9, time.perf_counter() - t_run), 3),
                              parts_reused=len(done), model_version=inspector.model_version, finished=utc_now(),
-                             notes=[*inspector.artefact.notes, inspector.runtime_note])
+                             notes=[*inspector.artefact.notes, inspector.runtime_note()])
     atomic_write_json(paths["summary"], {**asdict(summary), "fingerprint": fp})
     shutil.rmtree(parts, ignore_errors=True)
     return summary

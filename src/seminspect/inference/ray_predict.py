@@ -148,8 +148,7 @@ def predict_ray(artefact: str | Path, data: str | Path, out: str | Path, address
     parts = paths["parts"]
     shutil.rmtree(parts / "ray", ignore_errors=True)  # a killed Ray stage starts again
     n = _write_sites(data, parts / "sites.parquet")
-    rt = inspector.runtime
-    notes = [*inspector.artefact.notes, f"ADC on {rt.name} ({rt.precision}, {threads} thread(s) per actor)"]
+    notes = [*inspector.artefact.notes, inspector.runtime_note(f"{threads} thread(s) per actor")]
     del inspector  # the actors load their own
     # the actors' slots plus one for Ray's own read and write tasks (else they wait for a free actor slot forever)
     ray, started = _start_ray(address, max(workers * threads + 1, os.cpu_count() or 1))

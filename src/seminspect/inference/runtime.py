@@ -20,9 +20,11 @@ from typing import Any
 
 import torch
 
+from seminspect.data.batch import collate
+from seminspect.data.sample import Sample
 from seminspect.errors import SeminspectError
 from seminspect.inference.artefact import LoadedArtefact
-from seminspect.models.adc_features import FeatureSet, dihedral, predict_features
+from seminspect.models.adc_features import FeatureSet, dihedral, predict_features, resize_batch
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -45,6 +47,32 @@ def user_cache_path(path: Path) -> Path:
     return base / "seminspect" / "runtime" / path.name
 
 
+def existing_graph(path: Path) -> Path | None:
+    """``path`` (in the artefact) or its copy in the user's cache, whichever exists; None if neither."""
+    return next((p for p in (path, user_cache_path(path)) if p.is_file()), None)
+
+
+def writable_graph(path: Path) -> Path:
+    """``path`` if its artefact folder can be written, else its place in the user's cache (a read-only
+    artefact in a shared model store); the folder is created."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if os.access(path.parent, os.W_OK):
+            return path
+    except OSError:
+        pass
+    path = user_cache_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def site_inputs(artefact: LoadedArtefact, prepared: Sample) -> tuple[torch.Tensor, ...]:
+    """The model's inputs for one prepared site: ``images (1, V, 1, H, W)`` resized as in training,
+    ``roles``, ``indices``, ``view_mask`` (labels never reach the judges)."""
+    batch = collate([prepared], None)
+    return resize_batch(batch.images, artefact.image.resize), batch.roles, batch.indices, batch.view_mask
+
+
 class TorchRuntime:
     """The model's own torch code (the reference every other backend is compared with)."""
 
@@ -53,6 +81,9 @@ class TorchRuntime:
 
     def __init__(self, artefact: LoadedArtefact) -> None:
         self.artefact = artefact
+
+    def warm(self, height: int, width: int) -> None:
+        """Nothing to prepare: the model is already loaded."""
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, roles: torch.Tensor, indices: torch.Tensor,
@@ -79,49 +110,50 @@ class OrtRuntime:
 
         return onnx_session(path, threads=self.threads)
 
+    def graph_file(self, height: int, width: int) -> Path:
+        """The graph for ``height x width`` views at this precision (bf16 runs the fp32 graph with a bf16
+        hint): found in the artefact or the user's cache, else (fp32) exported now."""
+        path = graph_path(self.artefact, height, width, "int8" if self.precision == "int8" else "fp32")
+        found = existing_graph(path)
+        if found is not None:
+            return found
+        if self.precision == "int8":
+            raise BackendError(f"{path}: no int8 graph for {height}x{width} px views; make it "
+                               f"with `seminspect optimise {self.artefact.path} --data DATASET`")
+        if height != width:
+            raise BackendError(f"{self.artefact.path}: the {self.name} backend needs square views, "
+                               f"got {height}x{width}; use --backend torch")
+        from seminspect.export.adc_graph import export_adc
+
+        return export_adc(self.artefact.model, writable_graph(path), height)
+
     def session(self, height: int, width: int) -> Any:
         key = (height, width)
         if key not in self._sessions:
-            # bf16 runs the fp32 graph with a bf16 precision hint
-            path = graph_path(self.artefact, height, width, "int8" if self.precision == "int8" else "fp32")
-            if not path.is_file() and user_cache_path(path).is_file():
-                path = user_cache_path(path)
-            if not path.is_file():
-                if self.precision == "int8":
-                    raise BackendError(f"{path}: no {self.precision} graph for {height}x{width} px views; make it "
-                                        f"with `seminspect optimise {self.artefact.path} --data DATASET`")
-                from seminspect.export.adc_graph import export_adc
-
-                if height != width:
-                    raise BackendError(f"{self.artefact.path}: the {self.name} backend needs square views, "
-                                        f"got {height}x{width}; use --backend torch")
-                try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    if not os.access(path.parent, os.W_OK):
-                        raise PermissionError(path.parent)
-                except OSError:  # a read-only artefact (a shared model store): export to the user's cache
-                    path = user_cache_path(path)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                export_adc(self.artefact.model, path, height)
-            self._sessions[key] = self._open(path)
+            self._sessions[key] = self._open(self.graph_file(height, width))
         return self._sessions[key]
+
+    def warm(self, height: int, width: int) -> None:
+        """Export / open the graph now, so that its errors come before any site is read."""
+        self.session(height, width)
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor, roles: torch.Tensor, indices: torch.Tensor,
                       view_mask: torch.Tensor) -> dict[str, Any]:
+        """As :func:`~seminspect.models.adc_features.predict_features`: probabilities averaged over the TTA ops."""
         art = self.artefact
         run = self.session(int(images.shape[-2]), int(images.shape[-1]))
-        acc: dict[str, Any] = {}
+        probs = []
         for op in art.tta:
             ab, ty = run(dihedral(images, op), roles, indices, view_mask)
-            pr = art.model.predict_proba({"abnormal_logit": torch.from_numpy(ab), "type_logits": torch.from_numpy(ty)})
-            for k in ("abnormal", "types"):
-                acc[k] = acc.get(k, 0.0) + pr[k]
-            for n, v in pr["levels"].items():
-                acc.setdefault("levels", {})[n] = acc.get("levels", {}).get(n, 0.0) + v
-        n_ops = len(art.tta)
-        return {"abnormal": (acc["abnormal"] / n_ops).numpy(), "types": (acc["types"] / n_ops).numpy(),
-                "levels": {n: (v / n_ops).numpy() for n, v in acc.get("levels", {}).items()}}
+            probs.append(art.model.predict_proba({"abnormal_logit": torch.from_numpy(ab),
+                                                  "type_logits": torch.from_numpy(ty)}))
+
+        def mean(get: Any) -> Any:
+            return (sum(get(p) for p in probs) / len(probs)).numpy()
+
+        return {"abnormal": mean(lambda p: p["abnormal"]), "types": mean(lambda p: p["types"]),
+                "levels": {n: mean(lambda p, n=n: p["levels"][n]) for n in probs[0]["levels"]}}
 
 
 class OpenVinoRuntime(OrtRuntime):
@@ -159,5 +191,5 @@ def make_runtime(artefact: LoadedArtefact, backend: str | None = None, precision
     return OpenVinoRuntime(artefact, precision, threads)
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "OpenVinoRuntime", "OrtRuntime", "TorchRuntime", "graph_path",
-           "make_runtime"]
+__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "OpenVinoRuntime", "OrtRuntime", "TorchRuntime", "existing_graph",
+           "graph_path", "make_runtime", "site_inputs", "writable_graph"]

@@ -8,6 +8,7 @@ holding NaN or Inf is refused (docs/trust.md).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -51,16 +52,24 @@ def read_depth(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     return depth
 
 
+def npy_header(fh: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from the header of the ``.npy`` stream ``fh`` (left at the data);
+    ValueError for a format version other than 1.0 or 2.0."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fh)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(fh)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
 def _read_npy(path: Path, limit: int) -> np.ndarray:
     """An ``.npy`` array after its header is checked (2-D, within the limit, a number type, complete)."""
     with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise ImageReadError.at(path, f"unsupported .npy format version {version}")
+        try:
+            shape, fortran, dtype = npy_header(fh)
+        except ValueError as exc:
+            raise ImageReadError.at(path, str(exc)) from None
         offset = fh.tell()
     if len(shape) != 2:
         raise ImageReadError.at(path, f"depth map must be 2-D, got shape {tuple(shape)}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from seminspect.data import limits
+from seminspect.data.depthio import npy_header
 from seminspect.training.depth_config import DepthDataError as NpzError
 
 REQUIRED = ("sem", "depth")
@@ -26,13 +27,10 @@ def _header(zf: zipfile.ZipFile, member: str, path: Path) -> tuple[tuple[int, ..
     """``(shape, dtype)`` from the ``.npy`` header of ``member``, checked against the member's size."""
     info = zf.getinfo(member)
     with zf.open(info) as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        elif version == (2, 0):
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-        else:
-            raise NpzError(f"{path}: array {member!r}: unsupported .npy format version {version}")
+        try:
+            shape, _, dtype = npy_header(fh)
+        except ValueError as exc:
+            raise NpzError(f"{path}: array {member!r}: {exc}") from None
         offset = fh.tell()
     name = member.removesuffix(".npy")
     if dtype.hasobject:

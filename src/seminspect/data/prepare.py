@@ -186,33 +186,23 @@ class PrepareSample:
     def apply(self, sample: Sample, alignment: dict[int, Alignment]) -> Sample:
         """The prepared copy of ``sample``: references moved by ``alignment``, every view cropped."""
         views: list[View] = []
-        oy, ox = self.crop_offset(sample, alignment)
+        offset = self.crop_offset(sample, alignment)
         for v in sample.views:
-            img = v.image
-            moved = False
+            oy, ox = (0, 0) if v.role == Role.ZOOM else offset  # zooms are always centre-cropped
             a = alignment.get(v.index) if v.role == Role.REFERENCE else None
-            if v.role != Role.ZOOM and (oy or ox) and self.crop is not None:
+            if a is not None and not (a.method == "integer" and self.crop is not None):  # sub-pixel shift
+                from scipy import ndimage
+
+                from seminspect.data.imageio import to_float
+
+                win = self._window(v.image)
+                img = ndimage.shift(to_float(win).astype(np.float64), a.shift, order=3,
+                                    mode="reflect").astype(np.float32)
+                img = img if self.crop is None else centre_crop(img, self.crop)
+            else:  # an integer shift moves the reference's window: no resampling
                 dy, dx = (int(a.shift[0]), int(a.shift[1])) if a is not None else (0, 0)
-                img = crop_at(img, self.crop, dy - oy, dx - ox)
-                mask = None if v.mask is None else crop_at(v.mask, self.crop, -oy, -ox)
-                views.append(View(role=v.role, index=v.index, image=np.ascontiguousarray(img), mask=mask,
-                                  source=v.source))
-                continue
-            if a is not None:
-                if a.method == "integer" and self.crop is not None:
-                    img = crop_at(img, self.crop, int(a.shift[0]), int(a.shift[1]))
-                    moved = True
-                else:
-                    from scipy import ndimage
-
-                    from seminspect.data.imageio import to_float
-
-                    win = self._window(img)
-                    img = ndimage.shift(to_float(win).astype(np.float64), a.shift, order=3,
-                                        mode="reflect").astype(np.float32)
-            if self.crop is not None and not moved:
-                img = centre_crop(img, self.crop)
-            mask = None if v.mask is None or self.crop is None else centre_crop(v.mask, self.crop)
+                img = v.image if self.crop is None else crop_at(v.image, self.crop, dy - oy, dx - ox)
+            mask = None if v.mask is None or self.crop is None else crop_at(v.mask, self.crop, -oy, -ox)
             views.append(View(role=v.role, index=v.index, image=np.ascontiguousarray(img), mask=mask,
                               source=v.source))
         return Sample(sample_id=sample.sample_id, views=views, is_abnormal=sample.is_abnormal,

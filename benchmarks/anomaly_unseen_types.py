@@ -35,7 +35,7 @@ import torch
 from seminspect.data.dataset import SampleDataset
 from seminspect.decision import TriagePolicy
 from seminspect.models.anomaly import AnomalyDetector
-from seminspect.models.anomaly.detector import fit_normal_threshold
+from seminspect.models.anomaly.threshold import fit_normal_threshold
 from seminspect.training.adc_trainer import (
     _stratified_holdout,
     build_model,

@@ -14,7 +14,7 @@ import torch
 
 from seminspect.data.sample import Sample, View
 from seminspect.models.anomaly import AnomalyDetector
-from seminspect.models.anomaly.detector import stpm_batches
+from seminspect.models.anomaly.stpm_fit import stpm_batches
 
 
 def _flat(i: int, value: int, size: int = 64) -> Sample:

@@ -34,7 +34,8 @@ def _copy_adc(src: Path, out: Path) -> None:
 def join(adc: str | Path, anomaly: str | Path, out: str | Path | None = None, normals: str | Path | None = None,
          split: str | None = "calib", log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Write the joined artefact into ``out`` (default: into ``adc`` itself); returns its manifest."""
-    from seminspect.models.anomaly.detector import AnomalyDetector, fit_normal_threshold
+    from seminspect.models.anomaly.detector import AnomalyDetector
+    from seminspect.models.anomaly.threshold import fit_normal_threshold
 
     adc, anomaly = Path(adc), Path(anomaly)
     read_manifest(adc)

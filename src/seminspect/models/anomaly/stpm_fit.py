@@ -1,0 +1,127 @@
+"""STPM training: the epoch loop with its guards, the batch split and resumable checkpoints.
+
+:func:`train_student` trains an :class:`~seminspect.models.anomaly.stpm.STPMModel`'s student on
+``(N, 1, H, W)`` tensors, refusing a non-finite loss or gradient with one line (epoch and cause),
+skipping batches of one flat grey (:func:`stpm_batches` explains why), and checkpointing each
+epoch as safetensors + JSON (no pickle) so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from seminspect.models.anomaly.config import AnomalyConfig
+from seminspect.models.anomaly.features import AnomalyConfigError
+from seminspect.models.anomaly.stpm import STPMModel
+from seminspect.utils.io import atomic_path, atomic_write_json
+from seminspect.utils.progress import track
+
+FEATURELESS_STD = 1e-3  # pixel std (images in [0, 1]; < 1/4 grey level of 8 bits): the batch is one flat grey
+
+
+def stpm_batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Split an epoch's sample order into training batches; no batch is smaller than ``batch_size // 2``.
+
+    A short remainder joins the previous batch instead of forming its own (unless the whole epoch
+    is shorter). Why: the student's BatchNorm layers normalise by the *batch* statistics. A batch
+    of one or two images -- in DeepPCB often flat all-black or all-white crops of the binarised
+    board (35 % of them) -- can be one flat grey whose per-channel variance is at rounding-noise
+    level; each BatchNorm then multiplies the backward gradient by up to ``1 / sqrt(eps) = 316``
+    (measured: 10-30x per layer), which overflows float32 to inf through MobileNetV2's dozens of
+    BatchNorm layers; Adam writes NaN into every weight and every later score is NaN. Batches of
+    several images carry between-image variance and stay well-conditioned.
+    """
+    n = int(order.shape[0])
+    if n == 0:
+        return []
+    bounds = list(range(0, n, batch_size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < max(2, batch_size // 2):
+        del bounds[-2]  # merge the short remainder into the previous batch
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def train_student(model: STPMModel, targets: torch.Tensor, refs: torch.Tensor | None, cfg: AnomalyConfig,
+                  checkpoint_dir: str | Path | None = None) -> dict[str, object]:
+    """Train the student for ``cfg.epochs`` (resuming from ``checkpoint_dir``); the history to keep."""
+    opt = torch.optim.Adam([p for p in model.student.parameters() if p.requires_grad], lr=cfg.lr)
+    start_epoch = 0
+    losses: list[float] = []
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    if ckpt is not None and (ckpt / "checkpoint.json").is_file():
+        start_epoch, losses = load_checkpoint(ckpt, model, opt, cfg)
+    n = targets.shape[0]
+    skipped = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        gen = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)  # order fixed per epoch: resumable
+        order = torch.randperm(n, generator=gen)
+        total, count = 0.0, 0
+        for idx in track(stpm_batches(order, cfg.batch_size), f"stpm epoch {epoch + 1}/{cfg.epochs}"):
+            batch_t = targets[idx]
+            if float(batch_t.std()) < FEATURELESS_STD:
+                # Every image of the batch is the same flat grey: train-mode BatchNorm would divide
+                # rounding noise by sqrt(eps) at every layer (see stpm_batches). Nothing to learn.
+                skipped += 1
+                continue
+            loss = model.loss(batch_t, None if refs is None else refs[idx])
+            if not torch.isfinite(loss):
+                raise AnomalyConfigError(f"STPM training diverged (non-finite loss) in epoch {epoch + 1}; "
+                                         "lower lr or use loss: huber")
+            opt.zero_grad()
+            loss.backward()
+            bad = [name for name, p in model.student.named_parameters()
+                   if p.grad is not None and not torch.isfinite(p.grad).all()]
+            if bad:  # refuse the step: one non-finite gradient makes every weight NaN for good
+                raise AnomalyConfigError(
+                    f"STPM training: non-finite gradients in {len(bad)} student parameters (first: {bad[0]}) "
+                    f"in epoch {epoch + 1}; lower lr or use loss: huber")
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        losses.append(total / max(count, 1))
+        if ckpt is not None:
+            save_checkpoint(ckpt, model, opt, cfg, epoch + 1, losses)
+    model.eval()
+    return {"losses": losses, "skipped_featureless_batches": skipped}
+
+
+def save_checkpoint(directory: Path, model: STPMModel, opt: torch.optim.Optimizer, cfg: AnomalyConfig,
+                     epoch: int, losses: list[float]) -> None:
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"student.{k}": v.detach().contiguous().clone() for k, v in model.student.state_dict().items()}
+    for pid, st in opt.state_dict()["state"].items():
+        for name, val in st.items():
+            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(val).detach().contiguous().clone()
+    with atomic_path(directory / "checkpoint.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    atomic_write_json(directory / "checkpoint.json", {"epoch": epoch, "losses": losses,
+                                                      "config": cfg.model_dump()})
+
+
+def load_checkpoint(directory: Path, model: STPMModel, opt: torch.optim.Optimizer,
+                     cfg: AnomalyConfig) -> tuple[int, list[float]]:
+    from safetensors.torch import load_file
+
+    meta = json.loads((directory / "checkpoint.json").read_text(encoding="utf-8"))
+    saved = dict(meta.get("config", {}))
+    now = cfg.model_dump()
+    # map post-processing does not change training; a checkpoint from before map_dilation existed stays valid
+    differs = [k for k in now if k not in ("epochs", "map_dilation", "score_sigma", "score_dilation")
+               and saved.get(k) != now[k]]
+    if differs:
+        raise AnomalyConfigError(f"{directory}: checkpoint was written with different settings {differs}; "
+                                 "use another checkpoint folder")
+    tensors = load_file(str(directory / "checkpoint.safetensors"))
+    model.student.load_state_dict({k[len("student."):]: v for k, v in tensors.items() if k.startswith("student.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, val in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = val
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    return int(meta["epoch"]), list(meta.get("losses", []))

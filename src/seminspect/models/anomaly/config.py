@@ -33,7 +33,7 @@ class AnomalyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    model: Literal["patchcore", "stpm"] = "patchcore"
+    model: Literal["patchcore", "stpm", "draem"] = "patchcore"
     backbone: str = Field("mobilenetv2", min_length=1)
     pretrained: bool = True
     weights_path: str | None = None
@@ -61,7 +61,9 @@ class AnomalyConfig(BaseModel):
     )
     pool: int = Field(3, ge=1)
     embed_dim: int | None = Field(None, ge=1)
-    conditioning: Literal["none", "reference", "difference"] = "none"
+    conditioning: Literal["none", "reference", "difference"] = Field(
+        "none", description="PatchCore: reference features beside / instead of the target's; DRAEM: 'reference' "
+        "makes the registered reference an extra input channel of both sub-networks ('difference' is refused)")
     reference_weight: float = Field(1.0, ge=0)
     match_radius: int = Field(
         0,
@@ -89,6 +91,15 @@ class AnomalyConfig(BaseModel):
     reflect_padding: bool = True
     epochs: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0)
+    # DRAEM (epochs, lr and batch_size shared with STPM)
+    draem_width: int = Field(16, ge=4, le=128, description="DRAEM channels at full resolution, doubling per "
+                             "level (the paper: 128 / 64; 16 trains on a 2-core CPU)")
+    draem_sources: list[Literal["perlin", "cutpaste", "cutpaste_scar", "fab"]] = Field(
+        default_factory=lambda: ["perlin", "cutpaste"], min_length=1,
+        description="pseudo-defect sources DRAEM trains on (seminspect.data.pseudo_defects)")
+    draem_anomaly_prob: float = Field(0.5, ge=0, le=1, description="share of training images given a pseudo-defect")
+    draem_min_area: float = Field(0.005, gt=0, le=0.5, description="pseudo-defect area, fraction of the image")
+    draem_max_area: float = Field(0.08, gt=0, le=0.5, description="pseudo-defect area, fraction of the image")
     # common
     batch_size: int = Field(16, ge=1)
     sigma: float = Field(4.0, ge=0)
@@ -132,6 +143,10 @@ class AnomalyConfig(BaseModel):
     def _budget_is_patchcore(self) -> AnomalyConfig:
         if self.memory_budget_mib is not None and self.model != "patchcore":
             raise ValueError("memory_budget_mib applies to model: patchcore (STPM's memory is set by batch_size)")
+        if self.model == "draem" and self.conditioning == "difference":
+            raise ValueError("conditioning: difference is PatchCore's; DRAEM takes 'none' or 'reference'")
+        if self.draem_min_area > self.draem_max_area:
+            raise ValueError(f"draem_min_area {self.draem_min_area} exceeds draem_max_area {self.draem_max_area}")
         return self
 
 

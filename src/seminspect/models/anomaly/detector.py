@@ -33,6 +33,8 @@ from torch import nn
 from seminspect.data.prepare import Alignment
 from seminspect.data.sample import Sample
 from seminspect.models.anomaly.config import AnomalyConfig, validate_config
+from seminspect.models.anomaly.draem import DRAEMModel
+from seminspect.models.anomaly.draem_fit import train_draem
 from seminspect.models.anomaly.features import AnomalyConfigError, build_backbone
 from seminspect.models.anomaly.memory import MemoryPlan, item_bytes, plan_memory
 from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
@@ -68,7 +70,7 @@ class AnomalyDetector:
         self.config = (config if isinstance(config, AnomalyConfig)
                        else validate_config(dict(config or {}), "invalid anomaly config"))
         self._custom_backbone = backbone
-        self.model: PatchCoreModel | STPMModel = self._build()
+        self.model: PatchCoreModel | STPMModel | DRAEMModel = self._build()
         self.threshold: dict[str, Any] | None = None
         self.normal_score_range: tuple[float, float] | None = None
         self.history: dict[str, Any] = {}
@@ -83,9 +85,12 @@ class AnomalyDetector:
         return build_backbone(cfg.backbone, pretrained=pretrained, out_indices=cfg.out_indices,
                               weights_path=cfg.weights_path, seed=seed)
 
-    def _build(self, pretrained: bool | None = None) -> PatchCoreModel | STPMModel:
+    def _build(self, pretrained: bool | None = None) -> PatchCoreModel | STPMModel | DRAEMModel:
         cfg = self.config
         pretrained = cfg.pretrained if pretrained is None else pretrained
+        if cfg.model == "draem":  # no backbone: both sub-networks learn from scratch
+            return DRAEMModel(width=cfg.draem_width, reference=cfg.conditioning == "reference", sigma=cfg.sigma,
+                              top_k=cfg.top_k, centre_sigma=cfg.centre_sigma, map_dilation=cfg.map_dilation)
         if cfg.model == "patchcore":
             bb = self._backbone(pretrained, cfg.seed)
             n_maps = len(bb.feature_info)
@@ -113,7 +118,7 @@ class AnomalyDetector:
     @property
     def needs_reference(self) -> bool:
         cfg = self.config
-        return (cfg.model == "patchcore" and cfg.conditioning != "none") or (
+        return (cfg.model in ("patchcore", "draem") and cfg.conditioning != "none") or (
             cfg.model == "stpm" and cfg.stpm_mode == "template")
 
     # ----- data -----------------------------------------------------------------------------
@@ -180,7 +185,7 @@ class AnomalyDetector:
         """Fit on normal samples (a SampleDataset, list of Samples or Batch; abnormal ones are skipped).
 
         ``calib``: held-out normal samples for the threshold; by default ``calib_fraction`` of
-        ``normal`` is held out. ``checkpoint_dir`` (STPM): checkpoint each epoch there and resume.
+        ``normal`` is held out. ``checkpoint_dir`` (STPM, DRAEM): checkpoint each epoch there and resume.
         """
         from seminspect.utils.seed import seed_everything
 
@@ -194,7 +199,7 @@ class AnomalyDetector:
         if self.config.model == "patchcore":
             self._fit_patchcore(fit_samples)
         else:
-            self._fit_stpm(fit_samples, checkpoint_dir)
+            self._fit_trained(fit_samples, checkpoint_dir)
         self.history["fit_seconds"] = time.perf_counter() - start
         self.history["n_fit_samples"] = len(fit_samples)
         if cal_samples:
@@ -267,16 +272,22 @@ class AnomalyDetector:
         if plan is not None:
             self.history["memory_plan"] = plan.to_dict()
 
-    def _fit_stpm(self, samples: list[Sample], checkpoint_dir: str | Path | None) -> None:
+    def _fit_trained(self, samples: list[Sample], checkpoint_dir: str | Path | None) -> None:
+        """STPM's student or DRAEM's two sub-networks, trained on the fit samples' views."""
         cfg = self.config
         model = self.model
-        assert isinstance(model, STPMModel)
-        items = [it for i, s in track(list(enumerate(samples)), "stpm data") for it in self._items_of_sample(i, s)]
+        name = cfg.model.upper()
+        items = [it for i, s in track(list(enumerate(samples)), f"{cfg.model} data")
+                 for it in self._items_of_sample(i, s)]
         if len({it.target.shape for it in items}) != 1:
-            raise AnomalyConfigError("STPM training needs images of one size; set crop or image_size")
+            raise AnomalyConfigError(f"{name} training needs images of one size; set crop or image_size")
         targets = to_tensor([it.target for it in items])
         refs = to_tensor([it.reference for it in items]) if self.needs_reference else None  # type: ignore[misc]
-        self.history.update(train_student(model, targets, refs, cfg, checkpoint_dir))
+        if isinstance(model, DRAEMModel):
+            self.history.update(train_draem(model, targets, refs, cfg, checkpoint_dir))
+        else:
+            assert isinstance(model, STPMModel)
+            self.history.update(train_student(model, targets, refs, cfg, checkpoint_dir))
 
     # ----- prediction -----------------------------------------------------------------------
     @torch.no_grad()

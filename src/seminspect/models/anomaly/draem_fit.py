@@ -1,0 +1,138 @@
+"""DRAEM training: pseudo-defects painted into normal images each batch, the epoch loop, resumable checkpoints.
+
+:func:`train_draem` trains a :class:`~seminspect.models.anomaly.draem.DRAEMModel` on ``(N, 1, H, W)``
+normal images (and their registered references): each image of a batch gets, with probability
+``draem_anomaly_prob``, one anomaly of :class:`~seminspect.data.pseudo_defects.PseudoDefectGenerator`
+(texture from another image of the batch); the reference stays clean. The anomalies of epoch e
+are drawn from a stream seeded by ``(seed, e)``, so a run resumed from its checkpoint (safetensors
++ JSON, written after each epoch, no pickle) continues exactly as the uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seminspect.data.pseudo_defects import PseudoDefectGenerator
+from seminspect.models.anomaly.config import AnomalyConfig
+from seminspect.models.anomaly.draem import DRAEMModel, draem_loss
+from seminspect.models.anomaly.features import AnomalyConfigError
+from seminspect.models.anomaly.stpm_fit import stpm_batches
+from seminspect.utils.io import atomic_path, atomic_write_json
+from seminspect.utils.progress import track
+
+# settings that change only the map post-processing / threshold, not what is learnt
+_NOT_TRAINING = ("epochs", "map_dilation", "sigma", "score_sigma", "score_dilation", "top_k", "centre_sigma",
+                 "false_alarm_rate", "confidence", "view_combine")
+
+
+def generator_of(cfg: AnomalyConfig) -> PseudoDefectGenerator:
+    """The pseudo-defect generator ``cfg`` describes."""
+    return PseudoDefectGenerator(sources=cfg.draem_sources, seed=cfg.seed, min_area=cfg.draem_min_area,
+                                 max_area=cfg.draem_max_area)
+
+
+def pseudo_batch(clean: np.ndarray, gen: PseudoDefectGenerator, prob: float,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``(augmented, mask)`` ``(B, H, W)`` of clean ``(B, H, W)`` images; texture from another image of the batch."""
+    out = clean.copy()
+    mask = np.zeros(clean.shape, bool)
+    b = len(clean)
+    for i in range(b):
+        if rng.random() >= prob:
+            continue
+        tex = clean[(i + 1 + int(rng.integers(b - 1))) % b] if b > 1 else None
+        out[i], mask[i] = gen.apply(clean[i], rng, texture=tex)
+    return out, mask
+
+
+def train_draem(model: DRAEMModel, targets: torch.Tensor, refs: torch.Tensor | None, cfg: AnomalyConfig,
+                checkpoint_dir: str | Path | None = None) -> dict[str, object]:
+    """Train for ``cfg.epochs`` (resuming from ``checkpoint_dir``); returns the history to keep."""
+    if targets.ndim != 4 or targets.shape[1] != 1 or min(targets.shape[-2:]) < 2 ** model.depth:
+        raise AnomalyConfigError(f"DRAEM training needs (N, 1, H, W) images of at least {2 ** model.depth} px, "
+                                 f"got {tuple(targets.shape)}")
+    if not torch.isfinite(targets).all() or (refs is not None and not torch.isfinite(refs).all()):
+        raise AnomalyConfigError("DRAEM training images hold NaN or inf values")
+    gen = generator_of(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    start_epoch, losses = 0, []
+    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    if ckpt is not None and (ckpt / "checkpoint.json").is_file():
+        start_epoch, losses = load_checkpoint(ckpt, model, opt, cfg)
+    clean_all = targets[:, 0].numpy()
+    parts: dict[str, float] = {}
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        order = torch.randperm(targets.shape[0], generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        rng = np.random.default_rng([cfg.seed, epoch])
+        total, count = 0.0, 0
+        parts = {"l2": 0.0, "ssim": 0.0, "focal": 0.0}
+        for idx in track(stpm_batches(order, cfg.batch_size), f"draem epoch {epoch + 1}/{cfg.epochs}"):
+            clean = clean_all[idx.numpy()]
+            aug, mask = pseudo_batch(clean, gen, cfg.draem_anomaly_prob, rng)
+            loss, p = draem_loss(model, torch.from_numpy(aug)[:, None], torch.from_numpy(clean)[:, None],
+                                 torch.from_numpy(mask)[:, None].float(), None if refs is None else refs[idx])
+            if not torch.isfinite(loss):
+                raise AnomalyConfigError(f"DRAEM training diverged (non-finite loss) in epoch {epoch + 1}; lower lr")
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            for k, v in p.items():
+                parts[k] += v * len(idx)
+        losses.append(total / max(count, 1))
+        parts = {k: v / max(count, 1) for k, v in parts.items()}
+        if ckpt is not None:
+            save_checkpoint(ckpt, model, opt, cfg, epoch + 1, losses)
+    model.eval()
+    return {"losses": losses, "last_epoch_loss_parts": parts}
+
+
+def save_checkpoint(directory: Path, model: DRAEMModel, opt: torch.optim.Optimizer, cfg: AnomalyConfig,
+                    epoch: int, losses: list[float]) -> None:
+    """Model and Adam state as safetensors, epoch / losses / config as JSON (each written atomically)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    for pid, st in opt.state_dict()["state"].items():
+        for name, val in st.items():
+            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(val).detach().contiguous().clone()
+    with atomic_path(directory / "checkpoint.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    atomic_write_json(directory / "checkpoint.json", {"model": "draem", "epoch": epoch, "losses": losses,
+                                                      "config": cfg.model_dump()})
+
+
+def load_checkpoint(directory: Path, model: DRAEMModel, opt: torch.optim.Optimizer,
+                    cfg: AnomalyConfig) -> tuple[int, list[float]]:
+    """Restore a checkpoint written with the same training settings; returns (epochs done, losses)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = directory / "checkpoint.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        tensors = load_file(str(directory / "checkpoint.safetensors"))
+    except (json.JSONDecodeError, SafetensorError, OSError) as exc:
+        raise AnomalyConfigError(f"{directory}: unreadable DRAEM checkpoint ({exc}); delete it to start over") from None
+    if meta.get("model") != "draem":
+        raise AnomalyConfigError(f"{path}: not a DRAEM checkpoint; use another checkpoint folder")
+    saved, now = dict(meta.get("config", {})), cfg.model_dump()
+    differs = [k for k in now if k not in _NOT_TRAINING and saved.get(k) != now[k]]
+    if differs:
+        raise AnomalyConfigError(f"{directory}: checkpoint was written with different settings {differs}; "
+                                 "use another checkpoint folder")
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, val in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = val
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    return int(meta["epoch"]), list(meta.get("losses", []))

@@ -85,10 +85,25 @@ class AnomalyConfig(BaseModel):
         "outside it. None = those settings as given",
     )
     # STPM
-    stpm_mode: Literal["classic", "template"] = "template"
+    stpm_mode: Literal["classic", "template", "template_student"] = Field(
+        "template",
+        description="STPM inputs: classic = the target to both; template = the registered reference to the teacher, "
+        "the target to the student; template_student = the reverse (target -> teacher, reference -> student)",
+    )
     layer_weights: list[NonNegFloat] = Field(default_factory=lambda: [1.0, 1.0, 1.0], min_length=1)
-    loss: Literal["l2", "huber"] = "l2"
-    reflect_padding: bool = True
+    loss: Literal["l2", "huber", "cosine"] = Field(
+        "l2",
+        description="STPM loss per layer: l2 = 0.5 ||s - t||^2 of channel-normalised features per location "
+        "(= 1 - cosine per location); huber = smooth L1 of the same (robust to outliers); cosine = 1 - cosine "
+        "similarity of the whole flattened layer per image (global, ReContrast-style)",
+    )
+    stpm_padding: Literal["reflect", "zeros", "constant"] = Field(
+        "reflect",
+        description="padding of the STPM student's convolutions; constant pads with padding_value "
+        "(old configs' reflect_padding: true/false read as reflect/zeros)",
+    )
+    padding_value: float = Field(0.0, ge=-10, le=10, description="the student's padding value for stpm_padding: "
+                                 "constant, in the convolution's input units (0 = zeros)")
     epochs: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0)
     # DRAEM (epochs, lr and batch_size shared with STPM)
@@ -139,6 +154,11 @@ class AnomalyConfig(BaseModel):
     )
     seed: int = Field(0, ge=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_padding_key(cls, data: Any) -> Any:
+        return migrate_padding(data)
+
     @model_validator(mode="after")
     def _budget_is_patchcore(self) -> AnomalyConfig:
         if self.memory_budget_mib is not None and self.model != "patchcore":
@@ -151,6 +171,21 @@ class AnomalyConfig(BaseModel):
 
 
 FIELDS = tuple(AnomalyConfig.model_fields)
+
+
+def migrate_padding(data: Any) -> Any:
+    """``reflect_padding: true/false`` (configs and saved models before ``stpm_padding``) -> reflect/zeros."""
+    if not isinstance(data, dict) or "reflect_padding" not in data:
+        return data
+    data = dict(data)
+    old = data.pop("reflect_padding")
+    if isinstance(old, bool):
+        new = "reflect" if old else "zeros"
+        if data.setdefault("stpm_padding", new) != new:
+            raise ValueError(f"reflect_padding: {old} contradicts stpm_padding: {data['stpm_padding']}")
+    else:
+        raise ValueError(f"reflect_padding (old name of stpm_padding) must be true or false, got {old!r}")
+    return data
 
 
 def _suggestions(exc: ValidationError) -> list[str]:

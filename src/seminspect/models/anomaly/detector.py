@@ -113,13 +113,13 @@ class AnomalyDetector:
             raise AnomalyConfigError(f"{len(cfg.layer_weights)} layer_weights for {len(teacher.feature_info)} maps")
         return STPMModel(teacher, student, mode=cfg.stpm_mode, layer_weights=weights, loss=cfg.loss,
                          sigma=cfg.sigma, top_k=cfg.top_k, centre_sigma=cfg.centre_sigma,
-                         reflect_padding=cfg.reflect_padding, map_dilation=cfg.map_dilation)
+                         padding=cfg.stpm_padding, padding_value=cfg.padding_value, map_dilation=cfg.map_dilation)
 
     @property
     def needs_reference(self) -> bool:
         cfg = self.config
         return (cfg.model in ("patchcore", "draem") and cfg.conditioning != "none") or (
-            cfg.model == "stpm" and cfg.stpm_mode == "template")
+            cfg.model == "stpm" and cfg.stpm_mode != "classic")
 
     # ----- data -----------------------------------------------------------------------------
     @property

@@ -8,10 +8,13 @@ Pure PyTorch (training loop in :mod:`seminspect.models.anomaly.detector`).
   The student learns to predict the defect-free reference's features from the target; on a
   defect the target differs from the reference and the prediction misses. The user's own study
   found this far better than the reverse (AP 0.93 vs 0.79).
+- ``mode="template_student"``: that reverse (teacher sees the target, student the reference), kept
+  so the study's comparison can be measured.
 
 Per-layer discrepancy ``0.5 * ||norm(s) - norm(t)||^2`` (features L2-normalised over channels),
 upsampled to the image size, weighted over layers (layers 1-3 by default), Gaussian-smoothed,
-optionally multiplied by a centre prior. The student uses reflect padding in its convolutions.
+optionally multiplied by a centre prior. The student's convolutions pad by reflection (default),
+with zeros, or with a constant value (:func:`set_padding`).
 """
 
 from __future__ import annotations
@@ -28,8 +31,41 @@ from seminspect.models.anomaly.features import (
     set_reflect_padding,
 )
 
-MODES = ("classic", "template")
-LOSSES = ("l2", "huber")
+MODES = ("classic", "template", "template_student")
+LOSSES = ("l2", "huber", "cosine")
+PADDINGS = ("reflect", "zeros", "constant")
+
+
+class _ConstantPadConv2d(nn.Conv2d):
+    """A ``Conv2d`` that pads its input with ``pad_value`` instead of zeros (same parameters, same state dict)."""
+
+    pad_value: float = 0.0
+
+    def _conv_forward(self, input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        padded = F.pad(input, self._reversed_padding_repeated_twice, mode="constant", value=self.pad_value)
+        return F.conv2d(padded, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
+def set_padding(module: nn.Module, mode: str, value: float = 0.0) -> int:
+    """Make every padded plain ``Conv2d`` of ``module`` pad by ``mode`` (one of :data:`PADDINGS`); the count.
+
+    ``constant`` swaps the layer's class for :class:`_ConstantPadConv2d` (weights untouched), since
+    ``Conv2d`` itself pads only with zeros or by copying pixels.
+    """
+    if mode not in PADDINGS:
+        raise ValueError(f"STPM padding must be one of {PADDINGS}, got {mode!r}")
+    if mode == "reflect":
+        return set_reflect_padding(module)
+    count = 0
+    for m in module.modules():
+        if type(m) in (nn.Conv2d, _ConstantPadConv2d) and m.padding != "valid" and any(
+                p > 0 for p in m._reversed_padding_repeated_twice):
+            m.padding_mode = "zeros"
+            if mode == "constant":
+                m.__class__ = _ConstantPadConv2d
+                m.pad_value = float(value)
+            count += 1
+    return count
 
 
 class STPMModel(AnomalyMapModel):
@@ -37,10 +73,13 @@ class STPMModel(AnomalyMapModel):
 
     Args:
         teacher: frozen backbone returning a list of maps.
-        student: backbone of the same architecture (trainable); reflect padding is switched on.
-        mode: ``"classic"`` or ``"template"``.
+        student: backbone of the same architecture (trainable); its padding is set by ``padding``.
+        mode: ``"classic"``, ``"template"`` or ``"template_student"``.
         layer_weights: weight of each returned map in the anomaly map (and the loss).
-        loss: ``"l2"`` (STPM) or ``"huber"`` (smooth L1 on normalised features, robust to outliers).
+        loss: ``"l2"`` (STPM: on channel-normalised features per location, i.e. ``1 - cos`` per location),
+            ``"huber"`` (smooth L1 on normalised features, robust to outliers) or ``"cosine"`` (``1 - cos``
+            of the whole raw layer flattened per image: a global constraint, as ReContrast's).
+        padding, padding_value: the student's convolution padding (:func:`set_padding`).
         map_dilation: local-max window (image pixels) applied to the map before smoothing; 0/1 = off.
         sigma: Gaussian smoothing in image pixels; ``top_k``: image score = mean of top-k pixels.
         centre_sigma: if > 0, centre prior width as a fraction of the image size.
@@ -48,8 +87,8 @@ class STPMModel(AnomalyMapModel):
 
     def __init__(self, teacher: nn.Module, student: nn.Module, mode: str = "template",
                  layer_weights: Sequence[float] = (1.0, 1.0, 1.0), loss: str = "l2", sigma: float = 4.0,
-                 top_k: int = 1, centre_sigma: float = 0.0, reflect_padding: bool = True, huber_delta: float = 0.1,
-                 map_dilation: int = 0):
+                 top_k: int = 1, centre_sigma: float = 0.0, padding: str = "reflect", huber_delta: float = 0.1,
+                 map_dilation: int = 0, padding_value: float = 0.0):
         super().__init__()
         if mode not in MODES:
             raise ValueError(f"STPM mode must be one of {MODES}, got {mode!r}")
@@ -57,8 +96,7 @@ class STPMModel(AnomalyMapModel):
             raise ValueError(f"STPM loss must be one of {LOSSES}, got {loss!r}")
         self.teacher = freeze(teacher)
         self.student = student
-        if reflect_padding:
-            set_reflect_padding(self.student)
+        set_padding(self.student, padding, padding_value)
         self.mode = mode
         self.layer_weights = tuple(float(w) for w in layer_weights)
         if len(self.layer_weights) != len(teacher.feature_info):
@@ -76,15 +114,17 @@ class STPMModel(AnomalyMapModel):
         return self
 
     def _pairs(self, target: torch.Tensor, reference: torch.Tensor | None) -> tuple[list, list]:
-        if self.mode == "template":
+        teacher_in, student_in = target, target
+        if self.mode != "classic":
             if reference is None:
-                raise ValueError("template-conditioned STPM needs the registered reference image")
-            teacher_in = reference
-        else:
-            teacher_in = target
+                raise ValueError(f"STPM mode {self.mode!r} needs the registered reference image")
+            if self.mode == "template":
+                teacher_in = reference
+            else:
+                student_in = reference
         with torch.no_grad():
             t_feats = self.teacher(teacher_in)
-        s_feats = self.student(target)
+        s_feats = self.student(student_in)
         return t_feats, s_feats
 
     def loss(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
@@ -93,6 +133,9 @@ class STPMModel(AnomalyMapModel):
         total = target.new_zeros(())
         for w, t, s in zip(self.layer_weights, t_feats, s_feats, strict=True):
             if w == 0:
+                continue
+            if self.loss_kind == "cosine":  # on raw features: on normalised ones it would equal l2
+                total = total + w * (1 - F.cosine_similarity(s.flatten(1), t.flatten(1), dim=1)).mean()
                 continue
             t = F.normalize(t, dim=1)
             s = F.normalize(s, dim=1)

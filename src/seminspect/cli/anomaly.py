@@ -47,8 +47,10 @@ def fit(
     split: str | None = typer.Option("train", help="Split to fit on ('' for all samples)."),
     calib_split: str | None = typer.Option(None, help="Held-out normal split for the threshold (default: a "
                                                       "calib_fraction of the fit split)."),
-    checkpoint_dir: Path | None = typer.Option(None, help="STPM: checkpoint each epoch here and resume."),
-    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set conditioning=none."),
+    checkpoint_dir: Path | None = typer.Option(None, help="STPM, DRAEM: checkpoint each epoch here and resume."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set conditioning=none; "
+                                   "--set preset=auto chooses the settings you did not give from the data "
+                                   "(single view or with a reference die; configs/anomaly_single_view.yaml)."),
 ) -> None:
     """Fit an anomaly model on the normal samples of a dataset and save it."""
     from seminspect.models.anomaly import AnomalyDetector, load_anomaly_config
@@ -59,6 +61,12 @@ def fit(
     with _one_line_warnings():
         det.fit(train, calib=calib, checkpoint_dir=checkpoint_dir)
     det.save(out)
+    chosen = det.history.get("preset")
+    if chosen:
+        kept = f"; yours kept: {', '.join(chosen['kept_yours'])}" if chosen["kept_yours"] else ""
+        console.print(f"preset {chosen['preset']} (reference views: {chosen['seen']['reference']}): "
+                      f"{', '.join(f'{k}={v}' for k, v in chosen['applied'].items()) or 'nothing to change'}{kept}",
+                      highlight=False, soft_wrap=True)
     thr = det.threshold
     console.print(f"fitted {det.config.model} on {det.history.get('n_fit_samples')} normal samples in "
                   f"{det.history.get('fit_seconds', 0):.1f} s -> {out}")
@@ -80,7 +88,8 @@ def predict(
     out: Path = typer.Option(..., "--out", "-o", help="Scores, one row per sample: sample_id, score, flagged; "
                                                       "the format follows the suffix: .csv, .parquet or .json."),
     split: str | None = typer.Option(None, help="Only this split."),
-    maps_out: Path | None = typer.Option(None, help="Also save the anomaly maps (N, H, W) as .npy."),
+    maps_out: Path | None = typer.Option(None, help="Also save the anomaly maps: .npy (N, H, W), or .npz "
+                                                     "(one array per sample id; images of several sizes)."),
 ) -> None:
     """Score samples: one row per sample (image score; flagged: above the model's threshold).
 
@@ -94,8 +103,8 @@ def predict(
     from seminspect.utils.tables import OutputFormatError, check_table_path, write_table
 
     check_table_path(out, "--out")  # an unknown suffix is refused before any work
-    if maps_out is not None and maps_out.suffix.lower() != ".npy":
-        raise OutputFormatError(f"{maps_out}: --maps-out is written as a NumPy array; give it the suffix .npy")
+    if maps_out is not None and maps_out.suffix.lower() not in (".npy", ".npz"):
+        raise OutputFormatError(f"{maps_out}: --maps-out is written as NumPy; give it the suffix .npy or .npz")
     det = AnomalyDetector.load(model)
     with _one_line_warnings():
         res = det.score(_dataset(data, split))
@@ -107,8 +116,16 @@ def predict(
     if maps_out is not None:
         from seminspect.utils.io import atomic_path
 
-        with atomic_path(maps_out) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, res.maps.astype(np.float32))
+        if maps_out.suffix.lower() == ".npz":
+            with atomic_path(maps_out) as tmp, open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **{sid: np.asarray(m, np.float32)
+                                           for sid, m in zip(res.sample_ids, res.maps, strict=True)})
+        elif isinstance(res.maps, list):
+            raise OutputFormatError(f"{maps_out}: the maps have several sizes (images of several native sizes); "
+                                    "give --maps-out the suffix .npz (one array per sample id)")
+        else:
+            with atomic_path(maps_out) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, res.maps.astype(np.float32))
     if thr is None:
         err_console.print(f"[yellow]warning:[/] {model}: the model has no fitted threshold (fitted without held-out "
                           "normal samples); column 'flagged' is empty, nothing is flagged",

@@ -21,6 +21,8 @@ def colour_scale(threshold: float | None = None, normal_range: tuple[float, floa
     if normal_range is not None:
         lo, hi = normal_range
         return float(lo), float(hi + (hi - lo))
+    if isinstance(maps, list):  # maps of several native sizes
+        maps = np.concatenate([np.ravel(m) for m in maps]) if maps else None
     if maps is not None and np.size(maps):
         return 0.0, float(np.percentile(maps, 99.5)) or 1.0
     return 0.0, 1.0

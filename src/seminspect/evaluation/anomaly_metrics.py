@@ -48,7 +48,15 @@ def anomaly_metrics(scores: np.ndarray, labels: np.ndarray, maps: np.ndarray | N
     out: dict[str, Any] = {"n_normal": int((~y).sum()), "n_abnormal": int(y.sum())}
     _safe(out, "image_auroc", auroc, y, s)
     _safe(out, "image_ap", average_precision, y, s)
-    if maps is not None and masks is not None:
+    if maps is not None and masks is not None and _ragged(maps):
+        # images of several native sizes (resize: keep_aspect): every pixel of every kept image, at native size
+        kept = np.flatnonzero(keep)
+        m = np.concatenate([np.asarray(masks[i], bool).ravel() for i in kept])[None, None]
+        a = np.concatenate([np.asarray(maps[i], np.float32).ravel() for i in kept])[None, None]
+        _safe(out, "pixel_auroc", pixel_auroc, m, a)
+        out["aupro"] = float("nan")
+        out["aupro_note"] = "undefined here: images of several sizes (pixel_auroc is over every native pixel)"
+    elif maps is not None and masks is not None:
         m, a = np.asarray(masks)[keep].astype(bool), np.asarray(maps)[keep]
         step = 1
         while a.size / (step * step) > max_pixels:
@@ -72,6 +80,11 @@ def anomaly_metrics(scores: np.ndarray, labels: np.ndarray, maps: np.ndarray | N
     return out
 
 
+def _ragged(maps: Any) -> bool:
+    """Whether ``maps`` is a list of 2-D maps of more than one size."""
+    return isinstance(maps, list) and len({np.shape(m) for m in maps}) > 1
+
+
 def per_type_metrics(result: Any, threshold: float | None = None) -> dict[str, dict[str, Any]]:
     """``{"all": {...}, type: {...}}``: each defect type scored against all normal samples.
 
@@ -83,8 +96,11 @@ def per_type_metrics(result: Any, threshold: float | None = None) -> dict[str, d
     normal = labels == 0
     for t in sorted({t for t, lab in zip(types, labels, strict=True) if lab == 1 and t}):
         sel = normal | ((labels == 1) & (types == t))
-        report[t] = anomaly_metrics(result.scores[sel], labels[sel], result.maps[sel],
-                                    None if result.masks is None else result.masks[sel], threshold)
+        idx = np.flatnonzero(sel)
+        maps = [result.maps[i] for i in idx] if isinstance(result.maps, list) else result.maps[sel]
+        masks = None if result.masks is None else (
+            [result.masks[i] for i in idx] if isinstance(result.masks, list) else result.masks[sel])
+        report[t] = anomaly_metrics(result.scores[sel], labels[sel], maps, masks, threshold)
     return report
 
 

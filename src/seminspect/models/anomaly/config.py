@@ -40,7 +40,21 @@ class AnomalyConfig(BaseModel):
     out_indices: list[NonNegInt] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
     # preprocessing (applied after registration, to images and masks alike)
     crop: int | None = Field(None, ge=16, description="centre crop to this square size (px)")
-    image_size: int | None = Field(None, ge=16, description="resize (square) to this size after cropping")
+    image_size: int | None = Field(None, ge=16, description="resize to this size (px, square side or, with "
+                                   "resize: keep_aspect, the long side) after cropping")
+    resize: Literal["square", "keep_aspect"] = Field(
+        "square",
+        description="how image_size is reached: 'square' stretches every image to image_size x image_size; "
+        "'keep_aspect' scales the long side to image_size and pads the short side (pad) to a square, and maps "
+        "come back at each image's native size (a tall narrow image keeps all of its content)",
+    )
+    pad: Literal["reflect", "constant"] = Field(
+        "reflect", description="padding of resize: keep_aspect (reflect: no false edge at the image border)")
+    preset: Literal["none", "auto"] = Field(
+        "none",
+        description="'auto': at fit, settings not given explicitly are chosen from the data (reference views "
+        "present or not, image size and aspect; seminspect.models.anomaly.presets); the user's keys always win",
+    )
     registration: Literal["phase", "ecc", "off"] = "phase"
     max_shift: float | None = Field(None, ge=0)
     match_intensity: bool = Field(False, description="give the reference the target's mean and std (gain drift)")

@@ -42,7 +42,7 @@ from seminspect.models.anomaly.persistence import read_meta, read_weights, write
 from seminspect.models.anomaly.stpm import STPMModel
 from seminspect.models.anomaly.stpm_fit import train_student
 from seminspect.models.anomaly.threshold import fit_normal_threshold
-from seminspect.models.anomaly.views import Item, ViewPreparer, batches, samples_of, to_tensor
+from seminspect.models.anomaly.views import Item, ViewPreparer, batches, samples_of, to_tensor, unletterbox
 from seminspect.utils.progress import track
 
 
@@ -55,11 +55,11 @@ class AnomalyResult:
 
     sample_ids: list[str]
     scores: np.ndarray
-    maps: np.ndarray
+    maps: np.ndarray | list[np.ndarray]  # a list when images of several native sizes were scored (keep_aspect)
     labels: np.ndarray
     defect_types: list[str | None]
-    masks: np.ndarray | None = None
-    images: np.ndarray | None = None
+    masks: np.ndarray | list[np.ndarray] | None = None
+    images: np.ndarray | list[np.ndarray] | None = None
     metadata: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -195,6 +195,11 @@ class AnomalyDetector:
         else:
             fit_samples = [s for _, s in samples_of(normal) if s.is_abnormal is not True]
             cal_samples = [s for _, s in samples_of(calib) if s.is_abnormal is not True]
+        if self.config.preset == "auto" and fit_samples:
+            from seminspect.models.anomaly.presets import resolve
+
+            self.config, self.history["preset"] = resolve(self.config, fit_samples)
+            self.model = self._build()
         start = time.perf_counter()
         if self.config.model == "patchcore":
             self._fit_patchcore(fit_samples)
@@ -320,6 +325,8 @@ class AnomalyDetector:
         cfg = self.config
         mean = cfg.view_combine == "mean"
         separate = self.separate_score_maps
+        ragged = cfg.resize == "keep_aspect" and cfg.image_size is not None
+        per_sample: dict[int, np.ndarray] = {}
 
         def combine(current: np.ndarray | None, mi: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
             if current is None:
@@ -341,36 +348,50 @@ class AnomalyDetector:
             sm = self.model.postprocess(raw, cfg.score_dilation, cfg.score_sigma)[:, 0].numpy() if separate else m
             for it, mi, si in zip(batch_items, m, sm, strict=True):
                 k = it.sample_index
-                if map_arr.shape[0] == 0:
-                    map_arr = np.zeros((len(listed), *mi.shape), np.float32)
-                if mi.shape != map_arr.shape[1:]:
-                    raise AnomalyConfigError(
-                        f"sample {samples_meta[k].sample_id!r}: map size {mi.shape} differs from {map_arr.shape[1:]}: "
-                        "set crop or image_size to score samples of different sizes together")
+                if it.box is not None and it.native is not None:  # keep_aspect: back to the native size
+                    mi = unletterbox(mi, it.box, it.native)
+                    si = unletterbox(si, it.box, it.native) if separate else mi
                 first = k not in counts
-                combine(None if first else map_arr[k], mi, out=map_arr[k])
+                if ragged:  # one array per sample: sizes may differ between samples
+                    if first:
+                        per_sample[k] = np.empty(mi.shape, np.float32)
+                    slot = per_sample[k]
+                else:
+                    if map_arr.shape[0] == 0:
+                        map_arr = np.zeros((len(listed), *mi.shape), np.float32)
+                    slot = map_arr[k]
+                if mi.shape != slot.shape:
+                    raise AnomalyConfigError(
+                        f"sample {samples_meta[k].sample_id!r}: map size {mi.shape} differs from {slot.shape}: "
+                        "set crop, or image_size with resize: keep_aspect, to score images of different sizes")
+                combine(None if first else slot, mi, out=slot)
                 if separate:
                     score_maps[k] = combine(score_maps.get(k), si)
                 counts[k] = counts.get(k, 0) + 1
                 if counts[k] == n_views[k]:  # the sample is complete: finish its map and score
                     if mean:
-                        map_arr[k] /= counts[k]
-                    smap = score_maps.pop(k) / (counts[k] if mean else 1) if separate else map_arr[k]
+                        slot /= counts[k]
+                    smap = score_maps.pop(k) / (counts[k] if mean else 1) if separate else slot
                     scores[k] = _scores_from_maps(smap[None], cfg.top_k)[0]
                 if it.mask is not None:
                     masks[k] = it.mask if k not in masks else (masks[k] | it.mask)
                 if keep_images and k not in images:
-                    images[k] = it.target
+                    images[k] = it.target if it.box is None else unletterbox(it.target, it.box, it.native)
         order = sorted(samples_meta)
+        if ragged:
+            shapes = {per_sample[k].shape for k in order}
+            map_arr = np.stack([per_sample.pop(k) for k in order]) if len(shapes) == 1 else \
+                [per_sample[k] for k in order]
         mask_arr = None
         if masks:
-            mask_arr = np.stack([masks.get(k, np.zeros(map_arr.shape[1:], bool)) for k in order])
+            mask_list = [masks.get(k, np.zeros(map_arr[i].shape, bool)) for i, k in enumerate(order)]
+            mask_arr = np.stack(mask_list) if isinstance(map_arr, np.ndarray) else mask_list
         labels = np.array([-1 if samples_meta[k].is_abnormal is None else int(samples_meta[k].is_abnormal)
                            for k in order], dtype=np.int64)
         return AnomalyResult(
             sample_ids=[samples_meta[k].sample_id for k in order], scores=scores, maps=map_arr, labels=labels,
             defect_types=[samples_meta[k].defect_type for k in order], masks=mask_arr,
-            images=np.stack([images[k] for k in order]) if keep_images and order else None,
+            images=_stack_or_list([images[k] for k in order]) if keep_images and order else None,
             metadata=[dict(samples_meta[k].metadata) for k in order],
         )
 
@@ -418,6 +439,11 @@ class AnomalyDetector:
         det.normal_score_range = None if rng is None else (float(rng[0]), float(rng[1]))
         det.history = meta.get("history", {})
         return det
+
+
+def _stack_or_list(arrays: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
+    """One ``(N, H, W)`` array when every array has one size, else the list (images of several sizes)."""
+    return np.stack(arrays) if len({a.shape for a in arrays}) == 1 else arrays
 
 
 def _scores_from_maps(maps: np.ndarray, top_k: int) -> np.ndarray:

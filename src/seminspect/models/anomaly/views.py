@@ -36,6 +36,8 @@ class Item:
     target: np.ndarray  # (H, W) float32
     reference: np.ndarray | None
     mask: np.ndarray | None
+    box: tuple[int, int, int, int] | None = None  # (y0, x0, h, w) of the image inside a letterboxed square
+    native: tuple[int, int] | None = None  # the (H, W) maps return at (resize: keep_aspect)
 
 
 def to_tensor(arrays: Sequence[np.ndarray]) -> torch.Tensor:
@@ -51,19 +53,26 @@ class ViewPreparer:
         self.needs_reference = needs_reference
         self._crop_warned: set[tuple[int, int]] = set()
 
-    def preprocess(self, image: np.ndarray, is_mask: bool = False) -> np.ndarray:
+    def crop(self, image: np.ndarray, is_mask: bool = False) -> np.ndarray:
+        """The centre ``crop`` (falling back to the short side, with a warning) or the image itself."""
         cfg = self.config
-        if cfg.crop is not None:
-            h, w = image.shape
-            c = min(cfg.crop, h, w)
-            if not is_mask and c < cfg.crop and c * c < 0.75 * h * w:
-                self._warn_crop(h, w, c)
-            y0, x0 = (h - c) // 2, (w - c) // 2
-            image = image[y0:y0 + c, x0:x0 + c]
+        if cfg.crop is None:
+            return image
+        h, w = image.shape
+        c = min(cfg.crop, h, w)
+        if not is_mask and c < cfg.crop and c * c < 0.75 * h * w:
+            self._warn_crop(h, w, c)
+        y0, x0 = (h - c) // 2, (w - c) // 2
+        return image[y0:y0 + c, x0:x0 + c]
+
+    def preprocess(self, image: np.ndarray, is_mask: bool = False) -> np.ndarray:
+        """Crop, then resize to the model's input as ``resize`` says (a letterboxed square for keep_aspect)."""
+        cfg = self.config
+        image = self.crop(image, is_mask)
+        if cfg.image_size is not None and cfg.resize == "keep_aspect":
+            return letterbox(image, cfg.image_size, cfg.pad, is_mask)[0]
         if cfg.image_size is not None and image.shape != (cfg.image_size, cfg.image_size):
-            t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-            mode = "nearest" if is_mask else "area"
-            image = F.interpolate(t, size=(cfg.image_size,) * 2, mode=mode)[0, 0].numpy()
+            image = _resize(image, (cfg.image_size,) * 2, is_mask)
         return np.ascontiguousarray(image)
 
     def _warn_crop(self, h: int, w: int, c: int) -> None:
@@ -111,9 +120,57 @@ class ViewPreparer:
                 raise AnomalyConfigError(
                     f"sample {sample.sample_id!r}: target view {tgt.index} has no reference view of the same "
                     f"index and size, which this reference-conditioned model needs")
-            mask = None if tgt.mask is None else self.preprocess(tgt.mask.astype(np.float32), is_mask=True) > 0.5
+            box = native = None
+            if cfg.resize == "keep_aspect" and cfg.image_size is not None:  # maps and masks at native size
+                native = self.crop(t).shape
+                box = letterbox(self.crop(t), cfg.image_size, cfg.pad)[1]
+                mask = None if tgt.mask is None else self.crop(tgt.mask.astype(bool), is_mask=True).copy()
+            else:
+                mask = None if tgt.mask is None else self.preprocess(tgt.mask.astype(np.float32), is_mask=True) > 0.5
             t = self.denoise(self.preprocess(t))
-            yield Item(index, t, None if r is None else self.denoise(self.preprocess(r)), mask)
+            yield Item(index, t, None if r is None else self.denoise(self.preprocess(r)), mask, box, native)
+
+
+def _resize(image: np.ndarray, size: tuple[int, int], is_mask: bool = False) -> np.ndarray:
+    """``image`` resized to ``size`` (H, W): area averaging to shrink, bilinear to enlarge, nearest for masks."""
+    t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    if is_mask:
+        return F.interpolate(t, size=size, mode="nearest")[0, 0].numpy()
+    if size[0] <= image.shape[0] and size[1] <= image.shape[1]:
+        return F.interpolate(t, size=size, mode="area")[0, 0].numpy()
+    return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def letterbox(image: np.ndarray, size: int, pad: str = "reflect", is_mask: bool = False
+              ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """``image`` scaled so its long side is ``size``, padded to ``size x size``; and its box ``(y0, x0, h, w)``.
+
+    ``pad``: ``reflect`` (mirror the image into the margin: no false edge for the features to see) or
+    ``constant`` (the image's mean grey). Masks pad with False.
+    """
+    h, w = image.shape
+    s = size / max(h, w)
+    nh, nw = max(1, min(size, round(h * s))), max(1, min(size, round(w * s)))
+    small = _resize(image, (nh, nw), is_mask) if (nh, nw) != (h, w) else np.asarray(image, np.float32)
+    y0, x0 = (size - nh) // 2, (size - nw) // 2
+    widths = ((y0, size - nh - y0), (x0, size - nw - x0))
+    if is_mask:
+        out = np.pad(small, widths, mode="constant")
+    elif pad == "reflect" and min(nh, nw) > 1:
+        out = np.pad(small, widths, mode="symmetric")  # symmetric also works when the margin exceeds the image
+    else:
+        out = np.pad(small, widths, mode="constant", constant_values=float(small.mean()))
+    return np.ascontiguousarray(out, dtype=np.float32), (y0, x0, nh, nw)
+
+
+def unletterbox(image: np.ndarray, box: tuple[int, int, int, int], native: tuple[int, int]) -> np.ndarray:
+    """The part of a letterboxed ``(size, size)`` map inside ``box``, resized back to ``native`` (H, W)."""
+    y0, x0, h, w = box
+    inner = image[y0:y0 + h, x0:x0 + w]
+    if inner.shape == tuple(native):
+        return np.ascontiguousarray(inner)
+    t = torch.from_numpy(np.ascontiguousarray(inner, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=tuple(native), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def batches(items: Iterator[Item], batch_size: int) -> Iterator[tuple[list[Item], torch.Tensor, torch.Tensor | None]]:

@@ -1,0 +1,110 @@
+"""Single-view anomaly detection: images of any size and aspect, native-size maps, the automatic preset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seminspect.data.sample import Sample, View
+from seminspect.evaluation.anomaly_metrics import anomaly_metrics
+from seminspect.models.anomaly import AnomalyConfig, AnomalyDetector
+from seminspect.models.anomaly.presets import choose, resolve
+from seminspect.models.anomaly.views import letterbox, unletterbox
+
+TINY = {"backbone": "tiny", "pretrained": False, "calib_fraction": 0.0, "max_bank_patches": 256,
+        "max_pool_patches": 4000, "batch_size": 4}
+
+
+def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    y, x = np.mgrid[0:h, 0:w]
+    img = 0.5 + 0.2 * np.sin(x / 3.0) * np.cos(y / 5.0) + rng.normal(0, 0.02, (h, w))
+    return np.clip(img, 0, 1).astype(np.float32)
+
+
+def _single(sid: str, img: np.ndarray, abnormal: bool = False) -> Sample:
+    mask = np.zeros(img.shape, bool)
+    if abnormal:
+        h, w = img.shape
+        img = img.copy()
+        img[h // 2 - 4:h // 2 + 4, w // 2 - 4:w // 2 + 4] = 0.0
+        mask[h // 2 - 4:h // 2 + 4, w // 2 - 4:w // 2 + 4] = True
+    return Sample(sid, [View("target", 0, img, mask=mask)], is_abnormal=abnormal)
+
+
+def test_letterbox_keeps_the_whole_image_and_round_trips() -> None:
+    img = np.linspace(0, 1, 40 * 120, dtype=np.float32).reshape(40, 120)  # tall-narrow's transpose: wide
+    out, box = letterbox(img, 64, "reflect")
+    assert out.shape == (64, 64)
+    y0, x0, h, w = box
+    assert (x0, w) == (0, 64) and h == round(40 * 64 / 120) and y0 == (64 - h) // 2
+    back = unletterbox(out, box, img.shape)
+    assert back.shape == img.shape
+    assert np.abs(back - img).mean() < 0.02  # content survives the round trip (resampling only)
+    const, _ = letterbox(img, 64, "constant")
+    assert np.isclose(const[0, 0], out[y0:y0 + h].mean(), atol=0.05)
+    mask, _ = letterbox(np.ones((40, 120), np.float32), 64, is_mask=True)
+    assert mask[:y0].sum() == 0 and mask[y0:y0 + h].all()
+
+
+def test_keep_aspect_returns_maps_at_each_native_size_and_finds_the_defect() -> None:
+    rng = np.random.default_rng(0)
+    train = [_single(f"n{i}", _texture(rng, 48, 96) if i % 2 else _texture(rng, 96, 40)) for i in range(12)]
+    test = [_single("a_wide", _texture(rng, 48, 96), True), _single("n_tall", _texture(rng, 96, 40)),
+            _single("a_tall", _texture(rng, 96, 40), True), _single("n_wide", _texture(rng, 48, 96))]
+    det = AnomalyDetector({**TINY, "image_size": 64, "resize": "keep_aspect", "layers": [0]}).fit(train)
+    res = det.score(test, keep_images=True)
+    assert isinstance(res.maps, list)
+    assert [m.shape for m in res.maps] == [(48, 96), (96, 40), (96, 40), (48, 96)]
+    assert [m.shape for m in res.masks] == [m.shape for m in res.maps]
+    assert [m.shape for m in res.images] == [m.shape for m in res.maps]
+    assert min(res.scores[[0, 2]]) > max(res.scores[[1, 3]])
+    m = anomaly_metrics(res.scores, res.labels, res.maps, res.masks)
+    assert m["image_auroc"] == 1.0
+    assert m["pixel_auroc"] > 0.8 and "aupro_note" in m
+
+
+def test_square_resize_is_unchanged_and_keep_aspect_on_one_size_stacks() -> None:
+    rng = np.random.default_rng(1)
+    train = [_single(f"n{i}", _texture(rng, 64, 64)) for i in range(6)]
+    det = AnomalyDetector({**TINY, "image_size": 32, "layers": [0]}).fit(train)
+    res = det.score(train[:2])
+    assert isinstance(res.maps, np.ndarray) and res.maps.shape == (2, 32, 32)  # square: model size, as before
+    det2 = AnomalyDetector({**TINY, "image_size": 32, "resize": "keep_aspect", "layers": [0]}).fit(train)
+    res2 = det2.score(train[:2])
+    assert isinstance(res2.maps, np.ndarray) and res2.maps.shape == (2, 64, 64)  # native size
+
+
+def test_auto_preset_chooses_single_view_and_your_keys_win(tmp_path) -> None:
+    rng = np.random.default_rng(2)
+    singles = [_single(f"n{i}", _texture(rng, 40, 80)) for i in range(4)]
+    pairs = [Sample(f"p{i}", [View("target", 0, _texture(rng, 40, 40)), View("reference", 0, _texture(rng, 40, 40))],
+                    is_abnormal=False) for i in range(4)]
+    assert choose(singles)[0] == "single_view" and choose(pairs)[0] == "reference"
+    cfg = AnomalyConfig.model_validate({"preset": "auto", "image_size": 48})
+    out, info = resolve(cfg, singles)
+    assert out.image_size == 48 and "image_size" in info["kept_yours"]  # the user's key wins
+    assert out.conditioning == "none" and out.resize == "keep_aspect" and out.layers == [1, 2] and out.crop is None
+    det = AnomalyDetector({**TINY, "preset": "auto", "image_size": 32, "out_indices": [0, 1, 2]}).fit(singles)
+    assert det.config.preset == "none" and det.history["preset"]["preset"] == "single_view"
+    assert det.config.conditioning == "none" and det.config.layers == [1, 2]
+    det.save(tmp_path / "m")
+    again = AnomalyDetector.load(tmp_path / "m")
+    np.testing.assert_allclose(again.score(singles).scores, det.score(singles).scores, rtol=1e-5)
+
+
+def test_single_view_config_file_loads() -> None:
+    from pathlib import Path
+
+    from seminspect.models.anomaly import load_anomaly_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "anomaly_single_view.yaml"
+    cfg = load_anomaly_config(path)
+    assert cfg.conditioning == "none" and cfg.crop is None and cfg.resize == "keep_aspect"
+    assert cfg.registration == "off"
+
+
+@pytest.mark.parametrize("pad", ["reflect", "constant"])
+def test_letterbox_tiny_and_extreme_aspect(pad: str) -> None:
+    img = np.random.default_rng(3).random((3, 300)).astype(np.float32)
+    out, box = letterbox(img, 64, pad)
+    assert out.shape == (64, 64) and np.isfinite(out).all() and box[3] == 64

@@ -81,7 +81,8 @@ class ViewPreparer:
             return
         self._crop_warned.add((h, w))
         warnings.warn(f"crop {self.config.crop}: a {h}x{w} (HxW) image is cut to its centre {c}x{c} (its short side), "
-                      f"keeping {c * c / (h * w):.0%} of its area; set crop: null (and image_size) to keep it whole",
+                      f"keeping {c * c / (h * w):.0%} of its area; set crop: null with resize: keep_aspect "
+                      "(and image_size) to keep it whole (configs/anomaly_single_view.yaml)",
                       AnomalyWarning, stacklevel=4)
 
     def denoise(self, image: np.ndarray) -> np.ndarray:

@@ -108,3 +108,20 @@ def test_letterbox_tiny_and_extreme_aspect(pad: str) -> None:
     img = np.random.default_rng(3).random((3, 300)).astype(np.float32)
     out, box = letterbox(img, 64, pad)
     assert out.shape == (64, 64) and np.isfinite(out).all() and box[3] == 64
+
+
+def test_select_config_ranks_candidates_on_pseudo_defects_from_normals_alone() -> None:
+    from seminspect.models.anomaly.select import proxy_split, select_config, with_pseudo_defects
+
+    rng = np.random.default_rng(4)
+    normals = [_single(f"n{i}", _texture(rng, 48, 48)) for i in range(16)]
+    fit, held = proxy_split(normals, 0.25, seed=0)
+    assert len(held) == 4 and len(fit) == 12 and not {s.sample_id for s in fit} & {s.sample_id for s in held}
+    pseudo = with_pseudo_defects(held, seed=0)
+    assert all(s.is_abnormal and s.targets[0].mask.any() for s in pseudo)
+    assert with_pseudo_defects(held, seed=0)[0].targets[0].image.tobytes() == pseudo[0].targets[0].image.tobytes()
+    cands = {"fine": {**TINY, "layers": [0]}, "blind": {**TINY, "layers": [0], "sigma": 0.0, "top_k": 10_000}}
+    best, rows = select_config(normals, cands, seed=0)
+    assert [r["candidate"] for r in rows] == ["fine", "blind"]
+    assert best == max(rows, key=lambda r: r["proxy_image_auroc"])["candidate"]
+    assert all(0.0 <= r["proxy_image_auroc"] <= 1.0 for r in rows)

@@ -125,3 +125,12 @@ def test_select_config_ranks_candidates_on_pseudo_defects_from_normals_alone() -
     assert [r["candidate"] for r in rows] == ["fine", "blind"]
     assert best == max(rows, key=lambda r: r["proxy_image_auroc"])["candidate"]
     assert all(0.0 <= r["proxy_image_auroc"] <= 1.0 for r in rows)
+
+
+def test_a_checkpoint_without_the_new_preprocessing_keys_still_resumes() -> None:
+    from seminspect.models.anomaly.train_state import changed_settings
+
+    now = AnomalyConfig().model_dump()
+    old = {k: v for k, v in now.items() if k not in ("resize", "pad", "preset")}  # written before those keys
+    assert changed_settings(old, now, ()) == []
+    assert changed_settings(old, {**now, "resize": "keep_aspect"}, ()) == ["resize"]

@@ -10,7 +10,6 @@ are drawn from a stream seeded by ``(seed, e)``, so a run resumed from its check
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from seminspect.models.anomaly.config import AnomalyConfig
 from seminspect.models.anomaly.draem import DRAEMModel, draem_loss
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm_fit import stpm_batches
-from seminspect.utils.io import atomic_path, atomic_write_json
+from seminspect.models.anomaly.train_state import changed_settings, read_checkpoint, read_meta, write_checkpoint
 from seminspect.utils.progress import track
 
 # settings that change only the map post-processing / threshold, not what is learnt
@@ -95,44 +94,21 @@ def train_draem(model: DRAEMModel, targets: torch.Tensor, refs: torch.Tensor | N
 
 def save_checkpoint(directory: Path, model: DRAEMModel, opt: torch.optim.Optimizer, cfg: AnomalyConfig,
                     epoch: int, losses: list[float]) -> None:
-    """Model and Adam state as safetensors, epoch / losses / config as JSON (each written atomically)."""
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    for pid, st in opt.state_dict()["state"].items():
-        for name, val in st.items():
-            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(val).detach().contiguous().clone()
-    with atomic_path(directory / "checkpoint.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    atomic_write_json(directory / "checkpoint.json", {"model": "draem", "epoch": epoch, "losses": losses,
-                                                      "config": cfg.model_dump()})
+    """Weights and optimiser state of the finished epoch, atomically (safetensors + JSON)."""
+    write_checkpoint(directory, "model", model, opt,
+                     {"model": "draem", "epoch": epoch, "losses": losses, "config": cfg.model_dump()})
 
 
 def load_checkpoint(directory: Path, model: DRAEMModel, opt: torch.optim.Optimizer,
                     cfg: AnomalyConfig) -> tuple[int, list[float]]:
     """Restore a checkpoint written with the same training settings; returns (epochs done, losses)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = directory / "checkpoint.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-        tensors = load_file(str(directory / "checkpoint.safetensors"))
-    except (json.JSONDecodeError, SafetensorError, OSError) as exc:
-        raise AnomalyConfigError(f"{directory}: unreadable DRAEM checkpoint ({exc}); delete it to start over") from None
+    meta = read_meta(directory, "DRAEM")
     if meta.get("model") != "draem":
-        raise AnomalyConfigError(f"{path}: not a DRAEM checkpoint; use another checkpoint folder")
-    saved, now = dict(meta.get("config", {})), cfg.model_dump()
-    differs = [k for k in now if k not in _NOT_TRAINING and saved.get(k) != now[k]]
+        raise AnomalyConfigError(f"{directory / 'checkpoint.json'}: not a DRAEM checkpoint; "
+                                 "use another checkpoint folder")
+    differs = changed_settings(dict(meta.get("config", {})), cfg.model_dump(), _NOT_TRAINING)
     if differs:
         raise AnomalyConfigError(f"{directory}: checkpoint was written with different settings {differs}; "
                                  "use another checkpoint folder")
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, val in tensors.items():
-        if key.startswith("opt."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = val
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    read_checkpoint(directory, "model", model, opt, "DRAEM")
     return int(meta["epoch"]), list(meta.get("losses", []))

@@ -8,7 +8,6 @@ epoch as safetensors + JSON (no pickle) so a killed run resumes where it stopped
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ import torch
 from seminspect.models.anomaly.config import AnomalyConfig, migrate_padding
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm import STPMModel
-from seminspect.utils.io import atomic_path, atomic_write_json
+from seminspect.models.anomaly.train_state import changed_settings, read_checkpoint, read_meta, write_checkpoint
 from seminspect.utils.progress import track
 
 FEATURELESS_STD = 1e-3  # pixel std (images in [0, 1]; < 1/4 grey level of 8 bits): the batch is one flat grey
@@ -91,40 +90,20 @@ def train_student(model: STPMModel, targets: torch.Tensor, refs: torch.Tensor | 
 
 
 def save_checkpoint(directory: Path, model: STPMModel, opt: torch.optim.Optimizer, cfg: AnomalyConfig,
-                     epoch: int, losses: list[float]) -> None:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"student.{k}": v.detach().contiguous().clone() for k, v in model.student.state_dict().items()}
-    for pid, st in opt.state_dict()["state"].items():
-        for name, val in st.items():
-            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(val).detach().contiguous().clone()
-    with atomic_path(directory / "checkpoint.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    atomic_write_json(directory / "checkpoint.json", {"epoch": epoch, "losses": losses,
-                                                      "config": cfg.model_dump()})
+                    epoch: int, losses: list[float]) -> None:
+    write_checkpoint(directory, "student", model.student, opt,
+                     {"epoch": epoch, "losses": losses, "config": cfg.model_dump()})
 
 
 def load_checkpoint(directory: Path, model: STPMModel, opt: torch.optim.Optimizer,
-                     cfg: AnomalyConfig) -> tuple[int, list[float]]:
-    from safetensors.torch import load_file
-
-    meta = json.loads((directory / "checkpoint.json").read_text(encoding="utf-8"))
+                    cfg: AnomalyConfig) -> tuple[int, list[float]]:
+    meta = read_meta(directory, "STPM")
     saved = migrate_padding(dict(meta.get("config", {})))
     saved.setdefault("padding_value", 0.0)  # checkpoints from before stpm_padding: zeros or reflect, no value
-    now = cfg.model_dump()
     # map post-processing does not change training; a checkpoint from before map_dilation existed stays valid
-    differs = [k for k in now if k not in ("epochs", "map_dilation", "score_sigma", "score_dilation")
-               and saved.get(k) != now[k]]
+    differs = changed_settings(saved, cfg.model_dump(), ("epochs", "map_dilation", "score_sigma", "score_dilation"))
     if differs:
         raise AnomalyConfigError(f"{directory}: checkpoint was written with different settings {differs}; "
                                  "use another checkpoint folder")
-    tensors = load_file(str(directory / "checkpoint.safetensors"))
-    model.student.load_state_dict({k[len("student."):]: v for k, v in tensors.items() if k.startswith("student.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, val in tensors.items():
-        if key.startswith("opt."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = val
-    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+    read_checkpoint(directory, "student", model.student, opt, "STPM")
     return int(meta["epoch"]), list(meta.get("losses", []))

@@ -1,0 +1,72 @@
+"""Training checkpoints of the trained anomaly models (STPM, DRAEM): safetensors + JSON, no pickle.
+
+:func:`write_checkpoint` stores one module's weights and the optimiser's state (flattened to
+tensors) atomically; :func:`read_checkpoint` restores both after :func:`changed_settings` has
+checked that the checkpoint was written with the same training settings. A setting the checkpoint
+does not hold (added to the config after it was written) counts as its default, so a new field
+with a default that keeps the old behaviour never invalidates an old checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from seminspect.models.anomaly.config import AnomalyConfig
+from seminspect.models.anomaly.features import AnomalyConfigError
+from seminspect.utils.io import atomic_path, atomic_write_json
+
+
+def changed_settings(saved: dict[str, Any], now: dict[str, Any], ignore: Iterable[str]) -> list[str]:
+    """Keys of ``now`` whose value differs from the checkpoint's (missing keys read as their default)."""
+    skip = set(ignore)
+    defaults = {k: f.get_default(call_default_factory=True) for k, f in AnomalyConfig.model_fields.items()}
+    return [k for k in now if k not in skip and saved.get(k, defaults.get(k)) != now[k]]
+
+
+def write_checkpoint(directory: Path, prefix: str, module: nn.Module, opt: torch.optim.Optimizer,
+                     meta: dict[str, Any]) -> None:
+    """``checkpoint.safetensors`` (``prefix.*`` weights, ``opt.*`` state) and ``checkpoint.json`` (``meta``)."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"{prefix}.{k}": v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    for pid, st in opt.state_dict()["state"].items():
+        for name, val in st.items():
+            tensors[f"opt.{pid}.{name}"] = torch.as_tensor(val).detach().contiguous().clone()
+    with atomic_path(directory / "checkpoint.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    atomic_write_json(directory / "checkpoint.json", meta)
+
+
+def read_meta(directory: Path, what: str) -> dict[str, Any]:
+    """``checkpoint.json``, or one line naming the folder when it cannot be read."""
+    try:
+        return json.loads((directory / "checkpoint.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, OSError) as exc:
+        raise AnomalyConfigError(f"{directory}: unreadable {what} checkpoint ({exc}); "
+                                 "delete it to start over") from None
+
+
+def read_checkpoint(directory: Path, prefix: str, module: nn.Module, opt: torch.optim.Optimizer, what: str) -> None:
+    """Load ``prefix.*`` weights into ``module`` and the ``opt.*`` state into ``opt``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(directory / "checkpoint.safetensors"))
+    except (SafetensorError, OSError) as exc:
+        raise AnomalyConfigError(f"{directory}: unreadable {what} checkpoint ({exc}); "
+                                 "delete it to start over") from None
+    module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, val in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = val
+    opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})

@@ -1,6 +1,6 @@
 """How well choosing on pseudo-defects (normal images alone) ranks single-view configurations against real labels.
 
-For each candidate: the proxy figure (``seminspect.models.anomaly.select.select_config`` on the TRAIN
+For each candidate: the proxy figure (``seminspect.evaluation.anomaly_select.select_config`` on the TRAIN
 normals: 25 % held out, a perlin/cutpaste pseudo-defect painted into a copy of each) and the real
 test figure (fitted on every train normal, scored on the test split with its real labels). The
 proxy's choice is compared with the best real figure; the real figures choose nothing.
@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from single_view_common import LOADERS, machine_line, set_threads  # noqa: E402
 
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics  # noqa: E402
+from seminspect.evaluation.anomaly_select import select_config  # noqa: E402
 from seminspect.models.anomaly import AnomalyDetector  # noqa: E402
 from seminspect.models.anomaly.presets import SINGLE_VIEW  # noqa: E402
-from seminspect.models.anomaly.select import select_config  # noqa: E402
 from seminspect.utils.io import atomic_write_text  # noqa: E402
 
 CANDIDATES = {

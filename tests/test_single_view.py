@@ -111,7 +111,7 @@ def test_letterbox_tiny_and_extreme_aspect(pad: str) -> None:
 
 
 def test_select_config_ranks_candidates_on_pseudo_defects_from_normals_alone() -> None:
-    from seminspect.models.anomaly.select import proxy_split, select_config, with_pseudo_defects
+    from seminspect.evaluation.anomaly_select import proxy_split, select_config, with_pseudo_defects
 
     rng = np.random.default_rng(4)
     normals = [_single(f"n{i}", _texture(rng, 48, 48)) for i in range(16)]

@@ -18,10 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from single_view_common import LOADERS, machine_line, peak_rss_mib, set_threads  # noqa: E402
+from single_view_common import LOADERS, fit_and_score, machine_line, peak_rss_mib, set_threads  # noqa: E402
 
-from seminspect.evaluation.anomaly_metrics import anomaly_metrics  # noqa: E402
-from seminspect.models.anomaly import AnomalyDetector  # noqa: E402
 from seminspect.utils.io import atomic_write_text  # noqa: E402
 
 ANOMALIB = {"elpv": (0.888, None, 7.6), "deeppcb": (0.648, 0.805, None), "fab": (None, None, None)}
@@ -29,19 +27,7 @@ ANOMALIB = {"elpv": (0.888, None, 7.6), "deeppcb": (0.648, 0.805, None), "fab": 
 
 def run(name: str, root: str) -> dict:
     train, test = LOADERS[name](root)
-    det = AnomalyDetector({"preset": "auto", "calib_fraction": 0.0})
-    t0 = time.perf_counter()
-    det.fit(train)
-    fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res = det.score(test, progress=False)
-    pred_s = time.perf_counter() - t0
-    has_masks = res.masks is not None and any(bool(m.any()) for m in res.masks)
-    m = anomaly_metrics(res.scores, res.labels, res.maps if has_masks else None, res.masks if has_masks else None)
-    return {"set": name, "n_train": len(train), "n_test": len(test), "n_abnormal": int(res.labels.sum()),
-            "preset": det.history.get("preset"), "image_auroc": m["image_auroc"],
-            "pixel_auroc": m.get("pixel_auroc"), "fit_s": fit_s, "predict_img_s": len(test) / pred_s,
-            "peak_rss_mib": peak_rss_mib(), "bank": det.history.get("bank_patches")}
+    return {"set": name, **fit_and_score({"preset": "auto"}, train, test), "peak_rss_mib": peak_rss_mib()}
 
 
 def main() -> None:

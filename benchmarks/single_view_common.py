@@ -102,6 +102,25 @@ LOADERS: dict[str, Callable[[str], tuple[list[Sample], list[Sample]]]] = {
     "elpv": elpv_split, "deeppcb": deeppcb_split, "fab": fab_split}
 
 
+def fit_and_score(settings: dict[str, Any], train: list[Sample], test: list[Sample]) -> dict[str, Any]:
+    """Fit an anomaly detector with ``settings`` on ``train``, score ``test``: metrics, times, the preset chosen."""
+    from seminspect.evaluation.anomaly_metrics import anomaly_metrics
+    from seminspect.models.anomaly import AnomalyDetector
+
+    det = AnomalyDetector({**settings, "calib_fraction": 0.0})
+    t0 = time.perf_counter()
+    det.fit(train)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = det.score(test, progress=False)
+    pred_s = time.perf_counter() - t0
+    has_masks = res.masks is not None and any(bool(m.any()) for m in res.masks)
+    m = anomaly_metrics(res.scores, res.labels, res.maps if has_masks else None, res.masks if has_masks else None)
+    return {"n_train": len(train), "n_test": len(test), "n_abnormal": int(res.labels.sum()),
+            "preset": det.history.get("preset"), "image_auroc": m["image_auroc"], "pixel_auroc": m.get("pixel_auroc"),
+            "fit_s": fit_s, "predict_img_s": len(test) / pred_s, "bank": det.history.get("bank_patches")}
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident set size so far (MiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

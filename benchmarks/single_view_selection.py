@@ -19,11 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from single_view_common import LOADERS, machine_line, set_threads  # noqa: E402
+from single_view_common import LOADERS, fit_and_score, machine_line, set_threads  # noqa: E402
 
-from seminspect.evaluation.anomaly_metrics import anomaly_metrics  # noqa: E402
 from seminspect.evaluation.anomaly_select import select_config  # noqa: E402
-from seminspect.models.anomaly import AnomalyDetector  # noqa: E402
 from seminspect.models.anomaly.presets import SINGLE_VIEW  # noqa: E402
 from seminspect.utils.io import atomic_write_text  # noqa: E402
 
@@ -49,11 +47,8 @@ def main() -> None:
     cands = {k: {**SINGLE_VIEW, **v} for k, v in CANDIDATES.items()}
     chosen, rows = select_config(train, cands, seed=0)
     for row in rows:
-        det = AnomalyDetector({**cands[row["candidate"]], "calib_fraction": 0.0}).fit(train)
-        res = det.score(test, progress=False)
-        has_masks = res.masks is not None and any(bool(m.any()) for m in res.masks)
-        m = anomaly_metrics(res.scores, res.labels, res.maps if has_masks else None, res.masks if has_masks else None)
-        row.update(real_image_auroc=m["image_auroc"], real_pixel_auroc=m.get("pixel_auroc"))
+        real = fit_and_score(cands[row["candidate"]], train, test)
+        row.update(real_image_auroc=real["image_auroc"], real_pixel_auroc=real["pixel_auroc"])
         print(json.dumps(row), flush=True)
     best_real = max(r["real_image_auroc"] for r in rows)
     got = next(r for r in rows if r["candidate"] == chosen)["real_image_auroc"]

@@ -72,7 +72,7 @@ class ViewPreparer:
         if cfg.image_size is not None and cfg.resize == "keep_aspect":
             return letterbox(image, cfg.image_size, cfg.pad, is_mask)[0]
         if cfg.image_size is not None and image.shape != (cfg.image_size, cfg.image_size):
-            image = _resize(image, (cfg.image_size,) * 2, is_mask)
+            image = _resize(image, (cfg.image_size,) * 2, is_mask, smooth_up=False)
         return np.ascontiguousarray(image)
 
     def _warn_crop(self, h: int, w: int, c: int) -> None:
@@ -132,12 +132,13 @@ class ViewPreparer:
             yield Item(index, t, None if r is None else self.denoise(self.preprocess(r)), mask, box, native)
 
 
-def _resize(image: np.ndarray, size: tuple[int, int], is_mask: bool = False) -> np.ndarray:
-    """``image`` resized to ``size`` (H, W): area averaging to shrink, bilinear to enlarge, nearest for masks."""
+def _resize(image: np.ndarray, size: tuple[int, int], is_mask: bool = False, smooth_up: bool = True) -> np.ndarray:
+    """``image`` resized to ``size`` (H, W): area averaging to shrink, bilinear to enlarge (``smooth_up``; else
+    area, what ``resize: square`` always did, kept so saved models score as before), nearest for masks."""
     t = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     if is_mask:
         return F.interpolate(t, size=size, mode="nearest")[0, 0].numpy()
-    if size[0] <= image.shape[0] and size[1] <= image.shape[1]:
+    if not smooth_up or (size[0] <= image.shape[0] and size[1] <= image.shape[1]):
         return F.interpolate(t, size=size, mode="area")[0, 0].numpy()
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
 

@@ -124,7 +124,7 @@ class ViewPreparer:
             box = native = None
             if cfg.resize == "keep_aspect" and cfg.image_size is not None:  # maps and masks at native size
                 native = self.crop(t).shape
-                box = letterbox(self.crop(t), cfg.image_size, cfg.pad)[1]
+                box = letterbox_box(native, cfg.image_size)
                 mask = None if tgt.mask is None else self.crop(tgt.mask.astype(bool), is_mask=True).copy()
             else:
                 mask = None if tgt.mask is None else self.preprocess(tgt.mask.astype(np.float32), is_mask=True) > 0.5
@@ -143,6 +143,14 @@ def _resize(image: np.ndarray, size: tuple[int, int], is_mask: bool = False, smo
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
+def letterbox_box(shape: tuple[int, ...], size: int) -> tuple[int, int, int, int]:
+    """Where an image of ``shape`` (H, W) lands in its ``size x size`` letterbox: ``(y0, x0, h, w)``."""
+    h, w = shape
+    s = size / max(h, w)
+    nh, nw = max(1, min(size, round(h * s))), max(1, min(size, round(w * s)))
+    return (size - nh) // 2, (size - nw) // 2, nh, nw
+
+
 def letterbox(image: np.ndarray, size: int, pad: str = "reflect", is_mask: bool = False
               ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """``image`` scaled so its long side is ``size``, padded to ``size x size``; and its box ``(y0, x0, h, w)``.
@@ -150,11 +158,8 @@ def letterbox(image: np.ndarray, size: int, pad: str = "reflect", is_mask: bool 
     ``pad``: ``reflect`` (mirror the image into the margin: no false edge for the features to see) or
     ``constant`` (the image's mean grey). Masks pad with False.
     """
-    h, w = image.shape
-    s = size / max(h, w)
-    nh, nw = max(1, min(size, round(h * s))), max(1, min(size, round(w * s)))
-    small = _resize(image, (nh, nw), is_mask) if (nh, nw) != (h, w) else np.asarray(image, np.float32)
-    y0, x0 = (size - nh) // 2, (size - nw) // 2
+    y0, x0, nh, nw = letterbox_box(image.shape, size)
+    small = _resize(image, (nh, nw), is_mask) if (nh, nw) != image.shape else np.asarray(image, np.float32)
     widths = ((y0, size - nh - y0), (x0, size - nw - x0))
     if is_mask:
         out = np.pad(small, widths, mode="constant")

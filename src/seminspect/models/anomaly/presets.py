@@ -48,7 +48,10 @@ def describe(samples: Sequence[Sample]) -> dict[str, Any]:
 
 def choose(samples: Sequence[Sample]) -> tuple[str, dict[str, Any]]:
     """The preset name and its settings for these samples (see module docstring)."""
-    seen = describe(samples)
+    return _choose(describe(samples))
+
+
+def _choose(seen: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if seen["reference"]:
         settings = dict(REFERENCE)
         if seen["long_side"] > 256 or len(seen["shapes"]) > 1 or seen["max_aspect"] > 1.0:
@@ -59,10 +62,11 @@ def choose(samples: Sequence[Sample]) -> tuple[str, dict[str, Any]]:
 
 def resolve(config: AnomalyConfig, samples: Sequence[Sample]) -> tuple[AnomalyConfig, dict[str, Any]]:
     """``config`` with the chosen preset filling every field the user did not set; and what was chosen."""
-    name, settings = choose(samples)
+    seen = describe(samples)
+    name, settings = _choose(seen)
     given = set(config.model_fields_set)
     applied = {k: v for k, v in settings.items() if k not in given}
     merged = {**config.model_dump(), **applied, "preset": "none"}
     out = validate_config(merged, f"preset {name!r} with your settings")
     return out, {"preset": name, "applied": applied, "kept_yours": sorted(given & set(settings)),
-                 "seen": {k: v for k, v in describe(samples).items() if k != "shapes"}}
+                 "seen": {k: v for k, v in seen.items() if k != "shapes"}}

@@ -11,8 +11,8 @@ budget came with +304 MiB of working memory for 1,000 samples (benchmarks/result
 :func:`plan_memory` turns one number into the settings that bound each phase:
 
 - embedding: ``batch * per_item`` activations + the pool so far;
-- coreset: the pool (one preallocated matrix), its projection twice (chunks + concatenated copy)
-  and two ``(N,)`` vectors;
+- coreset: the pool (one preallocated matrix), its projection once (held transposed), one chunk
+  of projection temporaries and three ``(N,)`` vectors;
 - scoring: ``batch * per_item`` + the bank + a ``query_chunk x bank_rows`` distance block (x3 for
   ``torch.cdist``'s temporaries).
 
@@ -131,7 +131,7 @@ def plan_memory(budget_bytes: int, *, per_item_bytes: int, dim: int, proj_dim: i
     embed_fixed = batch * per_item_bytes
     bank = min(max_bank, int(BANK_SHARE * budget_bytes // (4 * dim)))
     coreset_chunk = max(1024, int(0.02 * budget_bytes // (4 * max(proj_dim, 1))))
-    per_patch_pool = 4 * dim + 2 * 4 * proj_dim + 8
+    per_patch_pool = 4 * dim + 4 * proj_dim + 12
     pool = min(max_pool, int((usable - 4 * dim * bank - 4 * proj_dim * coreset_chunk) // per_patch_pool),
                int((usable - embed_fixed) // (4 * dim)))
     if pool < 1:

@@ -60,7 +60,7 @@ def main() -> None:
              f"- command: `python {' '.join(sys.argv)}`", f"- machine, load at start, date: {header}",
              f"- load at end: {Path('/proc/loadavg').read_text().split()[:3]}; wall time {wall:.0f} s",
              "- proxy: train normals only (25 % held out, perlin + cutpaste pseudo-defects, seed 0); real: test split "
-             "(benchmarks/single_view_common.py), used for this comparison only", "",
+             "(benchmarks/single_view_common.py), used for this comparison only",
              "- fit s / predict img/s: the real fit (every train normal) and the test scoring, one process, "
              "candidates one after another", "",
              "| candidate | proxy image AUROC | proxy pixel AUROC | real image AUROC | real pixel AUROC | fit s | "

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,28 +38,12 @@ from seminspect.models.anomaly.features import AnomalyConfigError, build_backbon
 from seminspect.models.anomaly.memory import MemoryPlan, item_bytes, plan_memory
 from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
 from seminspect.models.anomaly.persistence import read_meta, read_weights, write_model
+from seminspect.models.anomaly.result import AnomalyResult, MapCollector, MapError
 from seminspect.models.anomaly.stpm import STPMModel
 from seminspect.models.anomaly.stpm_fit import train_student
 from seminspect.models.anomaly.threshold import fit_normal_threshold
 from seminspect.models.anomaly.views import Item, ViewPreparer, batches, samples_of, to_tensor, unletterbox
 from seminspect.utils.progress import track
-
-
-@dataclass
-class AnomalyResult:
-    """Scores with the ground truth of the scored samples (for evaluation).
-
-    ``maps`` ``(N, H, W)`` float32; ``masks`` ``(N, H, W)`` bool or None; ``labels`` ``(N,)`` 1/0/-1.
-    """
-
-    sample_ids: list[str]
-    scores: np.ndarray
-    maps: np.ndarray | list[np.ndarray]  # a list when images of several native sizes were scored (keep_aspect)
-    labels: np.ndarray
-    defect_types: list[str | None]
-    masks: np.ndarray | list[np.ndarray] | None = None
-    images: np.ndarray | list[np.ndarray] | None = None
-    metadata: list[dict[str, str]] = field(default_factory=list)
 
 
 class AnomalyDetector:
@@ -305,7 +288,6 @@ class AnomalyDetector:
         self.model.eval()
         listed = list(samples_of(data))
         samples_meta: dict[int, Sample] = dict(listed)
-        n_views = {i: len(s.targets) for i, s in listed}
         empty = [s.sample_id for s in samples_meta.values() if not s.targets]
         if empty:
             raise AnomalyConfigError(f"{len(empty)} sample(s) have no target view to score (first: {empty[0]!r})")
@@ -314,32 +296,10 @@ class AnomalyDetector:
             for i, s in track(listed, "anomaly scoring") if progress else listed:
                 yield from self._items_of_sample(i, s, None if alignments is None else alignments[i])
 
-        # The maps are written into one preallocated (N, H, W) array as the views come (no per-sample copies
-        # stacked at the end: that held the result twice); score maps live only until their sample is complete.
-        map_arr = np.zeros((0, 0, 0), np.float32)
-        scores = np.zeros(len(listed))
-        counts: dict[int, int] = {}
-        masks: dict[int, np.ndarray] = {}
-        images: dict[int, np.ndarray] = {}
-        score_maps: dict[int, np.ndarray] = {}  # only when the image score has its own post-processing
         cfg = self.config
-        mean = cfg.view_combine == "mean"
         separate = self.separate_score_maps
-        ragged = cfg.resize == "keep_aspect" and cfg.image_size is not None
-        per_sample: dict[int, np.ndarray] = {}
-
-        def combine(current: np.ndarray | None, mi: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-            if current is None:
-                if out is None:
-                    return mi.copy()
-                out[...] = mi
-                return out
-            if mean:
-                current += mi
-            else:
-                np.maximum(current, mi, out=current)
-            return current
-
+        collector = MapCollector(samples_meta, mean=cfg.view_combine == "mean", top_k=cfg.top_k,
+                                 ragged=cfg.resize == "keep_aspect" and cfg.image_size is not None, separate=separate)
         bank_rows = int(self.model.bank.shape[0]) if isinstance(self.model, PatchCoreModel) else None
         planned, plan = self._planned(items(), bank_rows)
         for batch_items, t, r in batches(planned, cfg.batch_size if plan is None else plan.batch_size):
@@ -347,53 +307,16 @@ class AnomalyDetector:
             m = self.model.postprocess(raw)[:, 0].numpy()
             sm = self.model.postprocess(raw, cfg.score_dilation, cfg.score_sigma)[:, 0].numpy() if separate else m
             for it, mi, si in zip(batch_items, m, sm, strict=True):
-                k = it.sample_index
+                image = it.target if keep_images else None
                 if it.box is not None and it.native is not None:  # keep_aspect: back to the native size
                     mi = unletterbox(mi, it.box, it.native)
                     si = unletterbox(si, it.box, it.native) if separate else mi
-                first = k not in counts
-                if ragged:  # one array per sample: sizes may differ between samples
-                    if first:
-                        per_sample[k] = np.empty(mi.shape, np.float32)
-                    slot = per_sample[k]
-                else:
-                    if map_arr.shape[0] == 0:
-                        map_arr = np.zeros((len(listed), *mi.shape), np.float32)
-                    slot = map_arr[k]
-                if mi.shape != slot.shape:
-                    raise AnomalyConfigError(
-                        f"sample {samples_meta[k].sample_id!r}: map size {mi.shape} differs from {slot.shape}: "
-                        "set crop, or image_size with resize: keep_aspect, to score images of different sizes")
-                combine(None if first else slot, mi, out=slot)
-                if separate:
-                    score_maps[k] = combine(score_maps.get(k), si)
-                counts[k] = counts.get(k, 0) + 1
-                if counts[k] == n_views[k]:  # the sample is complete: finish its map and score
-                    if mean:
-                        slot /= counts[k]
-                    smap = score_maps.pop(k) / (counts[k] if mean else 1) if separate else slot
-                    scores[k] = _scores_from_maps(smap[None], cfg.top_k)[0]
-                if it.mask is not None:
-                    masks[k] = it.mask if k not in masks else (masks[k] | it.mask)
-                if keep_images and k not in images:
-                    images[k] = it.target if it.box is None else unletterbox(it.target, it.box, it.native)
-        order = sorted(samples_meta)
-        if ragged:
-            shapes = {per_sample[k].shape for k in order}
-            map_arr = np.stack([per_sample.pop(k) for k in order]) if len(shapes) == 1 else \
-                [per_sample[k] for k in order]
-        mask_arr = None
-        if masks:
-            mask_list = [masks.get(k, np.zeros(map_arr[i].shape, bool)) for i, k in enumerate(order)]
-            mask_arr = np.stack(mask_list) if isinstance(map_arr, np.ndarray) else mask_list
-        labels = np.array([-1 if samples_meta[k].is_abnormal is None else int(samples_meta[k].is_abnormal)
-                           for k in order], dtype=np.int64)
-        return AnomalyResult(
-            sample_ids=[samples_meta[k].sample_id for k in order], scores=scores, maps=map_arr, labels=labels,
-            defect_types=[samples_meta[k].defect_type for k in order], masks=mask_arr,
-            images=_stack_or_list([images[k] for k in order]) if keep_images and order else None,
-            metadata=[dict(samples_meta[k].metadata) for k in order],
-        )
+                    image = None if image is None else unletterbox(image, it.box, it.native)
+                try:
+                    collector.add(it.sample_index, mi, si if separate else None, it.mask, image)
+                except MapError as exc:
+                    raise AnomalyConfigError(str(exc)) from None
+        return collector.result()
 
     @property
     def separate_score_maps(self) -> bool:
@@ -439,18 +362,3 @@ class AnomalyDetector:
         det.normal_score_range = None if rng is None else (float(rng[0]), float(rng[1]))
         det.history = meta.get("history", {})
         return det
-
-
-def _stack_or_list(arrays: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
-    """One ``(N, H, W)`` array when every array has one size, else the list (images of several sizes)."""
-    return np.stack(arrays) if len({a.shape for a in arrays}) == 1 else arrays
-
-
-def _scores_from_maps(maps: np.ndarray, top_k: int) -> np.ndarray:
-    if maps.size == 0:
-        return np.zeros(0)
-    flat = maps.reshape(maps.shape[0], -1)
-    if top_k <= 1:
-        return flat.max(1).astype(np.float64)
-    k = min(top_k, flat.shape[1])
-    return np.sort(flat, axis=1)[:, -k:].mean(1).astype(np.float64)

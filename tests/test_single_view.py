@@ -123,8 +123,25 @@ def test_select_config_ranks_candidates_on_pseudo_defects_from_normals_alone() -
     cands = {"fine": {**TINY, "layers": [0]}, "blind": {**TINY, "layers": [0], "sigma": 0.0, "top_k": 10_000}}
     best, rows = select_config(normals, cands, seed=0)
     assert [r["candidate"] for r in rows] == ["fine", "blind"]
-    assert best == max(rows, key=lambda r: r["proxy_image_auroc"])["candidate"]
+    better = [r for r in rows[1:] if r["significant"]]
+    assert best == (max(better, key=lambda r: r["proxy_image_auroc"])["candidate"] if better else "fine")
     assert all(0.0 <= r["proxy_image_auroc"] <= 1.0 for r in rows)
+    assert rows[0]["gain_over_default"] == 0.0 and not rows[0]["significant"]
+
+
+def test_paired_auroc_gain_needs_a_gain_beyond_the_bootstrap_noise() -> None:
+    from seminspect.evaluation.anomaly_select import paired_auroc_gain
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 100)
+    base = rng.normal(size=200) + 0.8 * labels
+    gain, q05 = paired_auroc_gain(labels, base, base.copy())
+    assert gain == 0.0 and q05 == 0.0  # identical scores: no gain, never significant
+    noisy = base + rng.normal(scale=0.05, size=200)  # a tie up to noise
+    assert paired_auroc_gain(labels, base, noisy)[1] < 0
+    sharp = rng.normal(size=200) + 3.0 * labels  # clearly better on the same images
+    gain, q05 = paired_auroc_gain(labels, base, sharp)
+    assert gain > 0.15 and q05 > 0.1
 
 
 def test_a_checkpoint_without_the_new_preprocessing_keys_still_resumes() -> None:

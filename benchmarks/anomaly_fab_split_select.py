@@ -36,7 +36,7 @@ from anomaly_fab_tuning import combine, post  # noqa: E402
 
 from seminspect.data.dataset import SampleDataset  # noqa: E402
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics  # noqa: E402
-from seminspect.evaluation.metrics import pixel_auroc  # noqa: E402
+from seminspect.evaluation.pixel_metrics import pixel_auroc  # noqa: E402
 from seminspect.models.anomaly.features import centre_prior  # noqa: E402
 from seminspect.utils.io import atomic_write_json  # noqa: E402
 

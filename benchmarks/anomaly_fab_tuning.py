@@ -44,7 +44,7 @@ from seminspect.data.dataset import SampleDataset
 from seminspect.data.imageio import to_float
 from seminspect.data.sample import Role, Sample, View
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics
-from seminspect.evaluation.metrics import pixel_auroc
+from seminspect.evaluation.pixel_metrics import pixel_auroc
 from seminspect.models.anomaly import AnomalyDetector
 from seminspect.models.anomaly.features import centre_prior, dilate_map, gaussian_blur
 from seminspect.utils.io import atomic_write_json

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from seminspect.data.imageio import to_uint
 from seminspect.data.sample import Sample, View
-from seminspect.evaluation.metrics import pixel_auroc
+from seminspect.evaluation.pixel_metrics import pixel_auroc
 from seminspect.models.anomaly import AnomalyConfig, AnomalyDetector
 from seminspect.models.anomaly.features import dilate_map
 

@@ -15,16 +15,14 @@ from seminspect.data.taxonomy import Taxonomy
 from seminspect.decision import TriageResult, clopper_pearson_interval, clopper_pearson_lower
 from seminspect.evaluation.metrics import (
     MetricError,
-    aupro,
     auroc,
     automation_metrics,
     average_precision,
     classification_metrics,
-    pixel_auroc,
-    pro_curve,
     recall_at_precision,
     tree_level_accuracy,
 )
+from seminspect.evaluation.pixel_metrics import aupro, pixel_auroc, pro_curve
 
 
 # ----- recall at precision ---------------------------------------------------------------------

@@ -11,16 +11,14 @@ from seminspect.evaluation.metrics import (
     ClassificationMetrics,
     MetricError,
     RecallAtPrecision,
-    aupro,
     auroc,
     automation_metrics,
     average_precision,
     classification_metrics,
-    pixel_auroc,
-    pro_curve,
     recall_at_precision,
     tree_level_accuracy,
 )
+from seminspect.evaluation.pixel_metrics import aupro, pixel_auroc, pro_curve
 
 _LAZY = {
     "HtmlReport": "seminspect.evaluation.report",

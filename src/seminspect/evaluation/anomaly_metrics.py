@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from seminspect.evaluation.metrics import MetricError, aupro, auroc, average_precision, pixel_auroc
+from seminspect.evaluation.metrics import MetricError, auroc, average_precision
+from seminspect.evaluation.pixel_metrics import aupro, pixel_auroc
 
 
 def _safe(out: dict[str, Any], key: str, fn: Any, *args: Any) -> None:

@@ -63,7 +63,7 @@ def main() -> None:
              "- proxy: train normals only (25 % held out, perlin + cutpaste pseudo-defects, seed 0); real: test split "
              "(benchmarks/single_view_common.py), used for this comparison only",
              "- fit s / predict img/s: the real fit (every train normal) and the test scoring, one process, "
-             "candidates one after another", "",
+             "candidates one after another",
              "- proxy gain: proxy image AUROC minus the preset's, with the 5 % quantile of its paired bootstrap "
              "(> 0: significant, the only way to leave the preset)", "",
              "| candidate | proxy image AUROC | proxy pixel AUROC | proxy gain (5 % q.) | real image AUROC | "

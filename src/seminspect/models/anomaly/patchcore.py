@@ -62,9 +62,9 @@ def greedy_coreset(features: torch.Tensor, n_select: int, proj_dim: int = 128, s
     """Indices of a greedy k-center coreset of ``features`` ``(N, D)``.
 
     Distances are computed on a seeded Gaussian random projection to ``proj_dim`` dimensions
-    (Johnson-Lindenstrauss: distances roughly kept, cost cut); only the ``(N,)`` vector of
-    distances to the selected set is kept and updated chunk by chunk, so memory is
-    ``O(N * proj_dim)`` regardless of ``n_select``.
+    (Johnson-Lindenstrauss: distances roughly kept, cost cut), computed ``chunk`` rows at a time;
+    only the ``(N,)`` vector of distances to the selected set is kept and updated in place, so
+    memory is ``O(N * proj_dim)`` regardless of ``n_select``.
 
     Each step is one matrix-vector product over the whole pool, memory-bound: the pool is held
     transposed, ``(D, N)`` contiguous, which streams ~3x faster than ``(N, D)`` rows on the 2-core

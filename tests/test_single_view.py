@@ -151,3 +151,17 @@ def test_a_checkpoint_without_the_new_preprocessing_keys_still_resumes() -> None
     old = {k: v for k, v in now.items() if k not in ("resize", "pad", "preset")}  # written before those keys
     assert changed_settings(old, now, ()) == []
     assert changed_settings(old, {**now, "resize": "keep_aspect"}, ()) == ["resize"]
+
+
+def test_views_of_different_sizes_without_a_resize_are_refused_naming_the_sample() -> None:
+    from seminspect.models.anomaly.features import AnomalyConfigError
+
+    rng = np.random.default_rng(5)
+    det = AnomalyDetector({**TINY, "crop": None, "layers": [0]}).fit([_single(f"n{i}", _texture(rng, 48, 48))
+                                                                     for i in range(6)])
+    two_sizes = Sample("mixed", [View("target", 0, _texture(rng, 48, 48)), View("target", 1, _texture(rng, 40, 48))])
+    with pytest.raises(AnomalyConfigError, match=r"sample 'mixed': map size \(40, 48\) differs from \(48, 48\)"):
+        det.score([two_sizes], progress=False)
+    # one view per sample, each sample its own size: one (N, H, W) array cannot hold them either
+    with pytest.raises(AnomalyConfigError, match="sample 'small': map size"):
+        det.score([_single("big", _texture(rng, 48, 48)), _single("small", _texture(rng, 40, 40))], progress=False)

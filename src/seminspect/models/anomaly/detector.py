@@ -38,7 +38,7 @@ from seminspect.models.anomaly.features import AnomalyConfigError, build_backbon
 from seminspect.models.anomaly.memory import MemoryPlan, item_bytes, plan_memory
 from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
 from seminspect.models.anomaly.persistence import read_meta, read_weights, write_model
-from seminspect.models.anomaly.result import AnomalyResult, MapCollector, MapError
+from seminspect.models.anomaly.result import AnomalyResult, MapCollector
 from seminspect.models.anomaly.stpm import STPMModel
 from seminspect.models.anomaly.stpm_fit import train_student
 from seminspect.models.anomaly.threshold import fit_normal_threshold
@@ -307,15 +307,12 @@ class AnomalyDetector:
             m = self.model.postprocess(raw)[:, 0].numpy()
             sm = self.model.postprocess(raw, cfg.score_dilation, cfg.score_sigma)[:, 0].numpy() if separate else m
             for it, mi, si in zip(batch_items, m, sm, strict=True):
-                image = it.target if keep_images else None
+                image = it.target if keep_images and not collector.has_image(it.sample_index) else None
                 if it.box is not None and it.native is not None:  # keep_aspect: back to the native size
                     mi = unletterbox(mi, it.box, it.native)
                     si = unletterbox(si, it.box, it.native) if separate else mi
                     image = None if image is None else unletterbox(image, it.box, it.native)
-                try:
-                    collector.add(it.sample_index, mi, si if separate else None, it.mask, image)
-                except MapError as exc:
-                    raise AnomalyConfigError(str(exc)) from None
+                collector.add(it.sample_index, mi, si if separate else None, it.mask, image)
         return collector.result()
 
     @property

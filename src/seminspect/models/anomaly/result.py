@@ -3,7 +3,7 @@
 :class:`MapCollector` receives one post-processed map per scored view, in any order of samples,
 and keeps only what the result needs: each sample's combined map (pixel-wise max, or mean, over its
 target views) written in place, its image score once its last view arrived, its mask and,
-on request, its image. It touches numpy only; the models and the detector are outside it.
+on request, its image. Array work only (numpy); the models and the detector are outside it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from seminspect.data.sample import Sample
+from seminspect.models.anomaly.features import AnomalyConfigError
 
 
 @dataclass
@@ -30,10 +31,6 @@ class AnomalyResult:
     masks: np.ndarray | list[np.ndarray] | None = None
     images: np.ndarray | list[np.ndarray] | None = None
     metadata: list[dict[str, str]] = field(default_factory=list)
-
-
-class MapError(ValueError):
-    """A view's map does not fit its sample's map (sizes differ)."""
 
 
 class MapCollector:
@@ -83,13 +80,17 @@ class MapCollector:
             self.map_arr = np.zeros((len(self.samples), *shape), np.float32)
         return self.map_arr[self.order_index[k]]
 
+    def has_image(self, k: int) -> bool:
+        """Whether sample ``k``'s image is already kept (only its first view's is)."""
+        return k in self.images
+
     def add(self, k: int, amap: np.ndarray, score_map: np.ndarray | None = None, mask: np.ndarray | None = None,
             image: np.ndarray | None = None) -> None:
         """One view's map (and score map, mask, image) for sample ``k``."""
         first = k not in self.counts
         slot = self._slot(k, amap.shape, first)
         if amap.shape != slot.shape:
-            raise MapError(
+            raise AnomalyConfigError(
                 f"sample {self.samples[k].sample_id!r}: map size {amap.shape} differs from {slot.shape}: "
                 "set crop, or image_size with resize: keep_aspect, to score images of different sizes")
         self._combine(None if first else slot, amap, out=slot)

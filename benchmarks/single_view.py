@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from single_view_common import LOADERS, fit_and_score, machine_line, peak_rss_mib, set_threads  # noqa: E402
+from single_view_common import LOADERS, fit_and_score, peak_rss_mib, result_header, start_run  # noqa: E402
 
 from seminspect.utils.io import atomic_write_text  # noqa: E402
 
@@ -35,17 +34,9 @@ def main() -> None:
     ap.add_argument("--elpv", help="imported ELPV folder (seminspect import elpv - OUT)")
     ap.add_argument("--deeppcb", help="DeepPCB root (trainval.txt)")
     ap.add_argument("--fab", help="generated virtual-fab folder (references dropped)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    set_threads(args.threads)
-    header = machine_line()
-    start = time.perf_counter()
+    args, header, start = start_run(ap)
     rows = [run(name, getattr(args, name)) for name in ("elpv", "deeppcb", "fab") if getattr(args, name)]
-    wall = time.perf_counter() - start
-    lines = ["# Single-view anomaly detection: preset chosen from normal images alone", "",
-             f"- command: `python {' '.join(sys.argv)}`", f"- machine, load at start, date: {header}",
-             f"- load at end: {Path('/proc/loadavg').read_text().split()[:3]}; wall time {wall:.0f} s",
+    lines = [*result_header("Single-view anomaly detection: preset chosen from normal images alone", header, start),
              "- splits: benchmarks/single_view_common.py (ELPV: the issue's split; DeepPCB: by board group). "
              "No setting was chosen on any test split: `preset: auto` picked every setting from the fitted normals.",
              "- anomalib 2.7 (PatchCore, MobileNetV2, 256 px): the issue's figures on this machine; its DeepPCB "

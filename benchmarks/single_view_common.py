@@ -15,10 +15,12 @@ of single-view :class:`~seminspect.data.sample.Sample` (one target view, no refe
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import random
 import resource
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,3 +142,19 @@ def set_threads(n: int | None) -> None:
 
     if n:
         torch.set_num_threads(n)
+
+
+def start_run(ap: argparse.ArgumentParser) -> tuple[argparse.Namespace, str, float]:
+    """Add ``--threads`` and ``--out`` to ``ap``, parse, set the threads; the machine line and the start time."""
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    set_threads(args.threads)
+    return args, machine_line(), time.perf_counter()
+
+
+def result_header(title: str, machine: str, start: float) -> list[str]:
+    """A result file's first lines: title, the command as run, machine / load / date at start, load and wall at end."""
+    wall = time.perf_counter() - start
+    return [f"# {title}", "", f"- command: `python {' '.join(sys.argv)}`", f"- machine, load at start, date: {machine}",
+            f"- load at end: {Path('/proc/loadavg').read_text().split()[:3]}; wall time {wall:.0f} s"]

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from single_view_common import LOADERS, fit_and_score, machine_line, set_threads  # noqa: E402
+from single_view_common import LOADERS, fit_and_score, result_header, start_run  # noqa: E402
 
 from seminspect.evaluation.anomaly_select import select_config  # noqa: E402
 from seminspect.models.anomaly.presets import SINGLE_VIEW  # noqa: E402
@@ -40,12 +39,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", required=True, choices=sorted(LOADERS))
     ap.add_argument("--root", required=True)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", required=True)
-    args = ap.parse_args()
-    set_threads(args.threads)
-    header = machine_line()
-    start = time.perf_counter()
+    args, header, start = start_run(ap)
     train, test = LOADERS[args.set](args.root)
     cands = {k: {**SINGLE_VIEW, **v} for k, v in CANDIDATES.items()}
     chosen, rows = select_config(train, cands, seed=0)
@@ -56,10 +50,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     best_real = max(r["real_image_auroc"] for r in rows)
     got = next(r for r in rows if r["candidate"] == chosen)["real_image_auroc"]
-    wall = time.perf_counter() - start
-    lines = [f"# Single-view configuration chosen on pseudo-defects vs real labels: {args.set}", "",
-             f"- command: `python {' '.join(sys.argv)}`", f"- machine, load at start, date: {header}",
-             f"- load at end: {Path('/proc/loadavg').read_text().split()[:3]}; wall time {wall:.0f} s",
+    lines = [*result_header(f"Single-view configuration chosen on pseudo-defects vs real labels: {args.set}", header,
+                            start),
              "- proxy: train normals only (25 % held out, perlin + cutpaste pseudo-defects, seed 0); real: test split "
              "(benchmarks/single_view_common.py), used for this comparison only",
              "- fit s / predict img/s: the real fit (every train normal) and the test scoring, one process, "

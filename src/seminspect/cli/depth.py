@@ -34,6 +34,16 @@ def _options(data: Path | None, val_split: str | None, epochs: int | None, threa
     return changes
 
 
+_BACKEND_HELP = ("Where the U-Net runs: onnxruntime (default; its exported graph, cached beside the model), "
+                 "openvino (seminspect[openvino]) or torch (eager). Env SEMINSPECT_BACKEND sets the default.")
+
+
+def _runtime(predictor, model: Path, backend: str | None, precision: str, threads: int | None):  # noqa: ANN001, ANN202
+    from seminspect.inference.depth_runtime import DepthRuntime
+
+    return DepthRuntime(predictor, model, backend, precision, threads)
+
+
 def _load_config(config: Path | None):  # noqa: ANN202
     from seminspect.training.depth import DepthConfig
 
@@ -101,6 +111,9 @@ def predict(
     data: Path = typer.Option(..., help="Dataset folder (target views) or train.npz."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <sample_id>.tiff float32 depth maps."),
     split: str = typer.Option(None, help="Only this split (default: all samples; train/val of a .npz's group split)."),
+    backend: str | None = typer.Option(None, help=_BACKEND_HELP),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 on --backend openvino where the CPU has it."),
+    threads: int | None = typer.Option(None, help="Runtime threads (default: all cores)."),
 ) -> None:
     """Write one float32 TIFF depth map per sample and ``predictions.csv`` (sample_id, path)."""
     import numpy as np
@@ -111,8 +124,9 @@ def predict(
     from seminspect.utils.io import atomic_path
 
     predictor = DepthPredictor.load(model)
+    run = _runtime(predictor, model, backend, precision, threads)
     x, _, ids = _load_inputs(data, split, predictor.generator.in_channels)
-    pred = predictor.predict(x)
+    pred = run.predict(x)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for sid, p in zip(ids, pred, strict=True):
@@ -122,7 +136,7 @@ def predict(
         rows.append({"sample_id": sid, "depth": name})
     with atomic_path(out / "predictions.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
-    console.print(f"wrote {len(rows)} depth maps to {out}")
+    console.print(f"wrote {len(rows)} depth maps to {out} (U-Net on {run.describe()})")
 
 
 @depth_app.command("evaluate")
@@ -134,6 +148,9 @@ def evaluate(
     train_data: Path = typer.Option(
         None, help="Training data of the mean-map baseline (default: data.path of the first model's config)."
     ),
+    backend: str | None = typer.Option(None, help=_BACKEND_HELP),
+    precision: str = typer.Option("fp32", help="fp32, or bf16 on --backend openvino where the CPU has it."),
+    threads: int | None = typer.Option(None, help="Runtime threads (default: all cores)."),
 ) -> None:
     """RMSE/MAE per site and overall of each model on every site of DATA, beside the mean-map baseline.
 
@@ -165,7 +182,7 @@ def evaluate(
         while name in names:
             name += "_"
         names.append(name)
-        pred = p.predict(x)
+        pred = _runtime(p, path, backend, precision, threads).predict(x)
         s = score_depth(pred, true, name)
         scores.append(s)
         plot_sites(x.numpy(), true, pred, s.site_rmse, out / f"depth_{name}.png", ids=ids,

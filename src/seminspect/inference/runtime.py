@@ -106,9 +106,7 @@ class OrtRuntime:
         self._sessions: dict[tuple[int, int], Any] = {}
 
     def _open(self, path: Path) -> Any:
-        from seminspect.export import onnx_session
-
-        return onnx_session(path, threads=self.threads)
+        return open_graph(path, self.name, self.precision, self.threads)
 
     def graph_file(self, height: int, width: int) -> Path:
         """The graph for ``height x width`` views at this precision (bf16 runs the fp32 graph with a bf16
@@ -161,35 +159,48 @@ class OpenVinoRuntime(OrtRuntime):
 
     name = "openvino"
 
-    def _open(self, path: Path) -> Any:
-        from seminspect.export._onnx import ExportError
-        from seminspect.export._openvino import OpenVinoModule
-
-        try:
-            return OpenVinoModule(path, threads=self.threads, precision=self.precision)
-        except ExportError as exc:
-            raise BackendError(str(exc)) from None
-
 
 def make_runtime(artefact: LoadedArtefact, backend: str | None = None, precision: str = "fp32",
                  threads: int | None = None) -> TorchRuntime | OrtRuntime:
     """The runtime for ``backend`` (None: ``SEMINSPECT_BACKEND`` or onnxruntime) at ``precision``."""
+    backend = check_choice(backend, precision)
+    if backend == "torch":
+        return TorchRuntime(artefact)
+    if backend == "onnxruntime":
+        return OrtRuntime(artefact, precision, threads)
+    return OpenVinoRuntime(artefact, precision, threads)
+
+
+def check_choice(backend: str | None, precision: str) -> str:
+    """The backend to use (None: ``SEMINSPECT_BACKEND`` or onnxruntime), refusing in one line a backend
+    or precision that does not exist or a pair that cannot run (torch is fp32; bf16 is OpenVINO's)."""
     backend = backend or DEFAULT_BACKEND
     if backend not in BACKENDS:
         raise BackendError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise BackendError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if backend == "torch":
-        if precision != "fp32":
-            raise BackendError(f"the torch backend runs fp32 only; use --backend onnxruntime or openvino for "
-                               f"{precision}")
-        return TorchRuntime(artefact)
-    if backend == "onnxruntime":
-        if precision == "bf16":
-            raise BackendError("bf16 runs on --backend openvino only (ONNX Runtime's CPU kernels here are fp32/int8)")
-        return OrtRuntime(artefact, precision, threads)
-    return OpenVinoRuntime(artefact, precision, threads)
+    if backend == "torch" and precision != "fp32":
+        raise BackendError(f"the torch backend runs fp32 only; use --backend onnxruntime or openvino for {precision}")
+    if backend == "onnxruntime" and precision == "bf16":
+        raise BackendError("bf16 runs on --backend openvino only (ONNX Runtime's CPU kernels here are fp32/int8)")
+    return backend
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "OpenVinoRuntime", "OrtRuntime", "TorchRuntime", "existing_graph",
-           "graph_path", "make_runtime", "site_inputs", "writable_graph"]
+def open_graph(path: Path, backend: str, precision: str = "fp32", threads: int | None = None) -> Any:
+    """An exported graph file opened on ``backend`` (onnxruntime or openvino): numpy in, list of numpy out."""
+    from seminspect.export._onnx import ExportError
+
+    try:
+        if backend == "onnxruntime":
+            from seminspect.export import onnx_session
+
+            return onnx_session(path, threads=threads)
+        from seminspect.export._openvino import OpenVinoModule
+
+        return OpenVinoModule(path, threads=threads, precision=precision)
+    except ExportError as exc:
+        raise BackendError(str(exc)) from None
+
+
+__all__ = ["BACKENDS", "PRECISIONS", "BackendError", "OpenVinoRuntime", "OrtRuntime", "TorchRuntime", "check_choice",
+           "existing_graph", "graph_path", "make_runtime", "open_graph", "site_inputs", "writable_graph"]

@@ -81,6 +81,22 @@ def fit(
                           highlight=False, soft_wrap=True)
 
 
+_BACKEND_HELP = ("Where PatchCore's patch embedding runs: onnxruntime (default; its exported graph, cached in the "
+                 "model folder), openvino (seminspect[openvino]) or torch. STPM and DRAEM run in torch.")
+_PRECISION_HELP = ("fp32 (exact nearest-bank search) or bf16 (nearest row found in bf16, its distance measured in "
+                   "fp32: faster where the CPU has native bf16; OpenVINO's embedding runs bf16 too).")
+
+
+def _load_detector(model: Path, backend: str | None, precision: str, threads: int | None):  # noqa: ANN202
+    """The saved detector, set to predict on the chosen runtime (refusals are one line, before any work)."""
+    from seminspect.inference.anomaly_runtime import use_runtime
+    from seminspect.models.anomaly import AnomalyDetector
+
+    det = AnomalyDetector.load(model)
+    where = use_runtime(det, model, backend, precision, threads)
+    return det, where
+
+
 @anomaly_app.command("predict")
 def predict(
     model: Path = typer.Argument(..., help="Folder written by `anomaly fit`."),
@@ -90,6 +106,9 @@ def predict(
     split: str | None = typer.Option(None, help="Only this split."),
     maps_out: Path | None = typer.Option(None, help="Also save the anomaly maps: .npy (N, H, W), or .npz "
                                                      "(one array per sample id; images of several sizes)."),
+    backend: str | None = typer.Option(None, help=_BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=_PRECISION_HELP),
+    threads: int | None = typer.Option(None, help="Runtime threads (default: all cores)."),
 ) -> None:
     """Score samples: one row per sample (image score; flagged: above the model's threshold).
 
@@ -99,13 +118,12 @@ def predict(
     import numpy as np
     import pandas as pd
 
-    from seminspect.models.anomaly import AnomalyDetector
     from seminspect.utils.tables import OutputFormatError, check_table_path, write_table
 
     check_table_path(out, "--out")  # an unknown suffix is refused before any work
     if maps_out is not None and maps_out.suffix.lower() not in (".npy", ".npz"):
         raise OutputFormatError(f"{maps_out}: --maps-out is written as NumPy; give it the suffix .npy or .npz")
-    det = AnomalyDetector.load(model)
+    det, where = _load_detector(model, backend, precision, threads)
     with _one_line_warnings():
         res = det.score(_dataset(data, split))
     thr = det.threshold["threshold"] if det.threshold else None
@@ -130,9 +148,10 @@ def predict(
         err_console.print(f"[yellow]warning:[/] {model}: the model has no fitted threshold (fitted without held-out "
                           "normal samples); column 'flagged' is empty, nothing is flagged",
                           highlight=False, soft_wrap=True)
-        console.print(f"scored {len(df)} samples (no threshold) -> {out}")
+        console.print(f"scored {len(df)} samples (no threshold) -> {out} (embedding on {where})")
     else:
-        console.print(f"scored {len(df)} samples, {int(df['flagged'].sum())} above threshold {thr:.4g} -> {out}")
+        console.print(f"scored {len(df)} samples, {int(df['flagged'].sum())} above threshold {thr:.4g} -> {out} "
+                      f"(embedding on {where})")
 
 
 @anomaly_app.command("evaluate")
@@ -142,12 +161,14 @@ def evaluate(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for metrics.json and the report."),
     split: str | None = typer.Option("test", help="Split to evaluate ('' for all)."),
     n_figures: int = typer.Option(12, help="Overlays in the report (highest-scoring normal and abnormal)."),
+    backend: str | None = typer.Option(None, help=_BACKEND_HELP),
+    precision: str = typer.Option("fp32", help=_PRECISION_HELP),
+    threads: int | None = typer.Option(None, help="Runtime threads (default: all cores)."),
 ) -> None:
     """Image AUROC/AP, pixel AUROC, AUPRO and false-alarm rate per defect type; overlays on one scale."""
     from seminspect.evaluation.anomaly_report import write_anomaly_report
-    from seminspect.models.anomaly import AnomalyDetector
 
-    det = AnomalyDetector.load(model)
+    det, where = _load_detector(model, backend, precision, threads)
     ds = _dataset(data, split or None)
     with _one_line_warnings():
         res = det.score(ds, keep_images=True)
@@ -161,7 +182,7 @@ def evaluate(
     for k in keys:
         if f"{k}_note" in allm:
             err_console.print(f"[yellow]note:[/] {k}: {allm[f'{k}_note']}", highlight=False, soft_wrap=True)
-    console.print(f"report -> {out}")
+    console.print(f"report -> {out} (embedding on {where})")
 
 
 def register(app: typer.Typer) -> None:

@@ -42,6 +42,7 @@ class LoadedArtefact:
     policy: TriagePolicy | None
     precision_threshold: PrecisionThreshold | None
     anomaly: Any = None  # AnomalyDetector (imported only when the artefact has one)
+    anomaly_path: Path | None = None  # its folder (where its runtime graph is cached)
     anomaly_rule: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -154,6 +155,7 @@ def _attach_anomaly(art: LoadedArtefact, folder: Path, rule: dict[str, Any]) -> 
         raise ArtefactError(f"{folder}: the manifest names an anomaly model ({ANOMALY_DIR}/) that is missing")
     try:
         art.anomaly = AnomalyDetector.load(folder)
+        art.anomaly_path = folder
     except SeminspectError as exc:
         raise ArtefactError(f"{folder}: {exc}") from None
     thr = rule.get("threshold")

@@ -84,6 +84,19 @@ class Inspector:
         size = artefact.image.resize or artefact.image.crop
         if size is not None:
             self.runtime.warm(size, size)  # export / open the graph now: errors before any site is read
+        self.anomaly_runtime = None
+        if artefact.anomaly is not None and artefact.anomaly_path is not None:
+            from seminspect.inference.anomaly_runtime import use_runtime
+            from seminspect.models.anomaly.patchcore import PatchCoreModel
+            from seminspect.models.anomaly.search import bf16_is_fast
+
+            # PatchCore follows the ADC's backend (STPM and DRAEM run in torch); its search runs bf16
+            # only when the ADC does.
+            patchcore = isinstance(artefact.anomaly.model, PatchCoreModel)
+            search = "bf16" if patchcore and self.runtime.precision == "bf16" and bf16_is_fast() else "fp32"
+            self.anomaly_runtime = use_runtime(artefact.anomaly, artefact.anomaly_path,
+                                               self.runtime.name if patchcore else "torch", search,
+                                               threads or torch.get_num_threads())
         tax = artefact.taxonomy
         self.paths = ["/".join(tax.path(leaf)) for leaf in tax.leaves]
 
@@ -98,9 +111,10 @@ class Inspector:
         return self.artefact.anomaly is not None
 
     def runtime_note(self, threads: str | None = None) -> str:
-        """One line: where the ADC ran, e.g. ``ADC on onnxruntime (fp32, 2 threads)``."""
-        return (f"ADC on {self.runtime.name} ({self.runtime.precision}, "
+        """One line: where the judges ran, e.g. ``ADC on onnxruntime (fp32, 2 threads)``."""
+        note = (f"ADC on {self.runtime.name} ({self.runtime.precision}, "
                 f"{threads or f'{torch.get_num_threads()} threads'})")
+        return note if self.anomaly_runtime is None else f"{note}; anomaly model on {self.anomaly_runtime}"
 
     @property
     def model_version(self) -> str:

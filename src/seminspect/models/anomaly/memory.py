@@ -29,13 +29,14 @@ import torch
 from torch import nn
 
 from seminspect.models.anomaly.features import AnomalyConfigError
+from seminspect.models.anomaly.search import QUERY_BLOCK
 
 USABLE = 0.75  # share of the budget each phase may plan for; the rest is allocator slack and small buffers
 ACTIVATION_SHARE = 0.35  # share of the budget for one batch of backbone activations
 BANK_SHARE = 0.15  # share of the budget the memory bank may take at most
 WORKSPACE = 1.5  # convolution-internal buffers on top of the live activations hooks see
 PROBE = 64  # probe image side (px) for measuring the backbone's activations per pixel
-MAX_QUERY_CHUNK = 4096
+MAX_QUERY_CHUNK = QUERY_BLOCK  # larger blocks leave the cache: slower (models/anomaly/search.py)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ target's pattern is -- the classic die-to-die comparison, learned.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -33,28 +34,10 @@ from seminspect.models.anomaly.features import (
     freeze,
     patch_embedding,
 )
+from seminspect.models.anomaly.search import QUERY_BLOCK, SEARCHES, Blocks, bank_blocks, min_distance
+from seminspect.models.anomaly.search import chunked_min_distance as chunked_min_distance  # re-exported
 
 CONDITIONINGS = ("none", "reference", "difference")
-
-
-def chunked_min_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int = 4096,
-                         bank_chunk: int = 65536) -> torch.Tensor:
-    """``(Q,)`` Euclidean distance of each query to its nearest bank row, in bounded memory.
-
-    ``queries`` ``(Q, D)``, ``bank`` ``(M, D)``; temporary memory is ``chunk x bank_chunk`` floats.
-    ``|q - b|^2 = |q|^2 - 2 q.b + |b|^2`` as one ``addmm`` per block (what ``torch.cdist`` does for
-    large inputs, without its per-call overhead: 15 % faster at 16,384 queries x 16,384 rows).
-    """
-    out = torch.empty(queries.shape[0], dtype=queries.dtype)
-    blocks = [(b.t().contiguous(), b.pow(2).sum(1)) for b in bank.split(bank_chunk)]
-    for qs in range(0, queries.shape[0], chunk):
-        q = queries[qs:qs + chunk]
-        best = torch.full((q.shape[0],), math.inf, dtype=q.dtype)
-        for b_t, b_sq in blocks:
-            d = torch.addmm(b_sq, q, b_t, alpha=-2.0)
-            best = torch.minimum(best, d.min(1).values)
-        out[qs:qs + chunk] = (best + q.pow(2).sum(1)).clamp_min_(0).sqrt_()
-    return out
 
 
 def greedy_coreset(features: torch.Tensor, n_select: int, proj_dim: int = 128, seed: int = 0,
@@ -138,7 +121,13 @@ class PatchCoreModel(AnomalyMapModel):
         self.map_dilation = map_dilation
         self.top_k = top_k
         self.centre_sigma = centre_sigma
-        self.query_chunk = 4096  # query rows per nearest-bank distance block (a memory budget lowers it)
+        self.query_chunk = QUERY_BLOCK  # query rows per nearest-bank distance block (a memory budget lowers it)
+        # How prediction runs (set by seminspect.inference.anomaly_runtime; never saved): the nearest-bank
+        # search in fp32 or bf16 (models/anomaly/search.py), and a replacement for :meth:`embed` (an
+        # exported graph in ONNX Runtime / OpenVINO) taking and returning the same tensors.
+        self.search = "fp32"
+        self.embedder: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+        self._blocks: tuple[tuple[int, int, int, str], Blocks] | None = None
         raw_dim = sum(backbone.feature_info[i]["num_chs"] for i in self.layers)
         if conditioning == "reference":
             raw_dim *= 2  # [f_t, w (f_t - f_r)]
@@ -182,8 +171,17 @@ class PatchCoreModel(AnomalyMapModel):
         """``(N, 1, H, W)`` nearest-bank distances upsampled to the image, before any post-processing."""
         if self.bank.numel() == 0:
             raise RuntimeError("PatchCore memory bank is empty: fit the model first")
-        emb = self.embed(target, reference)
+        emb = self.embed(target, reference) if self.embedder is None else self.embedder(target, reference)
         n, d, h, w = emb.shape
-        flat = emb.permute(0, 2, 3, 1).reshape(-1, d)
-        dist = chunked_min_distance(flat, self.bank, chunk=self.query_chunk).view(n, 1, h, w)
+        flat = emb.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
+        dist = min_distance(flat, self.bank, self.bank_blocks(), self.search, self.query_chunk).view(n, 1, h, w)
         return F.interpolate(dist, size=target.shape[-2:], mode="bilinear", align_corners=False)
+
+    def bank_blocks(self) -> Blocks:
+        """The bank's search blocks for ``self.search``, made once per bank (refitting makes them again)."""
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
+        key = (self.bank.data_ptr(), int(self.bank.shape[0]), self.bank._version, self.search)
+        if self._blocks is None or self._blocks[0] != key:
+            self._blocks = (key, bank_blocks(self.bank, self.search))
+        return self._blocks[1]

@@ -1,0 +1,123 @@
+"""PatchCore on a runtime: blocked and bf16 bank search, the exported embedding equals torch, refusals are one line."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from seminspect.inference.anomaly_runtime import use_runtime
+from seminspect.inference.runtime import BackendError
+from seminspect.models.anomaly import AnomalyDetector
+from seminspect.models.anomaly.search import bank_blocks, bf16_is_fast, min_distance
+
+BACKENDS = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+
+
+# ----- the search -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("chunk", "bank_chunk"), [(7, 11), (1024, 2048), (5000, 3)])
+def test_fp32_search_is_exact(chunk: int, bank_chunk: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    q, b = torch.randn(300, 24, generator=g), torch.randn(157, 24, generator=g)
+    got = min_distance(q, b, bank_blocks(b, "fp32", bank_chunk), "fp32", chunk)
+    assert torch.allclose(got, torch.cdist(q, b).min(1).values, atol=1e-4)
+
+
+def test_bf16_search_measures_a_real_row_in_fp32() -> None:
+    g = torch.Generator().manual_seed(1)
+    q, b = torch.randn(2000, 64, generator=g), torch.randn(3000, 64, generator=g)
+    exact = torch.cdist(q, b).min(1).values
+    got = min_distance(q, b, bank_blocks(b, "bf16", 512), "bf16", 256)
+    assert (got >= exact - 1e-4).all()  # the distance to some bank row: never below the nearest
+    assert ((got - exact).abs() < 1e-4).float().mean() > 0.9  # and the nearest row itself nearly always
+    assert ((got - exact) / exact).max() < 0.02
+    a_query_on_a_row = min_distance(b[:5], b, search="bf16")
+    assert torch.allclose(a_query_on_a_row, torch.zeros(5), atol=1e-3)
+    with pytest.raises(ValueError, match="search must be one of"):
+        min_distance(q, b, search="int8")
+
+
+# ----- PatchCore on a backend -----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fab(tmp_path_factory):
+    synth = pytest.importorskip("seminspect.data.synth")
+    root = tmp_path_factory.mktemp("fab") / "ds"
+    synth.generate_dataset(root, 16, synth.FabConfig(image_size=64, n_angles=1, n_references=1),
+                           abnormal_fraction=0.5, seed=0, workers=1, splits={"train": 0.5, "test": 0.5})
+    return root
+
+
+def _fitted(tmp_path, fab, conditioning: str, model: str = "patchcore"):  # noqa: ANN001, ANN202
+    from seminspect.data.dataset import SampleDataset
+
+    cfg = {"model": model, "backbone": "tiny", "pretrained": False, "out_indices": [0, 1, 2], "layers": [0, 1],
+           "conditioning": conditioning, "max_bank_patches": 300, "sigma": 2.0, "calib_fraction": 0.0}
+    if model == "stpm":
+        cfg = {**cfg, "conditioning": "none", "epochs": 1, "layers": [0, 1, 2]}
+        cfg.pop("max_bank_patches")
+    ds = SampleDataset(fab)
+    det = AnomalyDetector(cfg).fit(ds.split("train"))
+    det.save(tmp_path / model)
+    return tmp_path / model, ds.split("test")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("conditioning", ["none", "reference", "difference"])
+def test_embedding_graph_scores_as_torch(tmp_path, fab, backend: str, conditioning: str) -> None:
+    folder, test = _fitted(tmp_path, fab, conditioning)
+    ref = AnomalyDetector.load(folder).score(test, progress=False)
+    det = AnomalyDetector.load(folder)
+    assert use_runtime(det, folder, backend, "fp32", 1) == f"{backend} (fp32 search, 1 thread)"
+    got = det.score(test, progress=False)
+    np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-4, atol=1e-5)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(got.maps, ref.maps, strict=True)) < 1e-3
+    assert len(list((folder / "runtime").glob("patchcore-embed-*-fp32.onnx"))) == 1
+
+
+@pytest.mark.skipif(not bf16_is_fast(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
+def test_bf16_search_keeps_the_ranking(tmp_path, fab) -> None:
+    folder, test = _fitted(tmp_path, fab, "reference")
+    ref = AnomalyDetector.load(folder).score(test, progress=False).scores
+    det = AnomalyDetector.load(folder)
+    use_runtime(det, folder, "torch", "bf16")
+    got = det.score(test, progress=False).scores
+    assert (got >= ref - 1e-5).all() and np.abs(got - ref).max() < 0.02 * np.abs(ref).max()
+
+
+def test_refusals_and_stpm_stays_in_torch(tmp_path, fab) -> None:
+    folder, _ = _fitted(tmp_path, fab, "none")
+    det = AnomalyDetector.load(folder)
+    for backend, precision, says in [("onnxruntime", "int8", "int8 is not calibrated"),
+                                     ("tensorrt", "fp32", "is not one of")]:
+        with pytest.raises(BackendError, match=says) as err:
+            use_runtime(det, folder, backend, precision)
+        assert "\n" not in str(err.value)
+    stpm, _ = _fitted(tmp_path, fab, "none", model="stpm")
+    det = AnomalyDetector.load(stpm)
+    assert use_runtime(det, stpm) == "torch (fp32)"  # no backend asked: STPM runs in torch
+    with pytest.raises(BackendError, match="only PatchCore"):
+        use_runtime(det, stpm, "onnxruntime")
+
+
+def test_cli_backend_choice(tmp_path, fab) -> None:
+    import pandas as pd
+
+    from seminspect.cli import app
+
+    folder, _ = _fitted(tmp_path, fab, "reference")
+    runner = CliRunner()
+    scores = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / f"{backend}.csv"
+        res = runner.invoke(app, ["anomaly", "predict", str(folder), str(fab), "-o", str(out), "--split", "test",
+                                  "--backend", backend, "--threads", "1"])
+        assert res.exit_code == 0, res.output
+        assert f"embedding on {backend}" in " ".join(res.output.split())
+        scores[backend] = pd.read_csv(out)["score"].to_numpy()
+    np.testing.assert_allclose(scores["onnxruntime"], scores["torch"], rtol=1e-4, atol=1e-5)
+    res = runner.invoke(app, ["anomaly", "predict", str(folder), str(fab), "-o", str(tmp_path / "x.csv"),
+                              "--precision", "int8"])
+    assert isinstance(res.exception, BackendError) and "int8" in str(res.exception)

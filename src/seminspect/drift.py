@@ -7,8 +7,8 @@ the shift between two sets of embeddings (pooled backbone features of the target
 p-value: the two sets are pooled and re-split at random ``n_permutations`` times (seeded), and
 ``p = (1 + #{permuted SWD >= observed}) / (1 + n_permutations)`` -- exact-size under the null.
 
-:func:`transfer_matrix` fits an anomaly model on each product / lot and tests it on every other,
-with the embedding distance beside each cell.
+The cross-product transfer matrix that puts this distance beside each transfer is in
+:mod:`seminspect.transfer`.
 """
 
 from __future__ import annotations
@@ -135,63 +135,3 @@ def dataset_embeddings(data: Any, backbone: str = "mobilenetv2", pretrained: boo
         emb = pooled_embedding(model, torch.cat(views), batch_size=batch_size)
         out.append(emb.mean(0).numpy())
     return np.stack(out)
-
-
-def transfer_matrix(data: Any, group_by: str = "product", config: dict[str, Any] | None = None,
-                    train_split: str = "train", test_split: str = "test", n_permutations: int = 100,
-                    embedding_kwargs: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
-    """Fit an anomaly model on each group (product / lot / tool) and test it on every group.
-
-    Returns ``{"groups", "image_auroc" (G, G) [fit row, test column], "swd" (G, G), "p_value" (G, G)}``:
-    embedding distance and drift p-value between the groups' test sets beside each transfer AUROC.
-    """
-    from seminspect.data.dataset import SampleDataset
-    from seminspect.evaluation.anomaly_metrics import anomaly_metrics
-    from seminspect.models.anomaly import AnomalyDetector
-
-    if isinstance(data, str | Path):
-        data = SampleDataset(data)
-    keys = data.metadata_column(group_by)
-    splits = data.metadata_column("split")
-    groups = sorted({k for k in keys if k})
-    if len(groups) < 2:
-        raise DriftError(f"{getattr(data, 'root', 'dataset')}: column {group_by!r} has fewer than 2 groups")
-
-    def ids(group: str, split: str) -> list[str]:
-        return [sid for sid, k, s in zip(data.sample_ids, keys, splits, strict=True) if k == group and s == split]
-
-    tests = {g: data.subset(ids(g, test_split)) for g in groups}
-    emb = {g: dataset_embeddings(tests[g], seed=seed, **(embedding_kwargs or {})) for g in groups}
-    n = len(groups)
-    auc = np.full((n, n), np.nan)
-    swd = np.zeros((n, n))
-    pval = np.ones((n, n))
-    for i, g in enumerate(groups):
-        train_ids = ids(g, train_split)
-        if not train_ids:
-            raise DriftError(f"group {g!r} has no {train_split!r} samples")
-        det = AnomalyDetector(config or {}).fit(data.subset(train_ids))
-        for j, h in enumerate(groups):
-            res = det.score(tests[h])
-            auc[i, j] = anomaly_metrics(res.scores, res.labels)["image_auroc"]
-            if j > i:
-                r = drift_test(emb[g], emb[h], n_permutations=n_permutations, seed=seed)
-                swd[i, j] = swd[j, i] = r.distance
-                pval[i, j] = pval[j, i] = r.p_value
-    return {"groups": groups, "group_by": group_by, "image_auroc": auc.tolist(), "swd": swd.tolist(),
-            "p_value": pval.tolist()}
-
-
-def transfer_markdown(matrix: dict[str, Any]) -> str:
-    """The transfer matrix as a markdown table: ``AUROC (SWD, p)`` per (fit row, test column)."""
-    groups = matrix["groups"]
-    lines = [f"| fit \\ test ({matrix['group_by']}) | " + " | ".join(groups) + " |",
-             "|---|" + "---|" * len(groups)]
-    for i, g in enumerate(groups):
-        cells = []
-        for j in range(len(groups)):
-            a = matrix["image_auroc"][i][j]
-            cells.append(f"{a:.3f}" if i == j else f"{a:.3f} (SWD {matrix['swd'][i][j]:.3f}, "
-                                                  f"p={matrix['p_value'][i][j]:.3g})")
-        lines.append(f"| {g} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

@@ -43,20 +43,28 @@ def drift(
 
 
 def drift_matrix(
-    data: Path = typer.Argument(..., help="Dataset folder with a grouping column and train/test splits."),
+    data: Path = typer.Argument(..., help="Dataset folder with a grouping column and train/calib/test splits."),
     group_by: str = typer.Option("product", help="Metadata column to group by (product, lot, tool)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Anomaly YAML config."),
+    calib_split: str = typer.Option("calib", help="Held-out normals that set each model's threshold ('' = none)."),
     n_permutations: int = typer.Option(100),
     out: Path = typer.Option(..., "--out", "-o", help="Markdown report (a .json is written beside it)."),
 ) -> None:
-    """Cross-group transfer matrix: fit an anomaly model per group, test on each, SWD beside it."""
-    from seminspect.drift import transfer_markdown, transfer_matrix
+    """Cross-group transfer: a model per group and one on all groups, tested on each; AUROC, AP, false alarms
+    at the fitting model's threshold, the embedding distance beside each pair and whether it predicts the loss."""
     from seminspect.models.anomaly.config import load_anomaly_config
+    from seminspect.transfer import distance_vs_loss, threshold_stability, transfer_markdown, transfer_matrix
     from seminspect.utils.io import atomic_write_json, atomic_write_text
 
     cfg = load_anomaly_config(config).model_dump(exclude_unset=True) if config else {}  # checked before any work
-    m = transfer_matrix(data, group_by=group_by, config=cfg, n_permutations=n_permutations)
-    md = transfer_markdown(m)
+    m = transfer_matrix(data, group_by=group_by, config=cfg, calib_split=calib_split or None,
+                        n_permutations=n_permutations)
+    rel = distance_vs_loss(m)
+    m["distance_vs_loss"] = rel
+    md = transfer_markdown(m) + (f"\nSpearman correlation of distance with transfer loss over {rel['n_cells']} cells: "
+                                 f"{rel['spearman']:.3f} (one-sided permutation p = {rel['p_value']:.3g}).\n")
+    if calib_split:
+        m["threshold_stability"] = threshold_stability(m)
     atomic_write_text(out, md)
     atomic_write_json(out.with_suffix(".json"), m)
     console.print(md)

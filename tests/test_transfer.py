@@ -65,6 +65,13 @@ def test_distance_vs_loss_finds_a_planted_relation() -> None:
     assert r["n_cells"] == 20 and r["spearman"] == pytest.approx(1.0) and r["p_value"] < 0.01
     noise = {**m, "image_auroc": (0.9 + 0.05 * rng.random((5, 5))).tolist()}
     assert distance_vs_loss(noise, n_resamples=999)["p_value"] > 0.01
+    normals = np.full((5, 5), 100)
+    alarms = np.rint(100 * np.clip(0.2 * swd - 0.05, 0, 1)).astype(int)  # false alarms grow with distance
+    far = {**m, "false_alarms": np.stack([alarms, normals], axis=-1).tolist()}
+    r = distance_vs_loss(far, "false_alarms", n_resamples=999)
+    assert r["spearman"] > 0.9 and r["p_value"] < 0.01
+    with pytest.raises(Exception, match="loss must be"):
+        distance_vs_loss(m, "pixels")
 
 
 def test_cli_drift_matrix(tmp_path, fab) -> None:
@@ -79,6 +86,6 @@ def test_cli_drift_matrix(tmp_path, fab) -> None:
                                    "-o", str(tmp_path / "t.md")])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "t.json").read_text())
-    assert m["fits"][-1] == ALL and "spearman" in m["distance_vs_loss"] and len(m["threshold_stability"]) == len(
-        m["groups"])
+    assert m["fits"][-1] == ALL and [r["loss"] for r in m["distance_vs_loss"]] == ["auroc", "false_alarms"]
+    assert len(m["threshold_stability"]) == len(m["groups"])
     assert "Spearman correlation" in (tmp_path / "t.md").read_text()

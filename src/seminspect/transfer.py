@@ -87,24 +87,39 @@ def transfer_matrix(data: Any, group_by: str = "product", config: dict[str, Any]
             "false_alarms": alarms.tolist(), "threshold": thresholds, "swd": swd.tolist(), "p_value": pval.tolist()}
 
 
-def distance_vs_loss(matrix: dict[str, Any], n_resamples: int = 9999, seed: int = 0) -> dict[str, Any]:
+def distance_vs_loss(matrix: dict[str, Any], loss: str = "auroc", n_resamples: int = 9999,
+                     seed: int = 0) -> dict[str, Any]:
     """Spearman correlation of SWD with transfer loss over the off-diagonal cells, permutation p-value (one-sided:
-    a larger distance goes with a larger loss). The cells share groups, so the p-value is optimistic."""
+    a larger distance goes with a larger loss). The cells share groups, so the p-value is optimistic.
+
+    ``loss="auroc"``: the test group's own-model AUROC minus the cell's; ``"false_alarms"``: the
+    cell's false-alarm rate on the test group's normals minus that of the test group's own model.
+    """
     from scipy import stats
 
-    auc, swd = np.asarray(matrix["image_auroc"]), np.asarray(matrix["swd"])
+    swd = np.asarray(matrix["swd"])
     m = len(matrix["groups"])
+    if loss == "auroc":
+        value = np.asarray(matrix["image_auroc"])[:m]
+        value = -value  # a lower AUROC is a larger loss
+    elif loss == "false_alarms":
+        k_n = np.asarray(matrix["false_alarms"])[:m]
+        if (k_n[..., 0] < 0).any():
+            raise DriftError("no false alarms in this matrix (fitted without a calib split)")
+        value = k_n[..., 0] / np.maximum(k_n[..., 1], 1)
+    else:
+        raise DriftError(f"loss must be 'auroc' or 'false_alarms', not {loss!r}")
     cells = [(i, j) for i in range(m) for j in range(m) if i != j]
     dist = np.array([swd[i, j] for i, j in cells])
-    loss = np.array([auc[j, j] - auc[i, j] for i, j in cells])
+    lost = np.array([value[i, j] - value[j, j] for i, j in cells])
 
     def rho(x: np.ndarray, y: np.ndarray) -> float:
         return float(stats.spearmanr(x, y).statistic)
 
-    res = stats.permutation_test((dist, loss), rho, permutation_type="pairings", n_resamples=n_resamples,
+    res = stats.permutation_test((dist, lost), rho, permutation_type="pairings", n_resamples=n_resamples,
                                  alternative="greater", random_state=seed)
-    return {"spearman": float(res.statistic), "p_value": float(res.pvalue), "n_cells": len(cells),
-            "distance": dist.tolist(), "loss": loss.tolist()}
+    return {"loss": loss, "spearman": float(res.statistic), "p_value": float(res.pvalue), "n_cells": len(cells),
+            "distances": dist.tolist(), "losses": lost.tolist()}
 
 
 def threshold_stability(matrix: dict[str, Any], confidence: float = 0.95) -> list[dict[str, Any]]:

@@ -59,10 +59,11 @@ def drift_matrix(
     cfg = load_anomaly_config(config).model_dump(exclude_unset=True) if config else {}  # checked before any work
     m = transfer_matrix(data, group_by=group_by, config=cfg, calib_split=calib_split or None,
                         n_permutations=n_permutations)
-    rel = distance_vs_loss(m)
-    m["distance_vs_loss"] = rel
-    md = transfer_markdown(m) + (f"\nSpearman correlation of distance with transfer loss over {rel['n_cells']} cells: "
-                                 f"{rel['spearman']:.3f} (one-sided permutation p = {rel['p_value']:.3g}).\n")
+    losses = ("auroc", "false_alarms") if calib_split else ("auroc",)
+    m["distance_vs_loss"] = [distance_vs_loss(m, loss) for loss in losses]
+    md = transfer_markdown(m) + "".join(
+        f"\nSpearman correlation of distance with the {r['loss']} loss over {r['n_cells']} cells: {r['spearman']:.3f} "
+        f"(one-sided permutation p = {r['p_value']:.3g})." for r in m["distance_vs_loss"]) + "\n"
     if calib_split:
         m["threshold_stability"] = threshold_stability(m)
     atomic_write_text(out, md)

@@ -13,8 +13,8 @@ budget came with +304 MiB of working memory for 1,000 samples (benchmarks/result
 - embedding: ``batch * per_item`` activations + the pool so far;
 - coreset: the pool (one preallocated matrix), its projection once (held transposed), one chunk
   of projection temporaries and three ``(N,)`` vectors;
-- scoring: ``batch * per_item`` + the bank + a ``query_chunk x bank_rows`` distance block (x3 for
-  ``torch.cdist``'s temporaries).
+- scoring: ``batch * per_item`` + the bank and its transposed search blocks (models/anomaly/search.py)
+  + a ``query_chunk x bank_rows`` distance allowance (x3; the search's blocks are smaller).
 
 Each phase is planned to use at most ``USABLE`` of the budget: the allocator and small buffers
 take the rest. ``per_item`` comes from :func:`activation_bytes`, the sum of every leaf module's
@@ -140,12 +140,12 @@ def plan_memory(budget_bytes: int, *, per_item_bytes: int, dim: int, proj_dim: i
                                  f"one batch ({embed_fixed / 2**20:.1f} MiB): raise the budget")
     bank = max(1, min(bank, pool))
     rows = bank if bank_rows is None else max(1, bank_rows)
-    chunk = int((usable - embed_fixed - 4 * dim * rows) // (3 * 4 * rows + 4 * dim))
+    chunk = int((usable - embed_fixed - 2 * 4 * dim * rows) // (3 * 4 * rows + 4 * dim))  # bank + its search blocks
     chunk = max(1, min(MAX_QUERY_CHUNK, chunk))
     return MemoryPlan(
         budget_bytes=int(budget_bytes), batch_size=batch, max_pool_patches=pool, max_bank_patches=bank,
         query_chunk=chunk, coreset_chunk=coreset_chunk, per_item_bytes=int(per_item_bytes),
         embed_phase_bytes=int(embed_fixed + 4 * dim * pool),
         coreset_phase_bytes=int(per_patch_pool * pool + 4 * dim * bank + 4 * proj_dim * coreset_chunk),
-        score_phase_bytes=int(embed_fixed + 4 * dim * rows + chunk * (3 * 4 * rows + 4 * dim)),
+        score_phase_bytes=int(embed_fixed + 2 * 4 * dim * rows + chunk * (3 * 4 * rows + 4 * dim)),
     )

@@ -75,7 +75,10 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True, help="feature cache")
     ap.add_argument("--n", type=int, default=5000)
     ap.add_argument("--size", type=int, default=160)
-    ap.add_argument("--angles", type=int, default=5, help="detector angles (target + reference view each)")
+    ap.add_argument("--angles", type=int, default=5, help="detector angles")
+    ap.add_argument("--references", type=int, default=None, help="reference views (default: one per angle)")
+    ap.add_argument("--zooms", type=int, default=0, help="zoom views per site (the main job has 2)")
+    ap.add_argument("--crop-centre", default="image", choices=["image", "difference"])
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--holdout", type=int, default=6)
     ap.add_argument("--epochs", type=int, default=40)
@@ -88,8 +91,9 @@ def main() -> None:
     if not (args.data / "manifest.csv").is_file():
         from seminspect.data.synth import FabConfig, generate_dataset
 
-        generate_dataset(args.data, args.n, FabConfig(image_size=args.size, n_angles=args.angles, n_references=1,
-                                                      long_tail=True, n_holdout=args.holdout),
+        fab = FabConfig(image_size=args.size, n_angles=args.angles, n_references=args.references, n_zooms=args.zooms,
+                        long_tail=True, n_holdout=args.holdout)
+        generate_dataset(args.data, args.n, fab,
                          abnormal_fraction=0.5, seed=0, workers=args.threads,
                          splits={"train": 0.45, "calib": 0.35, "test": 0.2})
     gen_s = time.perf_counter() - t_all
@@ -98,7 +102,8 @@ def main() -> None:
     split = np.array(ds.metadata_column("split"))
     ids = np.array(ds.sample_ids)
     cfg = ADCConfig(data={"path": str(args.data)},
-                    image={"crop": args.crop, "max_shift": 8, "registration_method": "joint"},
+                    image={"crop": args.crop, "max_shift": 8, "registration_method": "joint",
+                           "crop_centre": args.crop_centre},
                     model={"backbone": "mobilenetv2", "pretrained": True, "out_indices": [1, 2, 3], "grid": 4,
                            "pool": "avgmax", "dim": 128, "fusion": "attention"},
                     train={"epochs": args.epochs, "batch_size": 32, "lr": 0.003, "patience": 10},

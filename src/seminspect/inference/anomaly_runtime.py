@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from seminspect.inference.runtime import BackendError, check_choice, existing_graph, open_graph, writable_graph
+from seminspect.inference.runtime import BackendError, check_choice, graph_or_export, open_graph, threads_text
 from seminspect.models.anomaly import AnomalyDetector
 from seminspect.models.anomaly.patchcore import PatchCoreModel
 from seminspect.models.anomaly.search import bf16_is_fast
@@ -45,18 +45,18 @@ def embedding_graph(model: PatchCoreModel, directory: str | Path) -> Path:
     for name in ("config.json", "weights.safetensors"):
         digest.update(sha256_file(directory / name).encode())
     path = directory / "runtime" / f"patchcore-embed-{digest.hexdigest()[:12]}-fp32.onnx"
-    found = existing_graph(path)
-    if found is not None:
-        return found
-    from seminspect.export import export_onnx
 
-    conditioned = model.conditioning != "none"
-    names = ["target", "reference"] if conditioned else ["target"]
-    example = tuple(torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(len(names)))
-    axes: dict[str, dict[int, str]] = {n: {0: "batch", 2: "height", 3: "width"} for n in names}
-    axes["embedding"] = {0: "batch", 2: "h", 3: "w"}
-    return export_onnx(_Embedding(model).eval(), example, writable_graph(path), input_names=names,
-                       output_names=["embedding"], dynamic_axes=axes, dynamo=False)
+    def export(destination: Path) -> Path:
+        from seminspect.export import export_onnx
+
+        names = ["target", "reference"] if model.conditioning != "none" else ["target"]
+        example = tuple(torch.rand(2, 1, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(len(names)))
+        axes: dict[str, dict[int, str]] = {n: {0: "batch", 2: "height", 3: "width"} for n in names}
+        axes["embedding"] = {0: "batch", 2: "h", 3: "w"}
+        return export_onnx(_Embedding(model).eval(), example, destination, input_names=names,
+                           output_names=["embedding"], dynamic_axes=axes, dynamo=False)
+
+    return graph_or_export(path, export)
 
 
 class _GraphEmbedder:
@@ -66,10 +66,9 @@ class _GraphEmbedder:
         self.run, self.conditioned = run, conditioned
 
     def __call__(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-        inputs = (target, reference) if self.conditioned else (target,)
         if self.conditioned and reference is None:
             raise ValueError("this PatchCore model is conditioned on the reference: give a reference for every target")
-        return torch.from_numpy(self.run(*inputs)[0])
+        return torch.from_numpy(self.run(*((target, reference) if self.conditioned else (target,)))[0])
 
 
 def use_runtime(detector: AnomalyDetector, directory: str | Path, backend: str | None = None,
@@ -98,8 +97,7 @@ def use_runtime(detector: AnomalyDetector, directory: str | Path, backend: str |
         graph_precision = precision if chosen == "openvino" else "fp32"
         run = open_graph(embedding_graph(model, directory), chosen, graph_precision, threads)
         model.embedder = _GraphEmbedder(run, model.conditioning != "none")
-    suffix = f", {threads} thread{'s' if threads > 1 else ''}" if threads and chosen != "torch" else ""
-    return f"{chosen} ({precision} search{suffix})"
+    return f"{chosen} ({precision} search{threads_text(threads if chosen != 'torch' else None)})"
 
 
 __all__ = ["embedding_graph", "use_runtime"]

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from seminspect.inference.runtime import BackendError, check_choice, existing_graph, open_graph, writable_graph
+from seminspect.inference.runtime import BackendError, check_choice, graph_or_export, open_graph, threads_text
 from seminspect.utils.digest import sha256_file
 
 
@@ -43,8 +43,7 @@ class DepthRuntime:
         if self._digest is None:
             self._digest = sha256_file(self.model_path)[:12]
         path = self.model_path.parent / "runtime" / f"depth-{self._digest}-{height}x{width}-fp32.onnx"
-        found = existing_graph(path)
-        return found if found is not None else self.predictor.export_onnx(writable_graph(path), height, width)
+        return graph_or_export(path, lambda destination: self.predictor.export_onnx(destination, height, width))
 
     def _run(self, height: int, width: int) -> Any:
         key = (height, width)
@@ -64,9 +63,7 @@ class DepthRuntime:
 
     def describe(self) -> str:
         """``torch (fp32)`` / ``onnxruntime (fp32, 2 threads)``: where the U-Net ran, for summaries."""
-        if not self.threads or self.backend == "torch":
-            return f"{self.backend} ({self.precision})"
-        return f"{self.backend} ({self.precision}, {self.threads} thread{'s' if self.threads > 1 else ''})"
+        return f"{self.backend} ({self.precision}{threads_text(self.threads if self.backend != 'torch' else None)})"
 
 
 __all__ = ["DepthRuntime"]

@@ -15,6 +15,7 @@ returns, averaged over the artefact's test-time dihedral ops. Reads the artefact
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,18 @@ def user_cache_path(path: Path) -> Path:
 def existing_graph(path: Path) -> Path | None:
     """``path`` (in the artefact) or its copy in the user's cache, whichever exists; None if neither."""
     return next((p for p in (path, user_cache_path(path)) if p.is_file()), None)
+
+
+def graph_or_export(path: Path, export: Callable[[Path], Path]) -> Path:
+    """``path`` or its copy in the user's cache when either exists, else the file ``export(destination)``
+    writes, the destination being :func:`writable_graph` of ``path``."""
+    found = existing_graph(path)
+    return found if found is not None else export(writable_graph(path))
+
+
+def threads_text(threads: int | None) -> str:
+    """``", 2 threads"`` / ``", 1 thread"`` for a runtime note; empty when the runtime's default is used."""
+    return f", {threads} thread{'s' if threads > 1 else ''}" if threads else ""
 
 
 def writable_graph(path: Path) -> Path:
@@ -112,18 +125,19 @@ class OrtRuntime:
         """The graph for ``height x width`` views at this precision (bf16 runs the fp32 graph with a bf16
         hint): found in the artefact or the user's cache, else (fp32) exported now."""
         path = graph_path(self.artefact, height, width, "int8" if self.precision == "int8" else "fp32")
-        found = existing_graph(path)
-        if found is not None:
-            return found
-        if self.precision == "int8":
-            raise BackendError(f"{path}: no int8 graph for {height}x{width} px views; make it "
-                               f"with `seminspect optimise {self.artefact.path} --data DATASET`")
-        if height != width:
-            raise BackendError(f"{self.artefact.path}: the {self.name} backend needs square views, "
-                               f"got {height}x{width}; use --backend torch")
-        from seminspect.export.adc_graph import export_adc
 
-        return export_adc(self.artefact.model, writable_graph(path), height)
+        def export(destination: Path) -> Path:
+            if self.precision == "int8":
+                raise BackendError(f"{path}: no int8 graph for {height}x{width} px views; make it "
+                                   f"with `seminspect optimise {self.artefact.path} --data DATASET`")
+            if height != width:
+                raise BackendError(f"{self.artefact.path}: the {self.name} backend needs square views, "
+                                   f"got {height}x{width}; use --backend torch")
+            from seminspect.export.adc_graph import export_adc
+
+            return export_adc(self.artefact.model, destination, height)
+
+        return graph_or_export(path, export)
 
     def session(self, height: int, width: int) -> Any:
         key = (height, width)
@@ -203,4 +217,5 @@ def open_graph(path: Path, backend: str, precision: str = "fp32", threads: int |
 
 
 __all__ = ["BACKENDS", "PRECISIONS", "BackendError", "OpenVinoRuntime", "OrtRuntime", "TorchRuntime", "check_choice",
-           "existing_graph", "graph_path", "make_runtime", "open_graph", "site_inputs", "writable_graph"]
+           "existing_graph", "graph_or_export", "graph_path", "make_runtime", "open_graph", "site_inputs",
+           "threads_text", "writable_graph"]

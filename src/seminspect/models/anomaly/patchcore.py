@@ -34,7 +34,7 @@ from seminspect.models.anomaly.features import (
     freeze,
     patch_embedding,
 )
-from seminspect.models.anomaly.search import QUERY_BLOCK, SEARCHES, Blocks, bank_blocks, min_distance
+from seminspect.models.anomaly.search import QUERY_BLOCK, Blocks, bank_blocks, min_distance
 from seminspect.models.anomaly.search import chunked_min_distance as chunked_min_distance  # re-exported
 
 CONDITIONINGS = ("none", "reference", "difference")
@@ -178,9 +178,8 @@ class PatchCoreModel(AnomalyMapModel):
         return F.interpolate(dist, size=target.shape[-2:], mode="bilinear", align_corners=False)
 
     def bank_blocks(self) -> Blocks:
-        """The bank's search blocks for ``self.search``, made once per bank (refitting makes them again)."""
-        if self.search not in SEARCHES:
-            raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
+        """The bank's search blocks for ``self.search``, made once per bank (refitting makes them again);
+        an unknown ``search`` is refused by :func:`~seminspect.models.anomaly.search.min_distance`."""
         key = (self.bank.data_ptr(), int(self.bank.shape[0]), self.bank._version, self.search)
         if self._blocks is None or self._blocks[0] != key:
             self._blocks = (key, bank_blocks(self.bank, self.search))

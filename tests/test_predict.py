@@ -169,3 +169,30 @@ def test_a_run_killed_while_removing_its_parts_is_cleaned_up_by_the_next(trained
     (parts / "part-000003.parquet").write_bytes(b"left over")
     again = predict(art, ds, out, part_size=10, log=None)
     assert again.n_decided == first.n_decided and not parts.exists()
+
+
+def test_reading_ahead_changes_no_decision_and_no_error_row(trained, tmp_path):
+    ds, art = trained
+    bad = _damaged_copy(ds, tmp_path / "bad")
+    runs = {}
+    for prefetch in (0, 3):
+        out = tmp_path / f"d{prefetch}.parquet"
+        summary = predict(art, bad, out, prefetch=prefetch, part_size=10, log=None)
+        assert summary.notes[-1] == ("sites read one at a time" if prefetch == 0
+                                     else "sites read and aligned ahead by 3 thread(s)")
+        runs[prefetch] = (pd.read_parquet(out), pd.read_parquet(tmp_path / f"d{prefetch}.errors.parquet"))
+    pd.testing.assert_frame_equal(runs[0][0], runs[3][0])
+    pd.testing.assert_frame_equal(runs[0][1], runs[3][1])
+    assert len(runs[3][0]) == 92 and list(runs[3][1]["site"]) == [3, 7, 11, 15]
+    with pytest.raises(PredictError, match="prefetch must be >= 0"):
+        predict(art, ds, tmp_path / "x.parquet", prefetch=-1, log=None)
+
+
+def test_a_site_can_be_loaded_twice(trained):
+    from seminspect.data.stream import iter_site_rows, load_site
+
+    ds, _ = trained
+    rows = next(iter_site_rows(ds))
+    first, second = load_site(ds, rows), load_site(ds, rows)  # a Ray retry loads the same rows again
+    assert first.error is None and second.error is None
+    assert [v.index for v in first.sample.views] == [v.index for v in second.sample.views]

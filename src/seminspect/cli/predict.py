@@ -20,7 +20,10 @@ def predict(
     workers: int = typer.Option(2, help="Ray: inspector actors (each loads the model once)."),
     part_size: int = typer.Option(64, min=1, help="Sites per output part (a killed run redoes at most one)."),
     overwrite: bool = typer.Option(False, help="Discard an earlier run or output at OUT."),
-    threads: int | None = typer.Option(None, help="Threads (default: torch's; with --ray: per actor, 1)."),
+    threads: int | None = typer.Option(None, help="Runtime threads (default: torch's; with --ray: per actor, 1)."),
+    prefetch: int | None = typer.Option(None, min=0, help="Threads that read and align the next sites while one "
+                                        "is judged (default: one per core, up to 4, on onnxruntime/openvino; "
+                                        "0 on torch). Decisions do not depend on it."),
     backend: str | None = typer.Option(None, help="Where the ADC runs: onnxruntime (default; the whole model as "
                                        "one graph), openvino (seminspect[openvino]) or torch (eager). Env "
                                        "SEMINSPECT_BACKEND sets the default."),
@@ -53,7 +56,7 @@ def predict(
 
             summary = run_predict(artefact, data, out, maps=maps, part_size=part_size, overwrite=overwrite,
                                   threads=threads, log=console.print, progress=tick, backend=backend,
-                                  precision=precision)
+                                  precision=precision, prefetch=prefetch)
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     r = summary.routes

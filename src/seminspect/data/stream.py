@@ -88,7 +88,7 @@ def _check_rows(rows: list[dict], lines: list[int], mpath: Path) -> tuple[str, s
         where = f"{mpath}: row {line}"
         if not row["path"].strip():
             return where, "path is empty"
-        if not re.fullmatch(r"\d+", row["index"]):
+        if not re.fullmatch(r"\d+", str(row["index"])):  # str: a site's rows may be loaded twice
             return where, f"index {row['index']!r} is not a whole number >= 0"
         if int(row["index"]) >= MAX_VIEWS_PER_ROLE:
             return where, f"index {row['index']} is outside 0..{MAX_VIEWS_PER_ROLE - 1}"

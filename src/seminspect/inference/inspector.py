@@ -16,7 +16,7 @@ site's numbers do not depend on how the input was chunked: ``evaluate``, ``predi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,16 @@ from seminspect.inference.artefact import LoadedArtefact, load_artefact
 from seminspect.inference.reasons import route_reasons, type_reasons
 from seminspect.inference.runtime import make_runtime, site_inputs
 from seminspect.utils.progress import track
+
+
+@dataclass
+class PreparedSite:
+    """One site made ready for the judges (:meth:`Inspector.prepare_site`): the sample, its
+    alignment and the ADC's inputs. Making it touches no model, so it may run in another thread."""
+
+    sample: Sample
+    alignment: dict[int, Alignment]
+    inputs: tuple[torch.Tensor, ...]
 
 
 @dataclass
@@ -112,8 +122,8 @@ class Inspector:
 
     def runtime_note(self, threads: str | None = None) -> str:
         """One line: where the judges ran, e.g. ``ADC on onnxruntime (fp32, 2 threads)``."""
-        note = (f"ADC on {self.runtime.name} ({self.runtime.precision}, "
-                f"{threads or f'{torch.get_num_threads()} threads'})")
+        n = torch.get_num_threads()
+        note = f"ADC on {self.runtime.name} ({self.runtime.precision}, {threads or f'{n} thread' + 's' * (n > 1)})"
         return note if self.anomaly_runtime is None else f"{note}; anomaly model on {self.anomaly_runtime}"
 
     @property
@@ -121,11 +131,6 @@ class Inspector:
         return self.artefact.model_version
 
     # ----- the judges ------------------------------------------------------------------------
-    @torch.no_grad()
-    def _adc(self, prepared: Sample) -> dict[str, Any]:
-        """ADC probabilities of one prepared site (its views in one backbone call per TTA op)."""
-        return self.runtime.probabilities(*site_inputs(self.artefact, prepared))
-
     def _anomaly(self, sample: Sample, alignment: dict[int, Alignment]) -> tuple[float, np.ndarray]:
         res = self.artefact.anomaly.score([sample], alignments=[alignment], progress=False)
         return float(res.scores[0]), res.maps[0]
@@ -141,14 +146,24 @@ class Inspector:
 
             raise ArtefactError(f"{self.artefact.path}: anomaly maps asked for, but the artefact has no anomaly model "
                                 "(add one with `seminspect join`)")
+        sites = (self.prepare_site(s) for s in (track(samples, progress) if progress else samples))
+        return self.judge(sites, maps=maps)
+
+    def prepare_site(self, sample: Sample) -> PreparedSite:
+        """Align the site's references to its targets and cut the ADC's inputs (no model runs; thread-safe)."""
+        a = self.prepare.align(sample)
+        return PreparedSite(sample, a, site_inputs(self.artefact, self.prepare.apply(sample, a)))
+
+    def judge(self, sites: Iterable[PreparedSite], maps: bool = False) -> Inspection:
+        """Judge prepared sites (:meth:`prepare_site`), each on its own, and route them."""
         art = self.artefact
         ab, ty, align, nviews, ids = [], [], [], [], []
         lv: dict[str, list[np.ndarray]] = {n: [] for n in art.model.level_names}
         an_scores: list[float] = []
         an_maps: list[np.ndarray] = []
-        for s in (track(samples, progress) if progress else samples):
-            a = self.prepare.align(s)
-            p = self._adc(self.prepare.apply(s, a))
+        for site in sites:
+            s, a = site.sample, site.alignment
+            p = self.runtime.probabilities(*site.inputs)
             ab.append(p["abnormal"])
             ty.append(p["types"])
             for n in lv:
@@ -185,4 +200,4 @@ class Inspector:
         return pol.predict(abnormal, type_probs=types if pol.n_types_ else None,
                            anomaly_scores=anomaly if pol.anomaly_threshold is not None else None)
 
-__all__ = ["AUTO_ABNORMAL", "AUTO_NORMAL", "Inspection", "Inspector"]
+__all__ = ["AUTO_ABNORMAL", "AUTO_NORMAL", "Inspection", "Inspector", "PreparedSite"]

@@ -28,9 +28,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from seminspect.data.model_inputs import check_inputs, check_taxonomy, describe_stream
-from seminspect.data.stream import Site, iter_site_rows, iter_sites, manifest_of
+from seminspect.data.stream import Site, SiteRows, iter_site_rows, load_site, manifest_of
 from seminspect.errors import SeminspectError
-from seminspect.inference.inspector import Inspector
+from seminspect.inference.inspector import Inspector, PreparedSite
+from seminspect.inference.prefetch import default_workers, prefetched
+from seminspect.inference.runtime import DEFAULT_BACKEND
 from seminspect.inference.schema import DECISION_SCHEMA, ERROR_SCHEMA, errors_frame, to_table
 from seminspect.models.artefact import MANIFEST
 from seminspect.utils.digest import sha256_file
@@ -122,25 +124,53 @@ def _write_map(maps: Path, sample_id: str, amap: np.ndarray, scale: float) -> No
     write_image(maps / f"{safe_name(sample_id)}.png", png)
 
 
-def _judge(inspector: Inspector, site: Site, maps: Path | None, scale: float
+@dataclass
+class Loaded:
+    """One site read and prepared for the judges, or why it could not be (:func:`load_and_prepare`)."""
+
+    site: Site
+    prepared: PreparedSite | None = None
+    error: str | None = None
+
+
+def _error_text(exc: Exception) -> str:
+    kind = "" if isinstance(exc, SeminspectError) else f"{type(exc).__name__}: "
+    return f"{kind}{exc}".splitlines()[0]
+
+
+def load_and_prepare(inspector: Inspector, data: str | Path, rows: SiteRows) -> Loaded:
+    """Read one site's images and prepare it (:meth:`Inspector.prepare_site`); never raises, so it
+    can run in a prefetch thread: a problem is the result's ``site.error`` or ``error``."""
+    site = load_site(data, rows)
+    if site.error is not None or site.sample is None:
+        return Loaded(site)
+    try:
+        return Loaded(site, inspector.prepare_site(site.sample))
+    except Exception as exc:  # one bad site must not stop the run; the errors table says what happened
+        return Loaded(site, error=_error_text(exc))
+
+
+def _judge(inspector: Inspector, loaded: Loaded, maps: Path | None, scale: float
            ) -> tuple[pd.DataFrame | None, tuple[int, str, str | None, str | None] | None]:
+    site = loaded.site
     if site.error is not None or site.sample is None:
         return None, (site.ordinal, site.sample_id, site.file, site.error)
+    if loaded.prepared is None:
+        return None, (site.ordinal, site.sample_id, None, loaded.error)
     try:
-        insp = inspector.inspect([site.sample], maps=maps is not None)
+        insp = inspector.judge([loaded.prepared], maps=maps is not None)
     except Exception as exc:  # one bad site must not stop the run; the errors table says what happened
-        kind = "" if isinstance(exc, SeminspectError) else f"{type(exc).__name__}: "
-        return None, (site.ordinal, site.sample_id, None, f"{kind}{exc}".splitlines()[0])
+        return None, (site.ordinal, site.sample_id, None, _error_text(exc))
     if maps is not None and insp.anomaly_maps:
         _write_map(maps, site.sample_id, insp.anomaly_maps[0], scale)
     return insp.frame([site.ordinal]), None
 
 
-def _parts_of(sites: Iterator[Site], part_size: int) -> Iterator[tuple[int, list[Site]]]:
-    buf: list[Site] = []
+def _parts_of(sites: Iterator[Loaded], part_size: int) -> Iterator[tuple[int, list[Loaded]]]:
+    buf: list[Loaded] = []
     current = -1
     for s in sites:
-        k = s.ordinal // part_size
+        k = s.site.ordinal // part_size
         if buf and k != current:
             yield current, buf
             buf = []
@@ -221,19 +251,24 @@ def start_run(inspector: Inspector, data: Path, out: str | Path, maps: str | Pat
 def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path, maps: str | Path | None = None,
             part_size: int = 64, overwrite: bool = False, threads: int | None = None,
             log: Callable[[str], None] | None = print, progress: Any = None, backend: str | None = None,
-            precision: str = "fp32") -> PredictSummary:
+            precision: str = "fp32", prefetch: int | None = None) -> PredictSummary:
     """Judge every site of ``data`` with ``artefact``; see the module docstring for files and resume.
 
     ``progress``: optional ``callable(done, total, rate)`` called after each site (the CLI's bar).
     ``backend`` / ``precision``: where the ADC runs (:mod:`seminspect.inference.runtime`).
+    ``prefetch``: threads that read and align the next sites while one is judged (0: none; default:
+    one per core, at most 4, for a graph runtime, 0 for torch). Decisions do not depend on it.
     """
     if part_size < 1:
         raise PredictError(f"part_size must be >= 1, got {part_size}")
     t0 = time.perf_counter()
     data = Path(data)
     manifest_of(data)  # a missing DATA path fails here, before the model loads
-    inspector = artefact if isinstance(artefact, Inspector) else Inspector.load(
-        artefact, threads=threads, backend=backend, precision=precision)
+    if isinstance(artefact, Inspector):
+        inspector, prefetch = artefact, _workers(artefact.runtime.name, prefetch)
+    else:
+        prefetch = _workers(backend, prefetch)
+        inspector = Inspector.load(artefact, threads=threads, backend=backend, precision=precision)
     run = start_run(inspector, data, out, maps, part_size, overwrite, log)
     if run.finished is not None:
         return run.finished
@@ -247,9 +282,9 @@ def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path,
         log(f"resuming: {len(done)} of {n_parts} parts already written")
     finished = sum(min(part_size, n - k * part_size) for k in done)
     t_run, judged = time.perf_counter(), 0
-    for k, sites in _parts_of(iter_sites(data, start=todo_start), part_size):
-        if k in done:
-            continue
+    rows = (r for r in iter_site_rows(data, start=todo_start) if r.ordinal // part_size not in done)
+    loaded = prefetched(lambda r: load_and_prepare(inspector, data, r), rows, prefetch)
+    for k, sites in _parts_of(loaded, part_size):
         frames, errors = [], []
         for site in sites:
             frame, err = _judge(inspector, site, maps_dir, scale)
@@ -267,10 +302,22 @@ def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path,
                              n_failed=failed, routes=routes, seconds=round(seconds, 2),
                              sites_per_second=round(judged / max(1e-9, time.perf_counter() - t_run), 3),
                              parts_reused=len(done), model_version=inspector.model_version, finished=utc_now(),
-                             notes=[*inspector.artefact.notes, inspector.runtime_note()])
+                             notes=[*inspector.artefact.notes, inspector.runtime_note(),
+                                    f"sites read and aligned ahead by {prefetch} thread(s)" if prefetch
+                                    else "sites read one at a time"])
     atomic_write_json(paths["summary"], {**asdict(summary), "fingerprint": fp})
     shutil.rmtree(parts, ignore_errors=True)
     return summary
+
+
+def _workers(backend: str | None, prefetch: int | None) -> int:
+    """Reader threads: ``prefetch`` when given, else one per core (at most 4) on a graph runtime and
+    none on torch, whose eager threads already fill the cores (readers beside it made it slower)."""
+    if prefetch is not None:
+        if prefetch < 0:
+            raise PredictError(f"prefetch must be >= 0, got {prefetch}")
+        return prefetch
+    return 0 if (backend or DEFAULT_BACKEND) == "torch" else default_workers()
 
 
 def _write_part(parts: Path, k: int, frames: list[pd.DataFrame], errors: list[tuple]) -> None:
@@ -305,4 +352,5 @@ def _check_inputs(inspector: Inspector, data: Path, log: Callable[[str], None] |
         log(f"note: {note}")
 
 
-__all__ = ["PredictError", "PredictSummary", "RunStart", "count_sites", "output_paths", "predict", "start_run"]
+__all__ = ["Loaded", "PredictError", "PredictSummary", "RunStart", "count_sites", "load_and_prepare", "output_paths",
+           "predict", "start_run"]

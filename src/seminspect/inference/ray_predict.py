@@ -29,10 +29,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from seminspect.data.stream import SiteRows, iter_site_rows, load_site, manifest_of
+from seminspect.data.stream import SiteRows, iter_site_rows, manifest_of
 from seminspect.errors import SeminspectError
 from seminspect.inference.inspector import Inspector
-from seminspect.inference.predict import PredictError, PredictSummary, _finalise, _judge, start_run
+from seminspect.inference.predict import PredictError, PredictSummary, _finalise, _judge, load_and_prepare, start_run
 from seminspect.inference.schema import DECISION_SCHEMA, ERROR_SCHEMA, errors_frame, to_table
 from seminspect.utils.io import atomic_path, atomic_write_json
 from seminspect.utils.provenance import utc_now
@@ -78,7 +78,8 @@ class SiteJudge:
         for r in batch.to_pylist():
             rows = SiteRows(int(r["ordinal"]), r["sample_id"], json.loads(r["rows"]), json.loads(r["lines"]),
                             r["error"], r["file"])
-            frame, err = _judge(self.inspector, load_site(self.data, rows), self.maps, self.scale)
+            frame, err = _judge(self.inspector, load_and_prepare(self.inspector, self.data, rows), self.maps,
+                                self.scale)
             if frame is not None:
                 frames.append(to_table(frame, DECISION_SCHEMA))
             if err is not None:

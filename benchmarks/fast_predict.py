@@ -7,9 +7,10 @@ defect anywhere in the inner 80 % of the field (``site_offset`` 0.4; seed 11), u
 ``--data-root`` (reused when present). Then, one after the other in child processes on the same
 files, ``seminspect predict`` (PNG on disk -> Parquet) with:
 
-- the artefact as trained (its crop and crop centre) on ``--backend torch`` (eager),
-  ``onnxruntime`` fp32 and, when ``seminspect optimise`` made one, int8; with OpenVINO
-  installed, ``openvino`` fp32, bf16 (and int8);
+- the artefact as trained (its crop and crop centre) on ``--backend torch`` (eager; and with two
+  reader threads), ``onnxruntime`` fp32 (without reader threads, and with predict's default)
+  and, when ``seminspect optimise`` made one, int8; with OpenVINO installed, ``openvino`` fp32,
+  bf16 (and int8);
 - the same weights with ``crop: null`` (every view whole, 460 px, native resolution, sub-pixel
   registration as the inspector does without a crop) on torch and onnxruntime, on the first
   ``--n-whole`` sites only (it is slow): what looking at the whole field at full resolution costs.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import shutil
 import sys
 import time
@@ -144,12 +146,54 @@ def adc_alone(artefact: Path, data: Path, n: int = 50) -> list[str]:
     return rows
 
 
+def predict_rows(a: argparse.Namespace, data: Path, data_whole: Path, whole: Path, int8: bool) -> list[str]:
+    """One table row per (input, backend, precision, reader threads), each run ``a.repeats`` times round
+    robin (rows move by a few sites/s between runs on a VM): the rates of every run, the ratio of their means."""
+    trained = [("torch", "fp32", None), ("torch", "fp32", 2), ("onnxruntime", "fp32", 0), ("onnxruntime", "fp32", None)]
+    runs = [("as trained", a.artefact, *r) for r in trained]
+    if int8:
+        runs.append(("as trained", a.artefact, "onnxruntime", "int8", None))
+    if importlib.util.find_spec("openvino") is not None:
+        runs += [("as trained", a.artefact, "openvino", p, None)
+                 for p in ("fp32", "bf16", *(("int8",) if int8 else ()))]
+    runs += [("whole views, 460 px", whole, "torch", "fp32", None),
+             ("whole views, 460 px", whole, "onnxruntime", "fp32", None)]
+    seen: dict[int, list[tuple[float, float, float, str, str]]] = {i: [] for i in range(len(runs))}
+    for _ in range(a.repeats):
+        for i, (name, art, backend, precision, prefetch) in enumerate(runs):
+            out = a.data_root / f"d_{art.name}_{backend}_{precision}_{prefetch}.parquet"
+            before = load()
+            sites = data if art == a.artefact else data_whole
+            extra = [] if prefetch is None else ["--prefetch", str(prefetch)]
+            code, wall, peak = run_child(["predict", str(art), str(sites), "--out", str(out), "--overwrite",
+                                          "--backend", backend, "--precision", precision, *extra])
+            if code not in (0, 1):
+                raise SystemExit(f"{name} {backend} {precision} exited {code}")
+            summary = json.loads(out.with_suffix(".summary.json").read_text())
+            found = re.search(r"ahead by (\d+) thread", summary["notes"][-1])
+            seen[i].append((wall, summary["sites_per_second"], peak, before, found.group(1) if found else "0"))
+            print(name, backend, precision, prefetch, seen[i][-1], flush=True)
+    lines, base = [], {}
+    for i, (name, art, backend, precision, prefetch) in enumerate(runs):
+        walls, rates, peaks, befores, readers = zip(*seen[i], strict=True)
+        n = a.n if art == a.artefact else a.n_whole
+        mean = float(np.mean(rates))
+        base.setdefault(name, mean)
+        default = "" if prefetch is not None else " (default)"
+        lines.append(f"| {name} ({n} sites) | {backend} {precision} | {readers[0]}{default} "
+                     f"| {' / '.join(f'{w:.1f}' for w in walls)} | {' / '.join(f'{n / w:.2f}' for w in walls)} "
+                     f"| {' / '.join(f'{r:.2f}' for r in rates)} | {mean / base[name]:.1f} | {max(peaks):.0f} "
+                     f"| {' ; '.join(befores)} |")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("artefact", type=Path)
     ap.add_argument("--data-root", type=Path, required=True)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--n-whole", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each row, round robin; the table gives each")
     ap.add_argument("--result", type=Path, default=Path(__file__).parent / "results" / "fast_predict.md")
     a = ap.parse_args()
     t_start = time.perf_counter()
@@ -162,32 +206,15 @@ def main() -> None:
     lines += [f"Artefact `{a.artefact}` (crop {cfg.get('crop')}, crop_centre {cfg.get('crop_centre', 'image')}); "
               f"{a.n} unlabelled virtual-fab sites, 5 target + 5 reference views of 460x460 px (8-bit PNG), "
               f"defect anywhere in the inner 80 % of the field (site_offset 0.4), under `{data}`. Each row is a "
-              "child process run alone, one after the other; wall time includes starting Python and loading "
+              f"child process run alone, one after the other, every row {a.repeats} times round robin (each run's "
+              "figure "
+              "given, the ratio is of their means); wall time includes starting Python and loading "
               "the model (and exporting the graph when the artefact has none yet).", ""]
     gflops = gemm_gflops()
     lines += [f"fp32 GEMM 2048x2048 in this process, torch default threads: {gflops:.0f} GFLOP/s.", "",
-              "| model input | backend | wall (s) | sites/s (wall) | sites/s (predict's clock) | x torch eager "
-              "| peak RSS (MiB) | load before |", "|---|---|---|---|---|---|---|---|"]
-    runs = [("as trained", a.artefact, "torch", "fp32"), ("as trained", a.artefact, "onnxruntime", "fp32")]
-    if int8:
-        runs.append(("as trained", a.artefact, "onnxruntime", "int8"))
-    if importlib.util.find_spec("openvino") is not None:
-        runs += [("as trained", a.artefact, "openvino", p) for p in ("fp32", "bf16", *(("int8",) if int8 else ()))]
-    runs += [("whole views, 460 px", whole, "torch", "fp32"), ("whole views, 460 px", whole, "onnxruntime", "fp32")]
-    base: dict[str, float] = {}
-    for name, art, backend, precision in runs:
-        out = a.data_root / f"d_{art.name}_{backend}_{precision}.parquet"
-        before = load()
-        sites, n = (data, a.n) if art == a.artefact else (data_whole, a.n_whole)
-        code, wall, peak = run_child(["predict", str(art), str(sites), "--out", str(out), "--overwrite",
-                                      "--backend", backend, "--precision", precision])
-        if code not in (0, 1):
-            raise SystemExit(f"{name} {backend} {precision} exited {code}")
-        rate = json.loads(out.with_suffix(".summary.json").read_text())["sites_per_second"]
-        base.setdefault(name, rate)
-        lines.append(f"| {name} ({n} sites) | {backend} {precision} | {wall:.1f} | {n / wall:.2f} | {rate:.2f} | "
-                     f"{rate / base[name]:.1f} | {peak:.0f} | {before} |")
-        print(lines[-1], flush=True)
+              "| model input | backend | reader threads | wall (s) | sites/s (wall) | sites/s (predict's clock) "
+              "| x torch eager | peak RSS (MiB) | load before |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += predict_rows(a, data, data_whole, whole, int8)
     rows, gflop_site = stages(a.artefact, data)
     lines += ["", "Where one site's time goes (as trained, onnxruntime fp32, in-process, mean of 50 sites):", "",
               "| stage | ms per site |", "|---|---|", *rows, "",

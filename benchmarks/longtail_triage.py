@@ -73,30 +73,23 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def openset_scores(p_tr: dict, t_tr: np.ndarray, p: dict) -> dict[str, np.ndarray]:
+def openset_scores(p_tr: dict, t_tr: np.ndarray, p: dict, mahalanobis: OpenSetTypeRule) -> dict[str, np.ndarray]:
     """Candidate "known type" scores (higher = more like a type seen in training) of sites ``p``.
 
     From the type head: max-softmax over leaves and over each tree level. From the site embedding
-    (the trunk's output, before the heads), against the training split's defects ``t_tr >= 0``:
-    cosine similarity to the nearest leaf prototype (mean of unit embeddings), to the nearest
-    training defect, and minus the Mahalanobis distance to the nearest leaf mean (shared
-    Ledoit-Wolf covariance).
+    (the trunk's output, before the heads, unit length), against the training split's defects
+    ``t_tr >= 0``: cosine similarity to the nearest leaf prototype (mean of unit embeddings), to
+    the nearest training defect, and the library's ``OpenSetTypeRule(score="mahalanobis")`` score.
     """
-    from sklearn.covariance import LedoitWolf
-
     out = {"max-softmax (leaf)": p["types"].max(1)}
     for level, probs in p["levels"].items():
         out[f"max-softmax ({level})"] = probs.max(1)
     keep = t_tr >= 0
     e_tr, t_k, e = _unit(p_tr["embedding"][keep]), t_tr[keep], _unit(p["embedding"])
-    types = np.unique(t_k)
-    protos = _unit(np.stack([e_tr[t_k == t].mean(0) for t in types]))
+    protos = _unit(np.stack([e_tr[t_k == t].mean(0) for t in np.unique(t_k)]))
     out["prototype cosine"] = (e @ protos.T).max(1)
     out["nearest training defect cosine"] = (e @ e_tr.T).max(1)
-    means = np.stack([e_tr[t_k == t].mean(0) for t in types])
-    prec = LedoitWolf().fit(e_tr - means[np.searchsorted(types, t_k)]).precision_
-    d = np.stack([np.einsum("ij,jk,ik->i", e - m, prec, e - m) for m in means], axis=1)
-    out["- Mahalanobis to nearest leaf mean"] = -d.min(1)
+    out["- Mahalanobis to nearest leaf mean (OpenSetTypeRule)"] = mahalanobis.scores(e)
     return out
 
 
@@ -106,7 +99,9 @@ def openset_rows(p_tr: dict, t_tr: np.ndarray, p_cal: dict, cal_known: np.ndarra
     calib split's known-type defects (``rate`` of them given up) the share of test defects flagged."""
     from sklearn.metrics import roc_auc_score
 
-    cal, te = openset_scores(p_tr, t_tr, p_cal), openset_scores(p_tr, t_tr, p_te)
+    rule = OpenSetTypeRule(rejection_rate=rate, score="mahalanobis").fit(
+        _unit(p_cal["embedding"][cal_known]), train_embeddings=_unit(p_tr["embedding"]), train_types=t_tr)
+    cal, te = openset_scores(p_tr, t_tr, p_cal, rule), openset_scores(p_tr, t_tr, p_te, rule)
     rows = []
     for name in cal:
         thr = np.quantile(cal[name][cal_known], rate, method="lower")

@@ -72,3 +72,36 @@ def test_refusals_are_one_line():
         OpenSetTypeRule(score="entropy").fit(np.eye(3))
     with pytest.raises(DecisionError, match="rejection_rate"):
         OpenSetTypeRule(rejection_rate=1.5).fit(np.tile(np.eye(3), (10, 1)))
+
+
+def _clusters(rng: np.random.Generator, centres: np.ndarray, n: int, spread: float = 1.0) -> tuple[np.ndarray, ...]:
+    t = rng.integers(0, len(centres), n)
+    return centres[t] + rng.normal(0, spread, (n, centres.shape[1])), t
+
+
+def test_mahalanobis_flags_embeddings_far_from_every_known_type():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 6, (5, 16))
+    e_tr, t_tr = _clusters(rng, centres, 600)
+    t_tr[:50] = -1  # normal training sites carry no type: ignored
+    calib, _ = _clusters(rng, centres, 1000)
+    known, _ = _clusters(rng, centres, 2000)
+    unknown, _ = _clusters(rng, rng.normal(0, 6, (3, 16)), 500)
+    rule = OpenSetTypeRule(rejection_rate=0.05, score="mahalanobis").fit(calib, train_embeddings=e_tr,
+                                                                          train_types=t_tr)
+    assert rule.means_.shape == (5, 16) and rule.precision_.shape == (16, 16)
+    assert abs(rule.predict(known).mean() - 0.05) < 0.02 and rule.predict(unknown).mean() > 0.95
+    # the score is minus the squared Mahalanobis distance to the nearest type mean
+    from scipy.spatial.distance import mahalanobis
+
+    x = unknown[0]
+    expect = -min(mahalanobis(x, m, rule.precision_) ** 2 for m in rule.means_)
+    assert rule.scores(unknown[:1])[0] == pytest.approx(expect, rel=1e-9)
+    again = estimator_from_dict(rule.to_dict())
+    assert np.array_equal(again.predict(unknown), rule.predict(unknown))
+    with pytest.raises(DecisionError, match="needs train_embeddings and train_types"):
+        OpenSetTypeRule(score="mahalanobis").fit(calib)
+    with pytest.raises(DecisionError, match="width 8, fitted on width 16"):
+        rule.scores(unknown[:, :8])
+    with pytest.raises(InsufficientDataError, match="typed training defects"):
+        OpenSetTypeRule(score="mahalanobis").fit(calib, train_embeddings=e_tr[:60], train_types=-np.ones(60))

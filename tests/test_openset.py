@@ -81,7 +81,7 @@ def _clusters(rng: np.random.Generator, centres: np.ndarray, n: int, spread: flo
 
 def test_mahalanobis_flags_embeddings_far_from_every_known_type():
     rng = np.random.default_rng(1)
-    centres = rng.normal(0, 6, (5, 16))
+    centres = rng.normal(0, 6, (5, 16)) + 20.0  # off the origin: unit scaling keeps the clusters apart
     e_tr, t_tr = _clusters(rng, centres, 600)
     t_tr[:50] = -1  # normal training sites carry no type: ignored
     calib, _ = _clusters(rng, centres, 1000)
@@ -94,7 +94,7 @@ def test_mahalanobis_flags_embeddings_far_from_every_known_type():
     # the score is minus the squared Mahalanobis distance to the nearest type mean
     from scipy.spatial.distance import mahalanobis
 
-    x = unknown[0]
+    x = unknown[0] / np.linalg.norm(unknown[0])  # embeddings are scaled to unit length first
     expect = -min(mahalanobis(x, m, rule.precision_) ** 2 for m in rule.means_)
     assert rule.scores(unknown[:1])[0] == pytest.approx(expect, rel=1e-9)
     again = estimator_from_dict(rule.to_dict())

@@ -45,8 +45,9 @@ def test_graph_equals_the_model_and_onnx_runtime_equals_the_graph(backbone, tmp_
     with torch.no_grad():
         feats = model.encode_views(x[0], x[3], x[1], x[2]).to(torch.float16).float()
         ref = model.forward_features(feats, x[1], x[2], x[3])
-        ab, ty = ADCGraph(model)(*x)
+        ab, ty, emb = ADCGraph(model)(*x)
     assert torch.equal(ab, ref["abnormal_logit"]) and torch.equal(ty, ref["type_logits"])
+    assert torch.equal(emb, ref["embedding"])
     run = onnx_session(export_adc(model, tmp_path / "adc.onnx", 64), threads=1)
     for n_views in (12, 10, 7):  # any number of views and sites through one graph
         sub = tuple(t[:, :n_views] for t in x)

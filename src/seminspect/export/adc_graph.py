@@ -2,7 +2,7 @@
 
     graph = ADCGraph(model)                       # torch module, same numbers as the model
     path = export_adc(model, "adc.onnx", view_size=128)
-    abnormal_logit, type_logits = onnx_session(path)(images, roles, indices, view_mask)
+    abnormal_logit, type_logits, embedding = onnx_session(path)(images, roles, indices, view_mask)
 
 Inputs: ``images (B, V, 1, H, W)`` float32 in [0, 1], ``roles`` and ``indices (B, V)`` int64,
 ``view_mask (B, V)`` bool; batch and view count are dynamic, the view size is fixed at export
@@ -27,7 +27,7 @@ from seminspect.export._onnx import export_onnx
 from seminspect.models.adc import ROLE_PAD, MultiViewADC
 
 INPUTS = ("images", "roles", "indices", "view_mask")
-OUTPUTS = ("abnormal_logit", "type_logits")
+OUTPUTS = ("abnormal_logit", "type_logits", "embedding")  # graphs exported before 2026-12-05 lack "embedding"
 
 
 def _windows(n: int, g: int) -> list[tuple[int, int]]:
@@ -77,10 +77,10 @@ class ADCGraph(nn.Module):
         return feats.reshape(bsz, nv, *feats.shape[1:]).to(torch.float16).to(torch.float32)
 
     def forward(self, images: torch.Tensor, roles: torch.Tensor, indices: torch.Tensor,
-                view_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                view_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.features(images, roles, indices, view_mask)
         out = self.model.forward_features(feats, roles, indices, view_mask)
-        return out["abnormal_logit"], out["type_logits"]
+        return out["abnormal_logit"], out["type_logits"], out["embedding"]
 
 
 def example_inputs(view_size: int, n_sites: int = 2) -> tuple[torch.Tensor, ...]:
@@ -96,6 +96,6 @@ def export_adc(model: MultiViewADC, path: str | Path, view_size: int) -> Path:
     """Export ``model`` as one ONNX graph for ``view_size`` px views (dynamic sites and views)."""
     axes = {"images": {0: "sites", 1: "views"}, "roles": {0: "sites", 1: "views"},
             "indices": {0: "sites", 1: "views"}, "view_mask": {0: "sites", 1: "views"},
-            "abnormal_logit": {0: "sites"}, "type_logits": {0: "sites"}}
+            "abnormal_logit": {0: "sites"}, "type_logits": {0: "sites"}, "embedding": {0: "sites"}}
     return export_onnx(ADCGraph(model).eval(), example_inputs(view_size), path, input_names=INPUTS,
                        output_names=OUTPUTS, dynamic_axes=axes, dynamo=False)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from seminspect.data.prepare import PrepareSample
 from seminspect.data.taxonomy import Taxonomy
-from seminspect.decision import DecisionError, PrecisionThreshold, TriagePolicy
+from seminspect.decision import DecisionError, OpenSetTypeRule, PrecisionThreshold, TriagePolicy
 from seminspect.errors import SeminspectError
 from seminspect.models.adc import MultiViewADC
 from seminspect.models.adc_spec import ImageConfig, ModelConfig, build_adc, make_prepare
@@ -45,6 +45,7 @@ class LoadedArtefact:
     anomaly_path: Path | None = None  # its folder (where its runtime graph is cached)
     anomaly_rule: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    open_set: OpenSetTypeRule | None = None  # "none of the known types" -> review (triage.open_set)
 
     @property
     def model_version(self) -> str:
@@ -136,13 +137,16 @@ def load_artefact(path: str | Path, with_anomaly: bool = True) -> LoadedArtefact
                          "every site goes to review")
         if thresholds.get("precision_threshold"):
             precision = PrecisionThreshold.from_dict(thresholds["precision_threshold"])
+        open_set = OpenSetTypeRule.from_dict(thresholds["open_set"]) if thresholds.get("open_set") else None
+        if thresholds.get("open_set_error"):
+            notes.append(f"{th_path}: no open-set rule for types ({thresholds['open_set_error']})")
     except DecisionError as exc:
         raise ArtefactError(f"{th_path}: {exc}") from None
     if policy is not None and policy.n_types_ not in (0, taxonomy.num_leaves):
         raise ArtefactError(f"{th_path}: the triage policy knows {policy.n_types_} types, taxonomy.yaml has "
                             f"{taxonomy.num_leaves}")
     art = LoadedArtefact(folder, manifest, model, image, model_cfg, tta, taxonomy, thresholds, policy, precision,
-                         notes=notes)
+                         notes=notes, open_set=open_set)
     if with_anomaly and parts.get("anomaly"):
         _attach_anomaly(art, folder / parts["anomaly"], manifest.get("anomaly") or {})
     return art

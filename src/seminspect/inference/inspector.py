@@ -28,7 +28,7 @@ from seminspect.data.prepare import Alignment
 from seminspect.data.sample import Sample
 from seminspect.decision import AUTO_ABNORMAL, AUTO_NORMAL, TriageResult
 from seminspect.inference.artefact import LoadedArtefact, load_artefact
-from seminspect.inference.reasons import route_reasons, type_reasons
+from seminspect.inference.reasons import route_reasons, type_reasons, unknown_types
 from seminspect.inference.runtime import make_runtime, site_inputs
 from seminspect.utils.progress import track
 
@@ -131,6 +131,19 @@ class Inspector:
         return self.artefact.model_version
 
     # ----- the judges ------------------------------------------------------------------------
+    @property
+    def _needs_embedding(self) -> bool:
+        return self.artefact.open_set is not None and self.artefact.open_set.score == "mahalanobis"
+
+    def _embedding(self, p: dict[str, Any]) -> np.ndarray:
+        if "embedding" not in p:
+            from seminspect.inference.runtime import BackendError
+
+            raise BackendError(f"{self.artefact.path}/runtime: the {self.runtime.name} graph predates the site "
+                               "embedding its open-set rule needs; delete the folder's .onnx files to re-export "
+                               "(and re-run `seminspect optimise` for int8)")
+        return np.asarray(p["embedding"], dtype=np.float64)
+
     def _anomaly(self, sample: Sample, alignment: dict[int, Alignment]) -> tuple[float, np.ndarray]:
         res = self.artefact.anomaly.score([sample], alignments=[alignment], progress=False)
         return float(res.scores[0]), res.maps[0]
@@ -161,11 +174,14 @@ class Inspector:
         lv: dict[str, list[np.ndarray]] = {n: [] for n in art.model.level_names}
         an_scores: list[float] = []
         an_maps: list[np.ndarray] = []
+        emb: list[np.ndarray] = []
         for site in sites:
             s, a = site.sample, site.alignment
             p = self.runtime.probabilities(*site.inputs)
             ab.append(p["abnormal"])
             ty.append(p["types"])
+            if self._needs_embedding:
+                emb.append(self._embedding(p))
             for n in lv:
                 lv[n].append(p["levels"][n])
             align.append(a)
@@ -182,9 +198,14 @@ class Inspector:
         levels = {n: (np.concatenate(v) if v else np.zeros((0, 0))) for n, v in lv.items()}
         anomaly = np.asarray(an_scores, dtype=np.float64) if self.has_anomaly else None
         triage = self._route(abnormal, types, anomaly)
+        route_reason, type_reason = route_reasons(art, triage, anomaly), type_reasons(art, triage)
+        if art.open_set is not None and len(abnormal) and art.policy is not None:
+            triage, route_reason, type_reason = unknown_types(
+                art.open_set, triage, np.concatenate(emb) if self._needs_embedding else types, route_reason,
+                type_reason)
         return Inspection(
             sample_ids=ids, abnormal=abnormal, types=types, levels=levels, triage=triage,
-            route_reason=route_reasons(art, triage, anomaly), type_reason=type_reasons(art, triage),
+            route_reason=route_reason, type_reason=type_reason,
             alignments=align, n_views=np.asarray(nviews, dtype=np.int64), model_version=art.model_version,
             anomaly_scores=anomaly, anomaly_maps=an_maps if maps else None, taxonomy_paths=self.paths)
 

@@ -77,3 +77,18 @@ def type_reasons(art: Any, triage: TriageResult) -> list[str]:
             out.append(f"type to review: p({names[best]}) {p:.3f} < the type's calibrated bar "
                        f"{pol.type_thresholds_[best]:.3f} (type precision >= {pol.type_precision:.0%})")
     return out
+
+
+def unknown_types(rule: Any, triage: TriageResult, outputs: np.ndarray, route_reason: list[str],
+                  type_reason: list[str]) -> tuple[TriageResult, list[str], list[str]]:
+    """Auto-abnormal sites that the artefact's open-set rule calls none of the known types go to review,
+    their type undecided, with the rule's score and bar as the reason (``triage.open_set``)."""
+    new, flags = rule.apply(triage, outputs)
+    scores = rule.scores(outputs)
+    route_reason, type_reason = list(route_reason), list(type_reason)
+    for i in np.flatnonzero(flags == "unknown_type"):
+        route_reason[i] = (f"unknown type: open-set score ({rule.score}) {scores[i]:.4g} < {rule.threshold_:.4g}, "
+                           f"the bar that gives up {rule.rejection_rate:.0%} of known-type calibration defects "
+                           f"(p(abnormal) {triage.abnormal_scores[i]:.4f} alone was auto-abnormal)")
+        type_reason[i] = ""
+    return new, route_reason, type_reason

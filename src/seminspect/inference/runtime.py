@@ -110,7 +110,8 @@ class TorchRuntime:
 
 
 class OrtRuntime:
-    """The exported whole-model graph in ONNX Runtime; heads' probabilities as in torch."""
+    """The exported whole-model graph in ONNX Runtime; heads' probabilities (and the site embedding,
+    from graphs that output it) as in torch."""
 
     name = "onnxruntime"
 
@@ -155,17 +156,21 @@ class OrtRuntime:
         """As :func:`~seminspect.models.adc_features.predict_features`: probabilities averaged over the TTA ops."""
         art = self.artefact
         run = self.session(int(images.shape[-2]), int(images.shape[-1]))
-        probs = []
+        probs, embeddings = [], []
         for op in art.tta:
-            ab, ty = run(dihedral(images, op), roles, indices, view_mask)
+            ab, ty, *emb = run(dihedral(images, op), roles, indices, view_mask)  # older graphs: no embedding
             probs.append(art.model.predict_proba({"abnormal_logit": torch.from_numpy(ab),
                                                   "type_logits": torch.from_numpy(ty)}))
+            embeddings += [torch.from_numpy(e) for e in emb]
 
-        def mean(get: Any) -> Any:
-            return (sum(get(p) for p in probs) / len(probs)).numpy()
+        def mean(get: Any, items: list[Any] = probs) -> Any:
+            return (sum(get(p) for p in items) / len(items)).numpy()
 
-        return {"abnormal": mean(lambda p: p["abnormal"]), "types": mean(lambda p: p["types"]),
-                "levels": {n: mean(lambda p, n=n: p["levels"][n]) for n in probs[0]["levels"]}}
+        out = {"abnormal": mean(lambda p: p["abnormal"]), "types": mean(lambda p: p["types"]),
+               "levels": {n: mean(lambda p, n=n: p["levels"][n]) for n in probs[0]["levels"]}}
+        if embeddings:
+            out["embedding"] = mean(lambda e: e, embeddings)
+        return out
 
 
 class OpenVinoRuntime(OrtRuntime):

@@ -268,8 +268,13 @@ def _finish(model: MultiViewADC, cfg: ADCConfig, out: Path, ds: SampleDataset, t
     if calib_ds is not None:
         cfs = features_for(model, calib_ds, cfg, cfg.train.tta, feat_cache, "encoding calib views", log)
         cp = predict_features(model, cfs, cfg.train.tta)
+        train_emb = None
+        if cfg.triage.open_set == "mahalanobis":  # the training defects' embeddings set the type means
+            ops = [op for op in cfg.train.tta if op in train_fs.ops] or None
+            train_emb = (predict_features(model, train_fs, ops)["embedding"], np.where(ab == 1, ti, -1))
         thresholds = calibrate(cp["abnormal"], cfs.is_abnormal.numpy(), cp["types"], cfs.type_index.numpy(),
-                               type_counts, cfg, taxonomy.leaves)
+                               type_counts, cfg, taxonomy.leaves, embeddings=cp["embedding"],
+                               train_embeddings=train_emb)
     thresholds["type_train_counts"] = type_counts.tolist()
     splits = {name: len(s) for name, s in (("train", train_fs), ("val", val_fs)) if s is not None}
     if calib_ds is not None:

@@ -13,18 +13,23 @@ from typing import Any
 
 import numpy as np
 
-from seminspect.decision import PrecisionThreshold, TriagePolicy
+from seminspect.decision import OpenSetTypeRule, PrecisionThreshold, TriagePolicy
 from seminspect.errors import SeminspectError
 from seminspect.training.config import ADCConfig
 
 
 def calibrate(abnormal: np.ndarray, is_abnormal: np.ndarray, type_probs: np.ndarray | None, type_labels: np.ndarray |
               None, type_train_counts: np.ndarray | None, cfg: ADCConfig,
-              cfg_type_names: Sequence[str] | None = None) -> dict[str, Any]:
+              cfg_type_names: Sequence[str] | None = None, embeddings: np.ndarray | None = None,
+              train_embeddings: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Fit the precision threshold and the triage policy on calibration scores (labelled sites only).
 
     Returns ``{"precision_threshold": ..., "triage": ...}``; when the policy cannot be fitted
     (e.g. no labelled defect in the split) ``triage`` is None and ``triage_error`` says why.
+    With ``triage.open_set`` set, also ``open_set`` (an :class:`OpenSetTypeRule`, fitted on the calib
+    defects of types seen in training: their type probabilities, or for ``mahalanobis`` their
+    ``embeddings`` against ``train_embeddings = (embeddings, type indices)`` of the training split),
+    or ``open_set_error``.
     """
     tri = cfg.triage
     labelled = is_abnormal >= 0
@@ -40,7 +45,33 @@ def calibrate(abnormal: np.ndarray, is_abnormal: np.ndarray, type_probs: np.ndar
         result["triage"] = policy.to_dict()
     except SeminspectError as exc:
         result["triage_error"] = str(exc)
+    if tri.open_set is not None:
+        try:
+            result["open_set"] = _open_set(cfg, is_abnormal, type_probs, type_labels, type_train_counts, embeddings,
+                                           train_embeddings).to_dict()
+        except SeminspectError as exc:
+            result["open_set_error"] = str(exc)
     return result
+
+
+def _open_set(cfg: ADCConfig, is_abnormal: np.ndarray, type_probs: np.ndarray | None, type_labels: np.ndarray | None,
+              counts: np.ndarray | None, embeddings: np.ndarray | None,
+              train_embeddings: tuple[np.ndarray, np.ndarray] | None) -> OpenSetTypeRule:
+    tri = cfg.triage
+    if type_labels is None or type_probs is None or counts is None:
+        raise CalibrationError("the open-set rule needs the calib split's types and the training type counts")
+    seen = np.asarray(counts)[np.maximum(type_labels, 0)] > 0
+    known = (is_abnormal == 1) & (type_labels >= 0) & seen
+    rule = OpenSetTypeRule(rejection_rate=tri.open_set_rejection, score=tri.open_set)
+    if tri.open_set == "mahalanobis":
+        if embeddings is None or train_embeddings is None:
+            raise CalibrationError("open_set 'mahalanobis' needs the site embeddings of the calib and train splits")
+        return rule.fit(embeddings[known], train_embeddings=train_embeddings[0], train_types=train_embeddings[1])
+    return rule.fit(type_probs[known])
+
+
+class CalibrationError(SeminspectError):
+    """The calibration split cannot fit what the config asks for."""
 
 
 def make_policy(cfg: ADCConfig) -> TriagePolicy:

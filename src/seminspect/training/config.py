@@ -7,7 +7,7 @@ because inference reads them back from an artefact without importing training.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -102,6 +102,10 @@ class TriageConfig(_Strict):
     confidence: float = Field(0.95, gt=0, lt=1)
     normal_error: float = Field(0.01, gt=0, lt=1)  # auto-normal route: error (missed defects) target
     min_train_samples: int = Field(80, ge=0)
+    # "none of the known types" -> review (decision.OpenSetTypeRule), fitted on the calib split's
+    # defects of trained types, giving up ``open_set_rejection`` of them; None = off
+    open_set: Literal["max_softmax", "mahalanobis"] | None = None
+    open_set_rejection: float = Field(0.05, gt=0, lt=1)
 
 
 class ADCConfig(_Strict):

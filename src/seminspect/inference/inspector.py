@@ -8,10 +8,12 @@ Per site, in this order and each once: the reference of every detector index is 
 target (:meth:`PrepareSample.align`); the ADC judges the prepared views (per dihedral op of the
 artefact's TTA) on its runtime (:mod:`seminspect.inference.runtime`: the whole model as one ONNX
 Runtime graph by default, or torch) and gives p(abnormal), type and tree-level probabilities; the optional
-anomaly model scores the same site with the same alignment; the triage policy routes the site and
-the route's reason is spelled out. Every site is computed on its own (no batch neighbours), so a
-site's numbers do not depend on how the input was chunked: ``evaluate``, ``predict`` and
-``predict --ray`` agree to the last bit on the same machine.
+anomaly model scores the same site with the same alignment; the triage policy routes the site (and
+the artefact's optional open-set rule sends a site of an unknown type to review) and the route's
+reason is spelled out. :meth:`Inspector.prepare_site` (reading-side work, no model) and
+:meth:`Inspector.judge` split the same path for ``predict``'s reader threads. Every site is
+computed on its own (no batch neighbours), so a site's numbers do not depend on how the input was
+chunked: ``evaluate``, ``predict`` and ``predict --ray`` agree to the last bit on the same machine.
 """
 
 from __future__ import annotations

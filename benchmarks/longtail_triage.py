@@ -27,22 +27,18 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from longtail_common import MIN_TRAIN, add_args, prepare  # noqa: E402
 from predict_common import header, load  # noqa: E402
 
-from seminspect.data.dataset import SampleDataset  # noqa: E402
 from seminspect.decision import AUTO_ABNORMAL, AUTO_NORMAL, OpenSetTypeRule, TriagePolicy  # noqa: E402
 from seminspect.training.adc_trainer import (  # noqa: E402
     _stratified_holdout,
     build_model,
-    features_for,
     predict_features,
     train_heads,
 )
-from seminspect.training.config import ADCConfig  # noqa: E402
 from seminspect.training.sampler import class_keys  # noqa: E402
 from seminspect.utils.io import atomic_write_text  # noqa: E402
-
-MIN_TRAIN = 80
 
 
 def band_rows(name: str, res, y: np.ndarray, true_type: np.ndarray, counts: np.ndarray) -> list[dict]:  # noqa: ANN001
@@ -114,57 +110,22 @@ def openset_rows(p_tr: dict, t_tr: np.ndarray, p_cal: dict, cal_known: np.ndarra
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--work", type=Path, required=True, help="feature cache")
-    ap.add_argument("--n", type=int, default=5000)
-    ap.add_argument("--size", type=int, default=160)
-    ap.add_argument("--angles", type=int, default=5, help="detector angles")
-    ap.add_argument("--references", type=int, default=None, help="reference views (default: one per angle)")
-    ap.add_argument("--zooms", type=int, default=0, help="zoom views per site (the main job has 2)")
-    ap.add_argument("--crop-centre", default="image", choices=["image", "difference"])
-    ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--holdout", type=int, default=6)
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, required=True)
+    add_args(ap)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
     lines = header("Triage on the long tail: automation and errors per type-frequency band", sys.argv)
     t_all = time.perf_counter()
-    if not (args.data / "manifest.csv").is_file():
-        from seminspect.data.synth import FabConfig, generate_dataset
-
-        fab = FabConfig(image_size=args.size, n_angles=args.angles, n_references=args.references, n_zooms=args.zooms,
-                        long_tail=True, n_holdout=args.holdout)
-        generate_dataset(args.data, args.n, fab,
-                         abnormal_fraction=0.5, seed=0, workers=args.threads,
-                         splits={"train": 0.45, "calib": 0.35, "test": 0.2})
-    gen_s = time.perf_counter() - t_all
-    ds = SampleDataset(args.data)
+    setup = prepare(args)
+    ds, cfg, fs, counts = setup["ds"], setup["cfg"], setup["fs"], setup["counts"]
+    gen_s, enc_s = setup["generate_s"], setup["encode_s"]
     tax = ds.taxonomy
-    split = np.array(ds.metadata_column("split"))
-    ids = np.array(ds.sample_ids)
-    cfg = ADCConfig(data={"path": str(args.data)},
-                    image={"crop": args.crop, "max_shift": 8, "registration_method": "joint",
-                           "crop_centre": args.crop_centre},
-                    model={"backbone": "mobilenetv2", "pretrained": True, "out_indices": [1, 2, 3], "grid": 4,
-                           "pool": "avgmax", "dim": 128, "fusion": "attention"},
-                    train={"epochs": args.epochs, "batch_size": 32, "lr": 0.003, "patience": 10},
-                    triage={"min_train_samples": MIN_TRAIN}, seed=0, threads=args.threads, output=str(args.work))
     torch.manual_seed(0)
     model = build_model(cfg, tax)
-    t0 = time.perf_counter()
-    fs = {s: features_for(model, ds.subset(ids[split == s].tolist()), cfg, [0], args.work / "cache", s)
-          for s in ("train", "calib", "test")}
-    enc_s = time.perf_counter() - t0
     keys = class_keys(fs["train"].is_abnormal.numpy(), fs["train"].type_index.numpy())
     a, b = _stratified_holdout(keys, cfg.data.val_fraction, cfg.seed)
     t0 = time.perf_counter()
     train_heads(model, fs["train"].subset(a), fs["train"].subset(b), cfg)
     head_s = time.perf_counter() - t0
     p_tr, p_cal, p_te = (predict_features(model, fs[k]) for k in ("train", "calib", "test"))
-    tti = fs["train"].type_index.numpy()
-    counts = np.bincount(tti[tti >= 0], minlength=len(tax.leaves)).astype(np.int64)
     y_cal, t_cal = fs["calib"].is_abnormal.numpy(), fs["calib"].type_index.numpy()
     y_te, t_te = fs["test"].is_abnormal.numpy(), fs["test"].type_index.numpy()
     policy = TriagePolicy(abnormal_precision=0.99, confidence=0.95, min_train_samples=MIN_TRAIN).fit(

@@ -1,0 +1,77 @@
+"""Shared set-up of the long-tail benchmarks (``longtail_triage.py``, ``longtail_study.py``).
+
+The arguments both take, the long-tail fab generated once under ``--data`` (seed 0, splits train
+0.45 / calib 0.35 / test 0.2), the ADC config of the main job's model settings, and the frozen
+backbone's features of every split, cached under ``--work`` by content (a second run reads them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from seminspect.data.dataset import SampleDataset
+from seminspect.training.adc_trainer import build_model, features_for
+from seminspect.training.config import ADCConfig
+
+MIN_TRAIN = 80
+
+
+def add_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True, help="feature cache")
+    ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--size", type=int, default=160)
+    ap.add_argument("--angles", type=int, default=5, help="detector angles")
+    ap.add_argument("--references", type=int, default=None, help="reference views (default: one per angle)")
+    ap.add_argument("--zooms", type=int, default=0, help="zoom views per site (the main job has 2)")
+    ap.add_argument("--crop-centre", default="image", choices=["image", "difference"])
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--holdout", type=int, default=6)
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, required=True)
+
+
+def make_config(args: argparse.Namespace, **loss: float) -> ADCConfig:
+    """The main job's model settings on the long-tail fab (``loss`` overrides the loss section)."""
+    return ADCConfig(data={"path": str(args.data)},
+                     image={"crop": args.crop, "max_shift": 8, "registration_method": "joint",
+                            "crop_centre": args.crop_centre},
+                     model={"backbone": "mobilenetv2", "pretrained": True, "out_indices": [1, 2, 3], "grid": 4,
+                            "pool": "avgmax", "dim": 128, "fusion": "attention"},
+                     loss=loss, train={"epochs": args.epochs, "batch_size": 32, "lr": 0.003, "patience": 10},
+                     triage={"min_train_samples": MIN_TRAIN}, seed=0, threads=args.threads, output=str(args.work))
+
+
+def prepare(args: argparse.Namespace) -> dict[str, Any]:
+    """Generate the fab when absent, encode every split; returns ``ds``, ``cfg``, ``fs`` (per split),
+    ``counts`` (training examples per leaf) and the generation / encoding seconds."""
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    if not (args.data / "manifest.csv").is_file():
+        from seminspect.data.synth import FabConfig, generate_dataset
+
+        fab = FabConfig(image_size=args.size, n_angles=args.angles, n_references=args.references,
+                        n_zooms=args.zooms, long_tail=True, n_holdout=args.holdout)
+        generate_dataset(args.data, args.n, fab, abnormal_fraction=0.5, seed=0, workers=args.threads,
+                         splits={"train": 0.45, "calib": 0.35, "test": 0.2})
+    gen_s = time.perf_counter() - t0
+    ds = SampleDataset(args.data)
+    split = np.array(ds.metadata_column("split"))
+    ids = np.array(ds.sample_ids)
+    cfg = make_config(args)
+    torch.manual_seed(0)
+    model = build_model(cfg, ds.taxonomy)
+    t0 = time.perf_counter()
+    fs = {s: features_for(model, ds.subset(ids[split == s].tolist()), cfg, [0], args.work / "cache", s)
+          for s in ("train", "calib", "test")}
+    tti = fs["train"].type_index.numpy()
+    counts = np.bincount(tti[tti >= 0], minlength=len(ds.taxonomy.leaves)).astype(np.int64)
+    return {"ds": ds, "cfg": cfg, "fs": fs, "counts": counts, "generate_s": gen_s,
+            "encode_s": time.perf_counter() - t0}

@@ -34,6 +34,7 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--holdout", type=int, default=6)
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--backbone", default="mobilenetv2", help="registry name (frozen, ImageNet weights)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
 
@@ -43,7 +44,7 @@ def make_config(args: argparse.Namespace, **loss: float) -> ADCConfig:
     return ADCConfig(data={"path": str(args.data)},
                      image={"crop": args.crop, "max_shift": 8, "registration_method": "joint",
                             "crop_centre": args.crop_centre},
-                     model={"backbone": "mobilenetv2", "pretrained": True, "out_indices": [1, 2, 3], "grid": 4,
+                     model={"backbone": args.backbone, "pretrained": True, "out_indices": [1, 2, 3], "grid": 4,
                             "pool": "avgmax", "dim": 128, "fusion": "attention"},
                      loss=loss, train={"epochs": args.epochs, "batch_size": 32, "lr": 0.003, "patience": 10},
                      triage={"min_train_samples": MIN_TRAIN}, seed=0, threads=args.threads, output=str(args.work))

@@ -1,5 +1,6 @@
 """The user's hierarchical-classification study on the long-tail fab (issue [long-tail] item 2), in part:
-flat vs hierarchical type loss on the main job's model (frozen MobileNetV2, cached features).
+flat vs hierarchical type loss on the main job's model (frozen ``--backbone``, MobileNetV2 by default,
+cached features).
 
     python benchmarks/longtail_study.py --data /tmp/longtail_fab --work /tmp/longtail_work \
         --size 460 --zooms 2 --crop-centre difference --seeds 3 --out benchmarks/results/longtail_study.md
@@ -75,7 +76,8 @@ def main() -> None:
             results[name].append(scores(model, fs["test"], tax, counts))
             print(name, seed, results[name][-1], flush=True)
     cols = list(results["flat"][0])
-    lines += [f"- data: `{args.data}`, {len(ds)} sites, {len(tax.leaves)} leaf types, tree levels "
+    lines += [f"- backbone: {args.backbone} (frozen, ImageNet weights)",
+              f"- data: `{args.data}`, {len(ds)} sites, {len(tax.leaves)} leaf types, tree levels "
               f"{' / '.join(tax.levels)}; {int((counts > 0).sum())} types seen in training; seeds 0-{args.seeds - 1}",
               f"- whole run {time.perf_counter() - t_all:.0f} s (features from the cache: {setup['encode_s']:.0f} s); "
               f"load average at the end {load()}", "",

@@ -88,7 +88,7 @@ def _check_rows(rows: list[dict], lines: list[int], mpath: Path) -> tuple[str, s
         where = f"{mpath}: row {line}"
         if not row["path"].strip():
             return where, "path is empty"
-        if not re.fullmatch(r"\d+", str(row["index"])):  # str: a site's rows may be loaded twice
+        if not re.fullmatch(r"\d+", row["index"]):
             return where, f"index {row['index']!r} is not a whole number >= 0"
         if int(row["index"]) >= MAX_VIEWS_PER_ROLE:
             return where, f"index {row['index']} is outside 0..{MAX_VIEWS_PER_ROLE - 1}"
@@ -96,8 +96,7 @@ def _check_rows(rows: list[dict], lines: list[int], mpath: Path) -> tuple[str, s
             Role.parse(row["role"])
         except ValueError:
             return where, f"role {row['role']!r} is not one of target/reference/zoom"
-        row["index"] = int(row["index"])
-    return None
+    return None  # the rows are left as read: a site's rows may be loaded twice (a Ray retry)
 
 
 def _load(root: Path, mpath: Path, ordinal: int, sid: str, rows: list[dict], lines: list[int]) -> Site:

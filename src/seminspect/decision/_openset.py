@@ -6,9 +6,8 @@ type it never saw. :class:`OpenSetTypeRule` scores each site by the max-softmax 
 (``score="energy"``, input: logits) or by minus the Mahalanobis distance of the site embedding,
 scaled to unit length, to the nearest known type's mean (``score="mahalanobis"``, input:
 embeddings; the means and a shared Ledoit-Wolf covariance come from the training defects given
-to ``fit``; on the long-tail
-fab it separates unseen types with AUROC 0.734 against 0.615 for max-softmax,
-``benchmarks/results/longtail_triage.md``); higher = more like a known type. ``fit`` takes the
+to ``fit``; on the long-tail fab it separates unseen types with AUROC 0.734 against 0.615 for
+max-softmax, ``benchmarks/results/longtail_triage.md``); higher = more like a known type. ``fit`` takes the
 scores of *held-out known-type* defects (calibration split, types seen in training) and sets
 the threshold at their ``rejection_rate`` quantile, so about that share of known-type defects
 is rejected (the stated cost); the fitted share is reported as ``known_rejection_rate_``.

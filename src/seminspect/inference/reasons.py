@@ -84,10 +84,11 @@ def unknown_types(rule: Any, triage: TriageResult, outputs: np.ndarray, route_re
     """Auto-abnormal sites that the artefact's open-set rule calls none of the known types go to review,
     their type undecided, with the rule's score and bar as the reason (``triage.open_set``)."""
     new, flags = rule.apply(triage, outputs)
-    scores = rule.scores(outputs)
     route_reason, type_reason = list(route_reason), list(type_reason)
-    for i in np.flatnonzero(flags == "unknown_type"):
-        route_reason[i] = (f"unknown type: open-set score ({rule.score}) {scores[i]:.4g} < {rule.threshold_:.4g}, "
+    flagged = np.flatnonzero(flags == "unknown_type")
+    scores = rule.scores(np.asarray(outputs)[flagged]) if flagged.size else []  # flagged sites only
+    for i, score in zip(flagged, scores, strict=True):
+        route_reason[i] = (f"unknown type: open-set score ({rule.score}) {score:.4g} < {rule.threshold_:.4g}, "
                            f"the bar that gives up {rule.rejection_rate:.0%} of known-type calibration defects "
                            f"(p(abnormal) {triage.abnormal_scores[i]:.4f} alone was auto-abnormal)")
         type_reason[i] = ""

@@ -4,8 +4,8 @@
 pattern (:mod:`.defects_pattern`) and surface (:mod:`.defects`) injectors: a clipped window
 around a point (``site_window``), a spherical-cap bump (``add_dome``), material / yield edits
 (``add_material``), a soft irregular blob (``soft_blob``), a free spot away from the pattern
-(``free_spot``), and grooves (``groove``) along a wiggling path (``wiggle_path``). Edits a ``DieState`` in place;
-touches nothing else.
+(``free_spot``), and grooves (``groove``) along a wiggling path (``wiggle_path``). Edits a
+``DieState`` in place; touches nothing else.
 """
 
 from __future__ import annotations
@@ -112,9 +112,9 @@ def groove(die: DieState, points: np.ndarray, half_width: float, depth: float, l
     seed[iy, ix] = False
     d = ndimage.distance_transform_edt(seed).astype(np.float32)
     hw = np.float32(max(half_width, 0.5))
-    groove = np.clip(1.0 - (d / hw) ** 2, 0.0, 1.0)
+    cut = np.clip(1.0 - (d / hw) ** 2, 0.0, 1.0)
     rim = np.exp(-((d - hw * 1.6) ** 2) / (2 * hw * hw)) * np.float32(lip)
-    die.extra_height[y0:y1, x0:x1] += np.float32(depth) * (rim - groove)
+    die.extra_height[y0:y1, x0:x1] += np.float32(depth) * (rim - cut)
 
 
 def wiggle_path(rng: np.random.Generator, cy: float, cx: float, length: float, angle: float,

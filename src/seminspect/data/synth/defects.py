@@ -9,7 +9,6 @@ detector sees. ``strength`` in [0, 1] sets size and contrast; 0 is at the noise 
 particle, a 1 px width change, a residue 0.5 nm thick).
 """
 
-
 from __future__ import annotations
 
 import numpy as np

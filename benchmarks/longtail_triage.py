@@ -85,7 +85,7 @@ def openset_scores(p_tr: dict, t_tr: np.ndarray, p: dict, mahalanobis: OpenSetTy
     protos = _unit(np.stack([e_tr[t_k == t].mean(0) for t in np.unique(t_k)]))
     out["prototype cosine"] = (e @ protos.T).max(1)
     out["nearest training defect cosine"] = (e @ e_tr.T).max(1)
-    out["- Mahalanobis to nearest leaf mean (OpenSetTypeRule)"] = mahalanobis.scores(e)
+    out["- Mahalanobis to nearest leaf mean (OpenSetTypeRule)"] = mahalanobis.scores(p["embedding"])
     return out
 
 
@@ -96,7 +96,7 @@ def openset_rows(p_tr: dict, t_tr: np.ndarray, p_cal: dict, cal_known: np.ndarra
     from sklearn.metrics import roc_auc_score
 
     rule = OpenSetTypeRule(rejection_rate=rate, score="mahalanobis").fit(
-        _unit(p_cal["embedding"][cal_known]), train_embeddings=_unit(p_tr["embedding"]), train_types=t_tr)
+        p_cal["embedding"][cal_known], train_embeddings=p_tr["embedding"], train_types=t_tr)  # it scales to unit
     cal, te = openset_scores(p_tr, t_tr, p_cal, rule), openset_scores(p_tr, t_tr, p_te, rule)
     rows = []
     for name in cal:

@@ -163,13 +163,13 @@ class OrtRuntime:
                                                   "type_logits": torch.from_numpy(ty)}))
             embeddings += [torch.from_numpy(e) for e in emb]
 
-        def mean(get: Any, items: list[Any] = probs) -> Any:
-            return (sum(get(p) for p in items) / len(items)).numpy()
+        def mean(get: Any) -> Any:
+            return (sum(get(p) for p in probs) / len(probs)).numpy()
 
         out = {"abnormal": mean(lambda p: p["abnormal"]), "types": mean(lambda p: p["types"]),
                "levels": {n: mean(lambda p, n=n: p["levels"][n]) for n in probs[0]["levels"]}}
         if embeddings:
-            out["embedding"] = mean(lambda e: e, embeddings)
+            out["embedding"] = (sum(embeddings) / len(embeddings)).numpy()
         return out
 
 

@@ -134,6 +134,61 @@ def test_missing_reference_uses_learned_embedding():
     assert with_ref["abnormal_logit"].shape == (1,)
 
 
+
+def test_independent_level_features_give_each_type_head_its_own_trunk():
+    rng = np.random.default_rng(3)
+    batch = collate([make_sample(1, rng, n_angles=2), make_sample(3, rng, n_angles=2, n_zooms=1)], TAX)
+    shared = tiny_model().eval()
+    out = shared(batch)
+    assert not hasattr(shared, "level_trunks")  # shared: every head reads the one embedding
+    torch.testing.assert_close(shared.type_head(out["embedding"]), out["type_logits"])
+    torch.testing.assert_close(shared.abnormal_head(out["embedding"]).squeeze(1), out["abnormal_logit"])
+    model = tiny_model(level_features="independent").eval()
+    assert len(model.level_trunks) == 2  # leaf types + the family level of the deeppcb tree
+    before = model(batch)
+    assert before["type_logits"].shape == (2, 6) and before["level_logits"]["family"].shape == (2, 2)
+    with torch.no_grad():  # the family head's own trunk moves the family logits only
+        model.level_trunks[1][0].bias.add_(1.0)
+    after = model(batch)
+    assert not torch.allclose(after["level_logits"]["family"], before["level_logits"]["family"])
+    torch.testing.assert_close(after["type_logits"], before["type_logits"])
+    torch.testing.assert_close(after["abnormal_logit"], before["abnormal_logit"])
+    with torch.no_grad():  # and the leaf trunk moves the type logits and the embedding, not the abnormal logit
+        model.level_trunks[0][0].bias.add_(1.0)
+    moved = model(batch)
+    assert not torch.allclose(moved["type_logits"], after["type_logits"])
+    assert not torch.allclose(moved["embedding"], after["embedding"])
+    torch.testing.assert_close(moved["abnormal_logit"], after["abnormal_logit"])
+    with pytest.raises(ValueError, match="level_features"):
+        tiny_model(level_features="separate")
+
+
+def test_cbam_gates_the_grid_and_keeps_padding_inert():
+    from seminspect.models.cbam import GridCBAM
+
+    torch.manual_seed(0)
+    cbam = GridCBAM(16)
+    h = torch.randn(2, 3, 4, 4, 16)
+    g = cbam(h)
+    assert g.shape == h.shape
+    ratio = g / h  # every cell and channel scaled by a product of two sigmoids
+    assert bool(((ratio > 0) & (ratio < 1)).all())
+    with pytest.raises(ValueError, match="odd"):
+        GridCBAM(16, kernel=4)
+    rng = np.random.default_rng(4)
+    model = tiny_model(attention="cbam").eval()
+    batch = collate([make_sample(1, rng, n_angles=1), make_sample(3, rng, n_angles=3)], TAX)
+    out = model(batch)
+    images = batch.images.clone()
+    images[~batch.view_mask] = torch.rand_like(images[~batch.view_mask])
+    torch.testing.assert_close(model(images, batch.roles, batch.indices, batch.view_mask)["type_logits"],
+                               out["type_logits"])
+    with torch.no_grad():
+        model.cbam.spatial.bias.add_(2.0)
+    assert not torch.allclose(model(batch)["type_logits"], out["type_logits"])
+    with pytest.raises(ValueError, match="attention"):
+        tiny_model(attention="se")
+
 # ----- losses against hand-computed values -----------------------------------------------------------
 def test_focal_loss_hand_computed():
     logits = torch.tensor([0.0, 2.0, -1.0])

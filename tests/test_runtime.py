@@ -57,6 +57,20 @@ def test_graph_equals_the_model_and_onnx_runtime_equals_the_graph(backbone, tmp_
         assert max(float(np.abs(a - b).max()) for a, b in zip(want, got, strict=True)) < 1e-3
 
 
+def test_graph_parity_with_independent_level_features_and_cbam(tmp_path):
+    torch.manual_seed(0)
+    model = MultiViewADC("tiny", pretrained=False, taxonomy=Taxonomy.builtin("sem_default"), grid=4, dim=32,
+                         level_features="independent", attention="cbam").eval()
+    x = _inputs(64)
+    with torch.no_grad():
+        ref = model.forward_features(model.encode_views(x[0], x[3], x[1], x[2]).to(torch.float16).float(),
+                                     x[1], x[2], x[3])
+        want = [t.numpy() for t in ADCGraph(model)(*x)]
+    np.testing.assert_array_equal(want[1], ref["type_logits"].numpy())
+    got = onnx_session(export_adc(model, tmp_path / "adc.onnx", 64), threads=1)(*x)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(want, got, strict=True)) < 1e-3
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from seminspect.workflow import train_and_evaluate

@@ -100,6 +100,9 @@ def test_fit_heads_overrides_and_cross_validation_learns(feats):
     cfg = _cfg(root)
     model, _ = fit_heads(cfg, TAX, fs.subset(range(8)), None, fusion="gru", hard_mining=True, epochs=1)
     assert model.fusion == "gru"
+    model, _ = fit_heads(cfg, TAX, fs.subset(range(8)), None, level_features="independent", attention="cbam",
+                         epochs=1)
+    assert model.level_features == "independent" and model.cbam is not None
     with pytest.raises(ValueError):
         fit_heads(cfg, TAX, fs, None, no_such_option=1)
     cv = cross_validate(cfg, TAX, fs, k=3, seed=0)

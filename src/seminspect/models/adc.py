@@ -4,14 +4,16 @@ Data flow for one batch (shapes, ``B`` samples, ``V`` view slots, ``g`` the pool
 
     images (B, V, 1, H, W) --[backbone, real views only]--> per-scale maps
         --[adaptive avg-pool each scale to g x g, concat channels]--> view features (B, V, C, g, g)
-        --[1x1 projection]--> (B, V, D, g, g)
+        --[per-cell linear projection]--> (B, V, g, g, D)
     per target slot: pooled (target map - reference map of the same index), taken at full map
         resolution before pooling (learned "no reference" map if absent)
     per target slot:   [ target , target - reference ]
-        --[3x3 conv, GELU, 1x1 conv]--> avg+max pool --> angle token (B, V, D)
+        --[per-cell MLP, optional CBAM]--> avg+max pool --> angle token (B, V, D)
     angles --[fusion: mean | attention | gru, masked by view_mask]--> (B, D)
     zooms  --[pool, masked mean; learned "no zoom" vector when absent]--> (B, D)
-    [angles, zooms] --> MLP --> abnormal_logit (B,), type_logits (B, L), level_logits {level: (B, n)}
+    [angles, zooms] --> trunk MLP --> abnormal_logit (B,)
+                    --> trunk MLP (shared) or one MLP per head (independent level features)
+                        --> type_logits (B, L), level_logits {level: (B, n)}
 
 The pooled view features (``encode``) are all that depends on the backbone: with a frozen
 backbone they can be computed once and cached (:mod:`seminspect.training.feature_cache`), and
@@ -34,9 +36,12 @@ from torch import nn
 from seminspect.data.batch import reference_slots
 from seminspect.data.sample import PAD_ROLE, Role
 from seminspect.data.taxonomy import Taxonomy
+from seminspect.models.cbam import GridCBAM
 
 ROLE_TARGET, ROLE_REFERENCE, ROLE_ZOOM, ROLE_PAD = Role.TARGET.code, Role.REFERENCE.code, Role.ZOOM.code, PAD_ROLE
 FUSIONS = ("mean", "attention", "gru")
+LEVEL_FEATURES = ("shared", "independent")
+ATTENTIONS = ("none", "cbam")
 MAX_INDEX = 16  # detector / angle indices are clamped into an embedding of this size
 
 
@@ -106,6 +111,11 @@ class MultiViewADC(nn.Module):
         backbone: a ready module (overrides ``backbone_name``; used by tests).
         weights_path: user weights file for the backbone.
         dropout: dropout before the heads.
+        level_features: ``shared``: the type and level heads read the trunk that the abnormal head
+            reads; ``independent``: the leaf-type head and each level head read their own trunk
+            (the user's study: independent per-level features beat shared ones).
+        attention: ``cbam``: channel and spatial attention (:class:`GridCBAM`) on each view's
+            die-compared grid before it is pooled; ``none``.
     """
 
     def __init__(
@@ -122,8 +132,15 @@ class MultiViewADC(nn.Module):
         weights_path: str | None = None,
         dropout: float = 0.1,
         pool: str = "avgmax",
+        level_features: str = "shared",
+        attention: str = "none",
     ) -> None:
         super().__init__()
+        if level_features not in LEVEL_FEATURES:
+            raise ValueError(f"unknown level_features {level_features!r}; use one of {LEVEL_FEATURES}")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"unknown attention {attention!r}; use one of {ATTENTIONS}")
+        self.level_features = level_features
         if pool not in ("avg", "max", "avgmax"):
             raise ValueError(f"unknown grid pooling {pool!r}; use avg, max or avgmax")
         self.pool = pool
@@ -163,6 +180,7 @@ class MultiViewADC(nn.Module):
         self.proj_diff = nn.Linear(self.diff_channels, d)
         self.no_reference = nn.Parameter(torch.zeros(d))
         self.pair = nn.Sequential(nn.Linear(2 * d, d), nn.LayerNorm(d), nn.GELU(), nn.Linear(d, d))
+        self.cbam = GridCBAM(d) if attention == "cbam" else None
         self.angle_out = nn.Sequential(nn.Linear(2 * d, d), nn.GELU())
         self.index_embed = nn.Embedding(MAX_INDEX, d)
         if fusion == "attention":
@@ -174,6 +192,10 @@ class MultiViewADC(nn.Module):
         self.zoom_out = nn.Sequential(nn.Linear(2 * d, d), nn.GELU())
         self.no_zoom = nn.Parameter(torch.zeros(d))
         self.trunk = nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Dropout(dropout))
+        if level_features == "independent":  # one trunk per type-level head: leaf types, then each level
+            self.level_trunks = nn.ModuleList([
+                nn.Sequential(nn.Linear(2 * d, d), nn.GELU(), nn.Dropout(dropout))
+                for _ in range(1 + len(level_sizes))])
         self.abnormal_head = nn.Linear(d, 1)
         self.type_head = nn.Linear(d, self.num_types)
         self.level_heads = nn.ModuleList([nn.Linear(d, n) for n in level_sizes])
@@ -273,6 +295,8 @@ class MultiViewADC(nn.Module):
         has_ref = reference_slots(roles, indices) >= 0  # (B, V): a same-index reference is present
         diff = torch.where(has_ref[:, :, None, None, None], dp, self.no_reference.expand_as(dp))
         h = self.pair(torch.cat([p, diff], dim=-1))  # (B, V, g, g, D)
+        if self.cbam is not None:
+            h = self.cbam(h)
         pooled = torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=-1)  # (B, V, 2D)
         idx = indices.clamp(0, MAX_INDEX - 1)
         tokens = self.angle_out(pooled) + self.index_embed(idx)  # (B, V, D)
@@ -285,12 +309,18 @@ class MultiViewADC(nn.Module):
         has_zoom = is_zoom.any(1, keepdim=True)
         zoom = torch.where(has_zoom, _masked_mean(ztok, is_zoom), self.no_zoom.expand(bsz, -1))
 
-        emb = self.trunk(torch.cat([angles, zoom], dim=1))
+        fused = torch.cat([angles, zoom], dim=1)
+        emb = self.trunk(fused)
+        if self.level_features == "independent":
+            type_emb, *level_embs = (t(fused) for t in self.level_trunks)
+        else:
+            type_emb, level_embs = emb, [emb] * len(self.level_heads)
         return {
             "abnormal_logit": self.abnormal_head(emb).squeeze(1),
-            "type_logits": self.type_head(emb),
-            "level_logits": {name: head(emb) for name, head in zip(self.level_names, self.level_heads, strict=True)},
-            "embedding": emb,
+            "type_logits": self.type_head(type_emb),
+            "level_logits": {name: head(e) for name, head, e in
+                             zip(self.level_names, self.level_heads, level_embs, strict=True)},
+            "embedding": type_emb,  # what the leaf-type head reads (open-set rules use it)
         }
 
     def _fuse(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,10 @@ class ModelConfig(_Strict):
     dim: int = Field(128, gt=0)
     fusion: Literal["mean", "attention", "gru"] = "attention"
     dropout: float = Field(0.1, ge=0, lt=1)
+    # shared: one trunk under every head; independent: the type head and each tree level's head
+    # read their own trunk (the abnormal head keeps the shared one)
+    level_features: Literal["shared", "independent"] = "shared"
+    attention: Literal["none", "cbam"] = "none"  # CBAM on each view's die-compared grid
 
 
 def build_adc(m: ModelConfig, taxonomy: Taxonomy, pretrained: bool | None = None) -> MultiViewADC:
@@ -59,7 +63,7 @@ def build_adc(m: ModelConfig, taxonomy: Taxonomy, pretrained: bool | None = None
     return MultiViewADC(
         backbone_name=m.backbone, pretrained=m.pretrained if pretrained is None else pretrained, taxonomy=taxonomy,
         out_indices=m.out_indices, grid=m.grid, dim=m.dim, fusion=m.fusion, weights_path=m.weights_path,
-        dropout=m.dropout, pool=m.pool,
+        dropout=m.dropout, pool=m.pool, level_features=m.level_features, attention=m.attention,
     )
 
 

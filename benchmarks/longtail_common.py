@@ -1,8 +1,10 @@
 """Shared set-up of the long-tail benchmarks (``longtail_triage.py``, ``longtail_study.py``).
 
-The arguments both take, the long-tail fab generated once under ``--data`` (seed 0, splits train
-0.45 / calib 0.35 / test 0.2), the ADC config of the main job's model settings, and the frozen
-backbone's features of every split, cached under ``--work`` by content (a second run reads them).
+The arguments both take, the virtual fab generated once under ``--data`` when absent (seed 0,
+splits train 0.45 / calib 0.35 / test 0.2; ``--fab long_tail`` or ``balanced``; any dataset with
+``train`` / ``calib`` / ``test`` splits, such as imported DeepPCB patches, works too), the ADC
+config of the main job's model settings, and the frozen backbone's features of every split,
+cached under ``--work`` by content (a second run reads them).
 """
 
 from __future__ import annotations
@@ -26,26 +28,29 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--work", type=Path, required=True, help="feature cache")
     ap.add_argument("--n", type=int, default=5000)
+    ap.add_argument("--fab", default="long_tail", choices=["long_tail", "balanced"],
+                    help="the virtual fab generated when --data holds no dataset")
     ap.add_argument("--size", type=int, default=160)
     ap.add_argument("--angles", type=int, default=5, help="detector angles")
     ap.add_argument("--references", type=int, default=None, help="reference views (default: one per angle)")
     ap.add_argument("--zooms", type=int, default=0, help="zoom views per site (the main job has 2)")
     ap.add_argument("--crop-centre", default="image", choices=["image", "difference"])
-    ap.add_argument("--crop", type=int, default=128)
-    ap.add_argument("--holdout", type=int, default=6)
+    ap.add_argument("--crop", type=int, default=128, help="centre crop at native resolution; 0 = whole views")
+    ap.add_argument("--holdout", type=int, default=6, help="long-tail fab: leaf types kept out of training")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--backbone", default="mobilenetv2", help="registry name (frozen, ImageNet weights)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
 
 
-def make_config(args: argparse.Namespace, **loss: float) -> ADCConfig:
-    """The main job's model settings on the long-tail fab (``loss`` overrides the loss section)."""
+def make_config(args: argparse.Namespace, model: dict[str, Any] | None = None, **loss: float) -> ADCConfig:
+    """The main job's model settings on the long-tail fab (``model`` overrides fields of the model
+    section that act after the cached features, ``loss`` the loss section)."""
     return ADCConfig(data={"path": str(args.data)},
-                     image={"crop": args.crop, "max_shift": 8, "registration_method": "joint",
+                     image={"crop": args.crop or None, "max_shift": 8, "registration_method": "joint",
                             "crop_centre": args.crop_centre},
                      model={"backbone": args.backbone, "pretrained": True, "out_indices": [1, 2, 3], "grid": 4,
-                            "pool": "avgmax", "dim": 128, "fusion": "attention"},
+                            "pool": "avgmax", "dim": 128, "fusion": "attention", **(model or {})},
                      loss=loss, train={"epochs": args.epochs, "batch_size": 32, "lr": 0.003, "patience": 10},
                      triage={"min_train_samples": MIN_TRAIN}, seed=0, threads=args.threads, output=str(args.work))
 
@@ -58,8 +63,9 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     if not (args.data / "manifest.csv").is_file():
         from seminspect.data.synth import FabConfig, generate_dataset
 
+        tail = {"long_tail": True, "n_holdout": args.holdout} if args.fab == "long_tail" else {}
         fab = FabConfig(image_size=args.size, n_angles=args.angles, n_references=args.references,
-                        n_zooms=args.zooms, long_tail=True, n_holdout=args.holdout)
+                        n_zooms=args.zooms, **tail)
         generate_dataset(args.data, args.n, fab, abnormal_fraction=0.5, seed=0, workers=args.threads,
                          splits={"train": 0.45, "calib": 0.35, "test": 0.2})
     gen_s = time.perf_counter() - t0

@@ -1,17 +1,23 @@
-"""The user's hierarchical-classification study on the long-tail fab (issue [long-tail] item 2), in part:
-flat vs hierarchical type loss on the main job's model (frozen ``--backbone``, MobileNetV2 by default,
-cached features).
+"""The user's hierarchical-classification study (issue [long-tail] item 2): flat vs hierarchical type
+loss, shared vs independent per-level features, with and without CBAM, on the main job's model
+(frozen ``--backbone``, MobileNetV2 by default, cached features).
 
     python benchmarks/longtail_study.py --data /tmp/longtail_fab --work /tmp/longtail_work \
         --size 460 --zooms 2 --crop-centre difference --seeds 3 --out benchmarks/results/longtail_study.md
+    # the balanced fab (generated when absent) and imported DeepPCB patches (whole 96 px patches):
+    python benchmarks/longtail_study.py --fab balanced --data /tmp/balanced_fab --work /tmp/balanced_work ...
+    python benchmarks/longtail_study.py --data /tmp/adc/deeppcb --work /tmp/deeppcb_work --crop 0 ...
 
 The same fab, split and cached features as ``longtail_triage.py`` (``longtail_common``). Each row
 trains the heads from the same initial weights per seed: *hierarchical* = the default loss (leaf
 loss + per-level heads ``w_hier`` + leaf/level ``consistency``), *flat* = leaf loss only
-(``w_hier 0, consistency 0``). Read on the test split's defects of types seen in training: leaf
-top-1/3/5, macro-F1 over those types, accuracy at each tree level (the level of the leaf argmax),
-and the abnormal-vs-normal AUROC of all test sites. Nothing is chosen on the test split (the
-heads stop on the training split's own held-out part, as in ``seminspect train``).
+(``w_hier 0, consistency 0``); *shared* = every head on one trunk, *independent* = the leaf head
+and each level head on their own trunk (``model.level_features``); *CBAM* = channel and spatial
+attention on each view's die-compared grid (``model.attention``). Read on the test split's
+defects of types seen in training: leaf top-1 to top-5, macro-F1 over those types, accuracy at
+each tree level (the level of the leaf argmax), and the abnormal-vs-normal AUROC of all test
+sites. Nothing is chosen on the test split (the heads stop on the training split's own held-out
+part, as in ``seminspect train``).
 """
 
 from __future__ import annotations
@@ -34,7 +40,16 @@ from seminspect.training.adc_trainer import _stratified_holdout, build_model, pr
 from seminspect.training.sampler import class_keys  # noqa: E402
 from seminspect.utils.io import atomic_write_text  # noqa: E402
 
-VARIANTS = {"flat": {"w_hier": 0.0, "consistency": 0.0}, "hierarchical": {}}
+FLAT = {"w_hier": 0.0, "consistency": 0.0}
+INDEPENDENT, CBAM = {"level_features": "independent"}, {"attention": "cbam"}
+VARIANTS: dict[str, tuple[dict[str, float], dict[str, str]]] = {  # name: (loss section, model section)
+    "flat": (FLAT, {}),
+    "hierarchical shared": ({}, {}),
+    "hierarchical independent": ({}, INDEPENDENT),
+    "flat + CBAM": (FLAT, CBAM),
+    "hierarchical shared + CBAM": ({}, CBAM),
+    "hierarchical independent + CBAM": ({}, {**INDEPENDENT, **CBAM}),
+}
 
 
 def scores(model, fs, tax, counts: np.ndarray) -> dict[str, float]:  # noqa: ANN001
@@ -45,7 +60,7 @@ def scores(model, fs, tax, counts: np.ndarray) -> dict[str, float]:  # noqa: ANN
     order = np.argsort(-p["types"][seen], axis=1)
     truth = t[seen]
     out = {f"top-{k}": float(np.mean([tt in row[:k] for tt, row in zip(truth, order, strict=True)]))
-           for k in (1, 3, 5)}
+           for k in range(1, 6)}
     out["macro-F1 (seen types)"] = float(f1_score(truth, order[:, 0], labels=np.unique(truth), average="macro"))
     for level in tax.levels[:-1]:
         up = tax.leaf_to_level(level)
@@ -58,31 +73,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_args(ap)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated rows to train")
     args = ap.parse_args()
-    lines = header("Long-tail study: flat vs hierarchical type loss", sys.argv)
+    chosen = [v.strip() for v in args.variants.split(",")]
+    if unknown := sorted(set(chosen) - set(VARIANTS)):
+        ap.error(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    lines = header("Hierarchical-classification study: loss, per-level features, CBAM", sys.argv)
     t_all = time.perf_counter()
     setup = prepare(args)
     ds, fs, counts = setup["ds"], setup["fs"], setup["counts"]
     tax = ds.taxonomy
     keys = class_keys(fs["train"].is_abnormal.numpy(), fs["train"].type_index.numpy())
-    results: dict[str, list[dict[str, float]]] = {v: [] for v in VARIANTS}
+    results: dict[str, list[dict[str, float]]] = {v: [] for v in chosen}
     for seed in range(args.seeds):
-        for name, loss in VARIANTS.items():
-            cfg = make_config(args, **loss).model_copy(update={"seed": seed})
+        for name in chosen:
+            loss, model_opts = VARIANTS[name]
+            cfg = make_config(args, model_opts, **loss).model_copy(update={"seed": seed})
             a, b = _stratified_holdout(keys, cfg.data.val_fraction, seed)
             torch.manual_seed(seed)
             model = build_model(cfg, tax)
             train_heads(model, fs["train"].subset(a), fs["train"].subset(b), cfg)
             results[name].append(scores(model, fs["test"], tax, counts))
             print(name, seed, results[name][-1], flush=True)
-    cols = list(results["flat"][0])
+    cols = list(results[chosen[0]][0])
     lines += [f"- backbone: {args.backbone} (frozen, ImageNet weights)",
               f"- data: `{args.data}`, {len(ds)} sites, {len(tax.leaves)} leaf types, tree levels "
               f"{' / '.join(tax.levels)}; {int((counts > 0).sum())} types seen in training; seeds 0-{args.seeds - 1}",
               f"- whole run {time.perf_counter() - t_all:.0f} s (features from the cache: {setup['encode_s']:.0f} s); "
               f"load average at the end {load()}", "",
               "Mean over seeds (min-max in brackets), test defects of seen types:", "",
-              "| loss | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+              "| heads | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     for name, runs in results.items():
         cells = [f"{np.mean([r[c] for r in runs]):.3f} [{min(r[c] for r in runs):.3f}-{max(r[c] for r in runs):.3f}]"
                  for c in cols]

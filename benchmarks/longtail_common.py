@@ -39,6 +39,8 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--holdout", type=int, default=6, help="long-tail fab: leaf types kept out of training")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--backbone", default="mobilenetv2", help="registry name (frozen, ImageNet weights)")
+    ap.add_argument("--scratch-epochs", type=int, default=0,
+                    help="> 0: the backbone starts from random weights and trains on images this many epochs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
 
@@ -49,10 +51,19 @@ def make_config(args: argparse.Namespace, model: dict[str, Any] | None = None, *
     return ADCConfig(data={"path": str(args.data)},
                      image={"crop": args.crop or None, "max_shift": 8, "registration_method": "joint",
                             "crop_centre": args.crop_centre},
-                     model={"backbone": args.backbone, "pretrained": True, "out_indices": [1, 2, 3], "grid": 4,
-                            "pool": "avgmax", "dim": 128, "fusion": "attention", **(model or {})},
+                     model={"backbone": args.backbone, "pretrained": args.scratch_epochs == 0,
+                            "out_indices": [1, 2, 3], "grid": 4, "pool": "avgmax", "dim": 128, "fusion": "attention",
+                            **(model or {})},
                      loss=loss, train={"epochs": args.epochs, "batch_size": 32, "lr": 0.003, "patience": 10},
                      triage={"min_train_samples": MIN_TRAIN}, seed=0, threads=args.threads, output=str(args.work))
+
+
+def leaf_counts(ds: SampleDataset, rows: np.ndarray) -> np.ndarray:
+    """Examples per leaf type among the dataset's ``rows`` (a boolean mask) that are defects."""
+    leaf = [ds.taxonomy.leaf_index(t) for a, t in zip(np.array(ds.is_abnormal)[rows],
+                                                       np.array(ds.defect_types, dtype=object)[rows], strict=True)
+            if a and t]
+    return np.bincount(np.asarray(leaf, dtype=np.int64), minlength=len(ds.taxonomy.leaves)).astype(np.int64)
 
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
@@ -76,8 +87,13 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build_model(cfg, ds.taxonomy)
     t0 = time.perf_counter()
+    # a backbone trained from scratch is encoded per run (its random features are of no use here)
+    names = ("train", "calib", "test") if cfg.model.pretrained else ()
     fs = {s: features_for(model, ds.subset(ids[split == s].tolist()), cfg, [0], args.work / "cache", s)
-          for s in ("train", "calib", "test")}
+          for s in names}
+    if not cfg.model.pretrained:
+        return {"ds": ds, "cfg": cfg, "fs": fs, "counts": leaf_counts(ds, split == "train"), "generate_s": gen_s,
+                "encode_s": 0.0}
     tti = fs["train"].type_index.numpy()
     counts = np.bincount(tti[tti >= 0], minlength=len(ds.taxonomy.leaves)).astype(np.int64)
     return {"ds": ds, "cfg": cfg, "fs": fs, "counts": counts, "generate_s": gen_s,

@@ -36,7 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from longtail_common import add_args, make_config, prepare  # noqa: E402
 from predict_common import header, load  # noqa: E402
 
-from seminspect.training.adc_trainer import _stratified_holdout, build_model, predict_features, train_heads  # noqa: E402
+from seminspect.training.adc_trainer import (  # noqa: E402
+    _stratified_holdout,
+    build_model,
+    features_for,
+    finetune,
+    predict_features,
+    prepare_for,
+    train_heads,
+)
 from seminspect.training.sampler import class_keys  # noqa: E402
 from seminspect.utils.io import atomic_write_text  # noqa: E402
 
@@ -69,11 +77,30 @@ def scores(model, fs, tax, counts: np.ndarray) -> dict[str, float]:  # noqa: ANN
     return out
 
 
+def train_scratch(model, cfg, ds, ids: dict[str, list[str]], a, b, epochs: int):  # noqa: ANN001, ANN201
+    """Train a randomly initialised ``model`` whole on images, as ``benchmarks/adc_options.py`` does for
+    ``simple_cnn``: heads warmed up on the random backbone's features of the training sites ``a``
+    (stopping on ``b``), then every stage and head trained ``epochs`` epochs on the images (the
+    weights of the best epoch on ``b``); returns the test split's features from the trained backbone."""
+    c = cfg.model_copy(deep=True)
+    c.train.finetune_epochs, c.train.backbone_lr, c.train.finetune_augment = epochs, 1e-3, [0, 4]
+    c.train.finetune_stages = len(model.backbone_stages())
+    train_ds = ds.subset(ids["train"])
+    ftr = features_for(model, train_ds, c, [0], None, "encoding train (random backbone)")
+    train_heads(model, ftr.subset(a), ftr.subset(b), c)
+    part = np.asarray(ids["train"], dtype=object)
+    finetune(model, ds.subset(part[a].tolist()), c, ds.taxonomy, prepare_for(c), log=print,
+             val_ds=ds.subset(part[b].tolist()))
+    return features_for(model, ds.subset(ids["test"]), c, [0], None, "encoding test (trained backbone)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_args(ap)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated rows to train")
+    ap.add_argument("--train-limit", type=int, default=1500,
+                    help="with --scratch-epochs: training sites drawn at random (seed 0), to bound the time")
     args = ap.parse_args()
     chosen = [v.strip() for v in args.variants.split(",")]
     if unknown := sorted(set(chosen) - set(VARIANTS)):
@@ -83,7 +110,14 @@ def main() -> None:
     setup = prepare(args)
     ds, fs, counts = setup["ds"], setup["fs"], setup["counts"]
     tax = ds.taxonomy
-    keys = class_keys(fs["train"].is_abnormal.numpy(), fs["train"].type_index.numpy())
+    split = np.array(ds.metadata_column("split"))
+    ids = {s: np.array(ds.sample_ids)[split == s].tolist() for s in ("train", "test")}
+    if args.scratch_epochs:
+        ids["train"] = sorted(np.random.default_rng(0).permutation(ids["train"])[: args.train_limit].tolist())
+        sub = ds.subset(ids["train"])
+        keys = class_keys(sub.is_abnormal, [tax.leaf_index(t) if t else -1 for t in sub.defect_types])
+    else:
+        keys = class_keys(fs["train"].is_abnormal.numpy(), fs["train"].type_index.numpy())
     results: dict[str, list[dict[str, float]]] = {v: [] for v in chosen}
     for seed in range(args.seeds):
         for name in chosen:
@@ -92,14 +126,22 @@ def main() -> None:
             a, b = _stratified_holdout(keys, cfg.data.val_fraction, seed)
             torch.manual_seed(seed)
             model = build_model(cfg, tax)
-            train_heads(model, fs["train"].subset(a), fs["train"].subset(b), cfg)
-            results[name].append(scores(model, fs["test"], tax, counts))
+            if args.scratch_epochs:
+                test = train_scratch(model, cfg, ds, ids, a, b, args.scratch_epochs)
+            else:
+                train_heads(model, fs["train"].subset(a), fs["train"].subset(b), cfg)
+                test = fs["test"]
+            results[name].append(scores(model, test, tax, counts))
             print(name, seed, results[name][-1], flush=True)
     cols = list(results[chosen[0]][0])
-    lines += [f"- backbone: {args.backbone} (frozen, ImageNet weights)",
+    trained = (f"from scratch: random weights, heads warmed up, then every stage trained on images "
+               f"{args.scratch_epochs} epochs on {len(ids['train'])} training sites drawn at random"
+               if args.scratch_epochs else "frozen, ImageNet weights")
+    lines += [f"- backbone: {args.backbone} ({trained})",
               f"- data: `{args.data}`, {len(ds)} sites, {len(tax.leaves)} leaf types, tree levels "
               f"{' / '.join(tax.levels)}; {int((counts > 0).sum())} types seen in training; seeds 0-{args.seeds - 1}",
-              f"- whole run {time.perf_counter() - t_all:.0f} s (features from the cache: {setup['encode_s']:.0f} s); "
+              f"- whole run {time.perf_counter() - t_all:.0f} s (encoding or reading the feature cache: "
+              f"{setup['encode_s']:.0f} s); "
               f"load average at the end {load()}", "",
               "Mean over seeds (min-max in brackets), test defects of seen types:", "",
               "| heads | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]

@@ -7,6 +7,8 @@ loss, shared vs independent per-level features, with and without CBAM, on the ma
     # the balanced fab (generated when absent) and imported DeepPCB patches (whole 96 px patches):
     python benchmarks/longtail_study.py --fab balanced --data /tmp/balanced_fab --work /tmp/balanced_work ...
     python benchmarks/longtail_study.py --data /tmp/adc/deeppcb --work /tmp/deeppcb_work --crop 0 ...
+    # other backbones: --backbone efficientnet_lite0 (frozen), or the from-scratch CNN trained on images:
+    python benchmarks/longtail_study.py ... --backbone simple_cnn --scratch-epochs 10 --train-limit 1200 --seeds 1
 
 The same fab, split and cached features as ``longtail_triage.py`` (``longtail_common``). Each row
 trains the heads from the same initial weights per seed: *hierarchical* = the default loss (leaf
@@ -16,8 +18,9 @@ and each level head on their own trunk (``model.level_features``); *CBAM* = chan
 attention on each view's die-compared grid (``model.attention``). Read on the test split's
 defects of types seen in training: leaf top-1 to top-5, macro-F1 over those types, accuracy at
 each tree level (the level of the leaf argmax), and the abnormal-vs-normal AUROC of all test
-sites. Nothing is chosen on the test split (the heads stop on the training split's own held-out
-part, as in ``seminspect train``).
+sites. Nothing is chosen on the test split (the heads, and with ``--scratch-epochs`` the whole network,
+keep the weights of their best epoch on the training split's own held-out part, as in
+``seminspect train``).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from longtail_common import add_args, make_config, prepare  # noqa: E402
+from longtail_common import add_args, leaf_counts, make_config, prepare  # noqa: E402
 from predict_common import header, load  # noqa: E402
 
 from seminspect.training.adc_trainer import (  # noqa: E402
@@ -119,6 +119,7 @@ def main() -> None:
         ids["train"] = sorted(np.random.default_rng(0).permutation(ids["train"])[: args.train_limit].tolist())
         sub = ds.subset(ids["train"])
         keys = class_keys(sub.is_abnormal, [tax.leaf_index(t) if t else -1 for t in sub.defect_types])
+        counts = leaf_counts(ds, np.isin(ds.sample_ids, ids["train"]))  # "seen" = in the sites trained on
     else:
         keys = class_keys(fs["train"].is_abnormal.numpy(), fs["train"].type_index.numpy())
     results: dict[str, list[dict[str, float]]] = {v: [] for v in chosen}

@@ -39,10 +39,9 @@ def add_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--holdout", type=int, default=6, help="long-tail fab: leaf types kept out of training")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--backbone", default="mobilenetv2", help="registry name (frozen, ImageNet weights)")
-    ap.add_argument("--scratch-epochs", type=int, default=0,
-                    help="> 0: the backbone starts from random weights and trains on images this many epochs")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, required=True)
+    ap.set_defaults(scratch_epochs=0)  # a pretrained, frozen backbone unless a script adds --scratch-epochs
 
 
 def make_config(args: argparse.Namespace, model: dict[str, Any] | None = None, **loss: float) -> ADCConfig:
@@ -58,17 +57,17 @@ def make_config(args: argparse.Namespace, model: dict[str, Any] | None = None, *
                      triage={"min_train_samples": MIN_TRAIN}, seed=0, threads=args.threads, output=str(args.work))
 
 
-def leaf_counts(ds: SampleDataset, rows: np.ndarray) -> np.ndarray:
-    """Examples per leaf type among the dataset's ``rows`` (a boolean mask) that are defects."""
-    leaf = [ds.taxonomy.leaf_index(t) for a, t in zip(np.array(ds.is_abnormal)[rows],
-                                                       np.array(ds.defect_types, dtype=object)[rows], strict=True)
-            if a and t]
-    return np.bincount(np.asarray(leaf, dtype=np.int64), minlength=len(ds.taxonomy.leaves)).astype(np.int64)
+def leaf_counts(type_index: np.ndarray, n_leaves: int) -> np.ndarray:
+    """Examples per leaf type among sites' leaf indices (``-1`` = no type)."""
+    t = np.asarray(type_index)
+    return np.bincount(t[t >= 0], minlength=n_leaves).astype(np.int64)
 
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:
     """Generate the fab when absent, encode every split; returns ``ds``, ``cfg``, ``fs`` (per split),
-    ``counts`` (training examples per leaf) and the generation / encoding seconds."""
+    ``counts`` (training examples per leaf) and the generation / encoding seconds. A backbone
+    trained from scratch (``args.scratch_epochs``) is encoded by the caller: ``fs`` is empty and
+    ``counts`` None."""
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if not (args.data / "manifest.csv").is_file():
@@ -91,10 +90,8 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     names = ("train", "calib", "test") if cfg.model.pretrained else ()
     fs = {s: features_for(model, ds.subset(ids[split == s].tolist()), cfg, [0], args.work / "cache", s)
           for s in names}
-    if not cfg.model.pretrained:
-        return {"ds": ds, "cfg": cfg, "fs": fs, "counts": leaf_counts(ds, split == "train"), "generate_s": gen_s,
-                "encode_s": 0.0}
-    tti = fs["train"].type_index.numpy()
-    counts = np.bincount(tti[tti >= 0], minlength=len(ds.taxonomy.leaves)).astype(np.int64)
+    if not cfg.model.pretrained:  # the caller counts the types of the sites it trains on
+        return {"ds": ds, "cfg": cfg, "fs": fs, "counts": None, "generate_s": gen_s, "encode_s": 0.0}
+    counts = leaf_counts(fs["train"].type_index.numpy(), len(ds.taxonomy.leaves))
     return {"ds": ds, "cfg": cfg, "fs": fs, "counts": counts, "generate_s": gen_s,
             "encode_s": time.perf_counter() - t0}

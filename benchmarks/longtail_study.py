@@ -40,6 +40,7 @@ from longtail_common import add_args, leaf_counts, make_config, prepare  # noqa:
 from predict_common import header, load  # noqa: E402
 
 from seminspect.training.adc_trainer import (  # noqa: E402
+    _labels,
     _stratified_holdout,
     build_model,
     features_for,
@@ -102,6 +103,8 @@ def main() -> None:
     add_args(ap)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated rows to train")
+    ap.add_argument("--scratch-epochs", type=int, default=0,
+                    help="> 0: the backbone starts from random weights and trains on images this many epochs")
     ap.add_argument("--train-limit", type=int, default=1500,
                     help="with --scratch-epochs: training sites drawn at random (seed 0), to bound the time")
     args = ap.parse_args()
@@ -117,9 +120,9 @@ def main() -> None:
     ids = {s: np.array(ds.sample_ids)[split == s].tolist() for s in ("train", "test")}
     if args.scratch_epochs:
         ids["train"] = sorted(np.random.default_rng(0).permutation(ids["train"])[: args.train_limit].tolist())
-        sub = ds.subset(ids["train"])
-        keys = class_keys(sub.is_abnormal, [tax.leaf_index(t) if t else -1 for t in sub.defect_types])
-        counts = leaf_counts(ds, np.isin(ds.sample_ids, ids["train"]))  # "seen" = in the sites trained on
+        y, t = (v.numpy() for v in _labels(ds.subset(ids["train"])))
+        keys = class_keys(y, t)
+        counts = leaf_counts(t, len(tax.leaves))  # "seen" = in the sites trained on
     else:
         keys = class_keys(fs["train"].is_abnormal.numpy(), fs["train"].type_index.numpy())
     results: dict[str, list[dict[str, float]]] = {v: [] for v in chosen}

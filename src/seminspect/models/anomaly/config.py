@@ -19,7 +19,7 @@ import difflib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.utils.config_errors import format_validation_error
@@ -104,6 +104,13 @@ class AnomalyConfig(BaseModel):
         description="STPM inputs: classic = the target to both; template = the registered reference to the teacher, "
         "the target to the student; template_student = the reverse (target -> teacher, reference -> student)",
     )
+    student_backbone: str | None = Field(
+        None,
+        min_length=1,
+        description="STPM: the student's backbone (from scratch, same out_indices); None = the teacher's (backbone). "
+        "Another architecture ('mixed pair') must have the teacher's reductions at out_indices; where its channels "
+        "differ, a trainable 1x1 convolution per layer maps them onto the teacher's (seminspect.models.anomaly.stpm)",
+    )
     layer_weights: list[NonNegFloat] = Field(default_factory=lambda: [1.0, 1.0, 1.0], min_length=1)
     loss: Literal["l2", "huber", "cosine"] = Field(
         "l2",
@@ -173,10 +180,28 @@ class AnomalyConfig(BaseModel):
     def _old_padding_key(cls, data: Any) -> Any:
         return migrate_padding(data)
 
+    @field_validator("student_backbone")
+    @classmethod
+    def _known_student(cls, name: str | None) -> str | None:
+        if name is None or name == "tiny":
+            return name
+        try:
+            from seminspect.models.backbones import list_backbones
+        except ImportError:  # no registry here: the name is checked when the model is built
+            return name
+        known = ["tiny", *list_backbones(all=True)]
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown backbone; available: {', '.join(known)}{hint}")
+        return name
+
     @model_validator(mode="after")
     def _budget_is_patchcore(self) -> AnomalyConfig:
         if self.memory_budget_mib is not None and self.model != "patchcore":
             raise ValueError("memory_budget_mib applies to model: patchcore (STPM's memory is set by batch_size)")
+        if self.student_backbone is not None and self.model != "stpm":
+            raise ValueError(f"student_backbone applies to model: stpm ({self.model} has no student)")
         if self.model == "draem" and self.conditioning == "difference":
             raise ValueError("conditioning: difference is PatchCore's; DRAEM takes 'none' or 'reference'")
         if self.draem_min_area > self.draem_max_area:

@@ -39,7 +39,7 @@ from seminspect.models.anomaly.memory import MemoryPlan, item_bytes, plan_memory
 from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
 from seminspect.models.anomaly.persistence import read_meta, read_weights, write_model
 from seminspect.models.anomaly.result import AnomalyResult, MapCollector
-from seminspect.models.anomaly.stpm import STPMModel
+from seminspect.models.anomaly.stpm import STPMModel, mixed_student
 from seminspect.models.anomaly.stpm_fit import train_student
 from seminspect.models.anomaly.threshold import fit_normal_threshold
 from seminspect.models.anomaly.views import Item, ViewPreparer, batches, samples_of, to_tensor, unletterbox
@@ -84,11 +84,16 @@ class AnomalyDetector:
                                   match_radius=cfg.match_radius, sigma=cfg.sigma, top_k=cfg.top_k,
                                   centre_sigma=cfg.centre_sigma, seed=cfg.seed, map_dilation=cfg.map_dilation)
         teacher = self._backbone(pretrained, cfg.seed)
-        student = self._backbone(False, cfg.seed + 1000)
-        if self._custom_backbone is not None:  # a fresh student: re-initialise the copied module
-            for m in student.modules():
-                if hasattr(m, "reset_parameters") and m is not student:
-                    m.reset_parameters()
+        custom = self._custom_backbone is not None
+        if cfg.student_backbone not in (None, cfg.backbone):  # a mixed pair: adapters where channels differ
+            student = mixed_student(teacher, cfg.student_backbone, "custom backbone" if custom else cfg.backbone,
+                                    cfg.out_indices, cfg.seed + 1000)
+        else:
+            student = self._backbone(False, cfg.seed + 1000)
+            if custom:  # a fresh student: re-initialise the copied module
+                for m in student.modules():
+                    if hasattr(m, "reset_parameters") and m is not student:
+                        m.reset_parameters()
         for p in student.parameters():
             p.requires_grad_(True)
         weights = cfg.layer_weights[: len(teacher.feature_info)]

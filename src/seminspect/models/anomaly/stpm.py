@@ -15,6 +15,10 @@ Per-layer discrepancy ``0.5 * ||norm(s) - norm(t)||^2`` (features L2-normalised 
 upsampled to the image size, weighted over layers (layers 1-3 by default), Gaussian-smoothed,
 optionally multiplied by a centre prior. The student's convolutions pad by reflection (default),
 with zeros, or with a constant value (:func:`set_padding`).
+
+The student is by default the teacher's architecture; :func:`mixed_student` builds one of another
+backbone ("mixed pair", ``student_backbone``) whose maps have the teacher's reductions, with a
+trainable 1x1 convolution per layer (:class:`AdaptedStudent`) where the channel counts differ.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from seminspect.models.anomaly.features import (
+    AnomalyConfigError,
     AnomalyMapModel,
+    build_backbone,
     freeze,
     set_reflect_padding,
 )
@@ -68,12 +74,65 @@ def set_padding(module: nn.Module, mode: str, value: float = 0.0) -> int:
     return count
 
 
+class AdaptedStudent(nn.Module):
+    """A student backbone whose maps are mapped onto the teacher's channel counts by 1x1 convolutions.
+
+    ``adapters[i]`` is a trainable ``Conv2d(C_student_i, C_teacher_i, 1)`` where the counts differ and
+    ``Identity`` where they agree; the adapters are part of the student (trained, saved and
+    checkpointed with it). ``feature_info`` is the backbone's with the teacher's channel counts.
+    """
+
+    def __init__(self, backbone: nn.Module, channels: Sequence[int]):
+        super().__init__()
+        own = [int(f["num_chs"]) for f in backbone.feature_info]
+        self.backbone = backbone
+        self.adapters = nn.ModuleList(nn.Identity() if s == t else nn.Conv2d(s, int(t), 1)
+                                      for s, t in zip(own, channels, strict=True))
+        self.feature_info = [{**f, "num_chs": int(t)} for f, t in zip(backbone.feature_info, channels, strict=True)]
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [a(f) for a, f in zip(self.adapters, self.backbone(x), strict=True)]
+
+
+def pair_student(teacher: nn.Module, student: nn.Module, teacher_name: str, student_name: str) -> nn.Module:
+    """``student``, checked to give the teacher's map sizes, with adapters where the channel counts differ.
+
+    Raises :class:`AnomalyConfigError` (one line naming both backbones) when the number of maps or the
+    reductions of the used layers differ: the teacher-student distance is taken cell by cell.
+    """
+    t_info, s_info = list(teacher.feature_info), list(student.feature_info)
+    t_red = [int(f["reduction"]) for f in t_info]
+    s_red = [int(f["reduction"]) for f in s_info]
+    if t_red != s_red:
+        raise AnomalyConfigError(
+            f"student_backbone {student_name!r} does not fit backbone {teacher_name!r}: its maps have reductions "
+            f"{s_red}, the teacher's {t_red}; a student needs the teacher's reductions at every used layer")
+    t_chs = [int(f["num_chs"]) for f in t_info]
+    if [int(f["num_chs"]) for f in s_info] == t_chs:
+        return student
+    return AdaptedStudent(student, t_chs)
+
+
+def mixed_student(teacher: nn.Module, name: str, teacher_name: str, out_indices: Sequence[int],
+                  seed: int) -> nn.Module:
+    """A from-scratch student of backbone ``name`` for ``teacher`` (:func:`pair_student`), initialised from ``seed``.
+
+    The backbone and any adapters are drawn from their own generator seeded with ``seed`` (the
+    global one is left as it was), so the config alone reproduces the student.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        student = build_backbone(name, pretrained=False, out_indices=out_indices, seed=seed)
+        return pair_student(teacher, student, teacher_name, name)
+
+
 class STPMModel(AnomalyMapModel):
-    """Teacher (frozen, pretrained) and student (same architecture, from scratch).
+    """Teacher (frozen, pretrained) and student (by default the same architecture, from scratch).
 
     Args:
         teacher: frozen backbone returning a list of maps.
-        student: backbone of the same architecture (trainable); its padding is set by ``padding``.
+        student: trainable module returning maps of the teacher's sizes and channels: a backbone of the
+            same architecture, or another one wrapped by :func:`pair_student`; its padding is set by ``padding``.
         mode: ``"classic"``, ``"template"`` or ``"template_student"``.
         layer_weights: weight of each returned map in the anomaly map (and the loss).
         loss: ``"l2"`` (STPM: on channel-normalised features per location, i.e. ``1 - cos`` per location),

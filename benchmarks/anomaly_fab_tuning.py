@@ -20,7 +20,9 @@ Fits (``--fits``, first = the configuration recommended in docs/anomaly.md):
 - ``denoise07``: the same with ``denoise_sigma 0.7``;
 - ``old``: the settings of the 2026-11-22 run (match radius 1, pool 3, no fill, no pre-smoothing);
 - ``misaligned_reg_on`` / ``misaligned_reg_off``: ``best`` with every reference view shifted by a
-  further 4-8 px per axis (seeded), registration on / off.
+  further 4-8 px per axis (seeded), registration on / off;
+- ``stpm`` / ``stpm_reverse``: template-conditioned STPM (template -> teacher / the reverse) with the
+  settings the DeepPCB study chose on its validation split, ``--stpm-epochs`` epochs.
 
     nice -n 10 python benchmarks/anomaly_fab_tuning.py --out benchmarks/results/anomaly_fab_tuning.json
 """
@@ -120,6 +122,8 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=0,
                     help="detector centre crop (px) after registration; 0 = whole image. Review sites are centred "
                          "on the suspected defect, so a native-resolution crop keeps it at full detail")
+    ap.add_argument("--stpm-epochs", type=int, default=16, help="epochs of the stpm / stpm_reverse fits")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_fab_tuning.json"))
     ap.add_argument("--markdown", action="store_true", help="only print the tables of an existing --out JSON")
     ap.add_argument("--limit", type=int, default=0,
@@ -129,7 +133,7 @@ def main() -> None:
     if args.markdown:
         print(markdown(json.loads(args.out.read_text())))
         return
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     load0 = os.getloadavg()
     t_all = time.perf_counter()
     from seminspect.data.synth import FabConfig, generate_dataset
@@ -157,6 +161,12 @@ def main() -> None:
                 batch_size=16, calib_fraction=0.0, crop=args.crop or None)
     old = dict(base, match_radius=1, pool=3, fill_border=False, denoise_sigma=0.0)
     best = dict(base, match_radius=0, pool=1, fill_border=True, denoise_sigma=1.0)
+    # STPM with the settings chosen on DeepPCB validation (benchmarks/results/stpm_study.md: cosine loss, zero
+    # padding, layers 1/2/3 equal, lr 1e-3); the fab's own preprocessing of ``best`` (fill border, smoothing).
+    stpm = dict(model="stpm", backbone="mobilenetv2", out_indices=[1, 2, 3], stpm_mode="template", loss="cosine",
+                stpm_padding="zeros", layer_weights=[1.0, 1.0, 1.0], epochs=args.stpm_epochs, lr=1e-3,
+                batch_size=16, sigma=0.0, centre_sigma=0.0, calib_fraction=0.0, crop=args.crop or None,
+                fill_border=True, denoise_sigma=1.0, seed=0)
     fits = {
         "best": ("difference, fill border, match radius 0, pool 1, pre-smoothing 1 px", best, None),
         "denoise07": ("difference, fill border, match radius 0, pool 1, pre-smoothing 0.7 px",
@@ -168,6 +178,10 @@ def main() -> None:
         "fewer_normals": ("best, 80 normal train samples", best, 80),
         "reference": ("best with [f_t, f_t - f_r]", dict(best, conditioning="reference"), None),
         "layers_r4_r8_r16": ("best with layers r4+r8+r16", dict(best, layers=[0, 1, 2]), None),
+        "stpm": (f"template-conditioned STPM ({args.stpm_epochs} epochs; settings of the DeepPCB study's pick)",
+                 stpm, None),
+        "stpm_reverse": (f"STPM reverse: target -> teacher, template -> student ({args.stpm_epochs} epochs)",
+                         dict(stpm, stpm_mode="template_student"), None),
     }
     sigmas = [float(x) for x in args.sigmas.split(",")]
     centres = [float(x) for x in args.centres.split(",")]

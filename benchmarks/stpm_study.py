@@ -7,6 +7,14 @@ MobileNetV2 student from scratch, maps at reductions 4 / 8 / 16 = the study's la
 - ``reverse``: image -> teacher, template -> student (``stpm_mode: template_student``)
 - ``huber`` / ``cosine``: the loss; ``zeros``: zero padding in the student
 - ``layer2``: layer 2 main, 1 and 3 as help (weights 0.5 / 1 / 0.5)
+- ``reg_off``, ``shift2`` / ``shift4`` / ``shift8``: registration off, and every reference (fit, validation
+  and test alike, as from a tool that places the template with that error) shifted by 0 / 2 / 4 / 8 px
+  right and 0 / 2 / 4 / 8 px down, edges repeated
+- ``mixed_lite0`` / ``mixed_simple``: a student of another architecture (EfficientNet-Lite0 / the plain
+  ``simple_cnn``, from scratch; 1x1 adapters onto the teacher's channels, ``student_backbone``)
+- ``mismatch4`` / ``mismatch8`` / ``mismatch8_huber``: 4 % / 8 % of the fit crops get the template of
+  another, randomly drawn fit crop (a wrong pair: another location or board), l2 / l2 / Huber; validation
+  and test pairs stay correct
 
 Split (pairs sorted by name, as ``anomaly_deeppcb.py``): the test crops are the identical 300 crops of
 PatchCore's benchmark (pairs 40-69, same seed and call order). The training pairs 0-39 are split:
@@ -44,51 +52,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly_deeppcb import ROOT, crops, fit_and_test_crops, load_pairs  # noqa: E402
 from anomaly_deeppcb_postproc import post  # noqa: E402
+from stpm_study_rows import BASE, ORDER, ROWS, verdict  # noqa: E402
 
+from seminspect.data import Sample, View  # noqa: E402
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics  # noqa: E402
 from seminspect.models.anomaly import AnomalyConfigError, AnomalyDetector  # noqa: E402
 from seminspect.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
 
-BASE = dict(model="stpm", backbone="mobilenetv2", out_indices=[1, 2, 3], registration="phase", max_shift=4,
-            match_radius=1, fill_border=False, batch_size=16, lr=1e-3, layer_weights=[1.0, 1.0, 1.0],
-            stpm_mode="template", loss="l2", stpm_padding="reflect", sigma=0.0, map_dilation=0, seed=0)
-
-# row key -> (label, config changes, dimension, the study's finding)
-ROWS = {
-    "base": ("template -> teacher, l2, reflect, layers 1/2/3 equal", {}, "reference row",
-             "template -> teacher beat the reverse (AP 0.93 vs 0.79)"),
-    "reverse": ("image -> teacher, template -> student", {"stpm_mode": "template_student"}, "conditioning",
-                "template -> teacher beat the reverse (AP 0.93 vs 0.79)"),
-    "huber": ("loss huber", {"loss": "huber"}, "loss",
-              "Huber resisted up to 8 % mismatched training pairs (equal on clean pairs)"),
-    "cosine": ("loss cosine (global)", {"loss": "cosine"}, "loss", "cosine named among the losses tried"),
-    "zeros": ("zero padding", {"stpm_padding": "zeros"}, "padding",
-              "reflect padding helped and suppressed false responses in dark regions"),
-    "layer2": ("layer 2 main (weights 0.5 / 1 / 0.5)", {"layer_weights": [0.5, 1.0, 0.5]}, "layer mix",
-               "layer 2 main with layer 1 as help and layer 3 added (layer 4 dropped) was best"),
-    "seed1": ("reference row, seed 1", {"seed": 1}, "seed noise",
-              "(none: a second seed of the reference row, to size the differences above)"),
-    "zeros_long": ("zero padding, up to 32 epochs", {"stpm_padding": "zeros", "_epochs": "8,16,24,32"},
-                   "combination", "(none: the padding the rows above chose on validation, trained longer)"),
-    "cosine_zeros": ("loss cosine + zero padding, up to 24 epochs",
-                     {"loss": "cosine", "stpm_padding": "zeros", "_epochs": "8,12,16,20,24"}, "combination",
-                     "(none: the loss and padding the rows above chose on validation, together)"),
-    "reverse_cosine_zeros": ("reverse (image -> teacher), loss cosine + zero padding, up to 24 epochs",
-                             {"stpm_mode": "template_student", "loss": "cosine", "stpm_padding": "zeros",
-                              "_epochs": "8,12,16,20,24"}, "conditioning",
-                             "template -> teacher beat the reverse (AP 0.93 vs 0.79)"),
-    "cosine_zeros_s1": ("loss cosine + zero padding, up to 24 epochs, seed 1",
-                        {"loss": "cosine", "stpm_padding": "zeros", "_epochs": "8,12,16,20,24", "seed": 1},
-                        "combination", "(none: the row above with a second seed)"),
-    "reverse_cosine_zeros_s1": ("reverse, loss cosine + zero padding, up to 24 epochs, seed 1",
-                                {"stpm_mode": "template_student", "loss": "cosine", "stpm_padding": "zeros",
-                                 "_epochs": "8,12,16,20,24", "seed": 1}, "conditioning",
-                                "template -> teacher beat the reverse (AP 0.93 vs 0.79)"),
-    "lr3e-4": ("lr 3e-4", {"lr": 3e-4}, "learning rate", "(none: the issue asks for lr chosen on validation)"),
-    "lr3e-3": ("lr 3e-3", {"lr": 3e-3}, "learning rate", "(none: the issue asks for lr chosen on validation)"),
-}
-ORDER = ("base", "seed1", "reverse", "huber", "cosine", "zeros", "layer2", "lr3e-4", "lr3e-3", "zeros_long",
-         "cosine_zeros", "reverse_cosine_zeros", "cosine_zeros_s1", "reverse_cosine_zeros_s1")
 WINDOWS = (0, 9, 17, 25)
 SIGMAS = (2.0, 4.0, 8.0)
 
@@ -99,6 +69,39 @@ def split_train_val(train: list, pairs: list, fit_pairs: int, train_pairs: int, 
     fit = [s for s in train if int(s.sample_id[2:].split("_")[0]) < fit_pairs]
     val = crops(pairs[fit_pairs:train_pairs], crop, np.random.default_rng(seed), abnormal=True, tag="va")
     return fit, val
+
+
+def shifted(samples: list, k: int) -> list:
+    """Copies whose reference view is shifted ``k`` px right and ``k`` px down (edges repeated)."""
+    if k == 0:
+        return samples
+    out = []
+    for smp in samples:
+        views = []
+        for v in smp.views:
+            if v.role == "reference":
+                img = np.pad(v.image, ((k, 0), (k, 0)), mode="edge")[:v.image.shape[0], :v.image.shape[1]]
+                v = View(v.role, v.index, np.ascontiguousarray(img), v.mask, v.source)
+            views.append(v)
+        out.append(Sample(smp.sample_id, views, is_abnormal=smp.is_abnormal, defect_type=smp.defect_type))
+    return out
+
+
+def mismatched(samples: list, frac: float, seed: int) -> list:
+    """Copies in which ``frac`` of the samples carry the reference view of another, randomly drawn sample."""
+    rng = np.random.default_rng(seed)
+    n = len(samples)
+    wrong = set(rng.permutation(n)[:round(frac * n)].tolist())
+    out = []
+    for i, smp in enumerate(samples):
+        if i in wrong:
+            j = int(rng.integers(n - 1))
+            j += j >= i  # never its own template
+            ref = next(v for v in samples[j].views if v.role == "reference")
+            smp = Sample(smp.sample_id, [ref if v.role == "reference" else v for v in smp.views],
+                         is_abnormal=smp.is_abnormal, defect_type=smp.defect_type)
+        out.append(smp)
+    return out
 
 
 def raw_result(det: AnomalyDetector, samples: list):
@@ -116,6 +119,9 @@ def run_row(key: str, args: argparse.Namespace, fit: list, val: list, test: list
     label, change, dimension, finding = ROWS[key]
     change = dict(change)
     epochs = [int(e) for e in str(change.pop("_epochs", args.epochs)).split(",")]
+    k = change.pop("_shift", 0)
+    fit, val, test = shifted(fit, k), shifted(val, k), shifted(test, k)
+    fit = mismatched(fit, change.pop("_mismatch", 0.0), seed=2) if "_mismatch" in change else fit
     cfg = {**BASE, **change}
     ckpt = Path(tempfile.mkdtemp(prefix=f"stpm_study_{key}_"))
     row: dict = {"row": key, "label": label, "dimension": dimension, "study": finding, "config": cfg,
@@ -167,60 +173,15 @@ def run_row(key: str, args: argparse.Namespace, fit: list, val: list, test: list
     return row
 
 
-def verdict(key: str, rows: dict) -> str:
-    """One sentence: does our figure agree with the study's finding? (Compared on test image AUROC.)
-
-    A difference no larger than the seed-to-seed difference of the reference row (row ``seed1``) is
-    called neither agreement nor disagreement.
-    """
-    def auc(k: str) -> float | None:
-        r = rows.get(k)
-        return r["test_image_auroc"] if r and "test_image_auroc" in r else None
-
-    if auc(key) is None:
-        return "not measured"
-    noise = abs(auc("base") - auc("seed1")) if auc("base") is not None and auc("seed1") is not None else 0.0
-
-    def judged(d: float, agree: bool, what: str) -> str:
-        if abs(d) <= noise:
-            return f"neither: {what} {d:+.3f} image AUROC, within the seed-to-seed difference ({noise:.3f})"
-        return f"{'agree' if agree else 'disagree'}: {what} {d:+.3f} image AUROC"
-
-    twins = {"base": ("base", "reverse"), "reverse_cosine_zeros": ("cosine_zeros", "reverse_cosine_zeros"),
-             "reverse_cosine_zeros_s1": ("cosine_zeros_s1", "reverse_cosine_zeros_s1")}
-    if key in twins:
-        f_key, r_key = twins[key]
-        if auc(f_key) is None or auc(r_key) is None:
-            return "not measured (its twin row is missing)"
-        d = auc(f_key) - auc(r_key)
-        return judged(d, d > 0, "template -> teacher over the reverse:")
-    if auc("base") is None:
-        return "not measured (reference row missing)"
-    d = auc(key) - auc("base")
-    if key == "cosine_zeros_s1" and auc("cosine_zeros") is not None:
-        return f"{auc(key) - auc('cosine_zeros'):+.3f} image AUROC against the same settings with seed 0"
-    if key == "seed1":
-        return f"{d:+.3f} image AUROC from the seed alone: differences of this size say nothing"
-    if key == "reverse":
-        return judged(d, d < 0, "the reverse against the reference row:")
-    if key == "zeros":
-        return judged(d, d < 0, "zero padding against reflect:")
-    if key == "layer2":
-        return judged(d, d > 0, "layer 2 as the main layer against equal weights:")
-    if key == "huber":
-        return (f"not tested: the study's claim is about mismatched training pairs, which this split does not "
-                f"contain; on clean pairs Huber gives {d:+.3f} image AUROC against l2")
-    return f"{d:+.3f} image AUROC against the reference row (no study claim to compare)"
-
-
 def write_md(path: Path, rows: dict, meta: dict) -> None:
     lines = [
         "# The STPM study on DeepPCB (template-conditioned STPM, one row per dimension of the user's study)",
         "",
         "- commands (rows were measured in batches; every batch adds its rows to the same JSON):",
         *[f"  - {c['date']}: `{c['command']}`" for c in meta["commands"]],
-        f"- machine: {meta['machine']}; torch threads 1, `nice -n 15`, the 2 cores shared with "
-        "the lead's and another helper's jobs (load average per row below; never idle)",
+        f"- machine: {meta['machine']}; batches whose command has no `--threads`: torch threads 1, `nice -n 15`, "
+        "the 2 cores shared with the lead's and another helper's jobs (never idle); batches with `--threads 2`: "
+        "alone on the machine. Load average per row below",
         f"- wall time of the measured rows: {meta['wall_min']:.1f} min",
         "- data: ../shared/data/deeppcb, pairs sorted by name. Test: the identical 300 crops (128 px) of "
         "`anomaly_deeppcb.py` (pairs 40-69), PatchCore's split. Fit: box-free crops of pairs "
@@ -265,7 +226,7 @@ def write_md(path: Path, rows: dict, meta: dict) -> None:
                   f"(target 0.97: {'met' if r['test_pixel_auroc'] >= 0.97 else 'not met'}), trained in "
                   f"{r['train_min']:.1f} min (target 30)."]
     lines += ["", "Train minutes are the summed `fit_seconds` of the resumed fits up to the chosen epoch (each resume "
-              "also re-registers the fit crops, a few seconds); the training is niced beside other jobs."]
+              "also re-registers the fit crops, a few seconds); they depend on the batch's threads and load."]
     marker = "<!-- reading: kept across reruns -->"
     old = path.read_text() if path.is_file() else ""
     notes = old[old.index(marker):] if marker in old else marker + "\n"
@@ -282,11 +243,12 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--max-test", type=int, default=300)
     ap.add_argument("--epochs", default="4,8,12,16", help="validation is scored after each of these epochs")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/results/stpm_study.json"))
     ap.add_argument("--md", type=Path, default=Path("benchmarks/results/stpm_study.md"))
     ap.add_argument("--render", action="store_true", help="only rewrite --md from --json (no training)")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     pairs = load_pairs(args.root)
     train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test,
                                      np.random.default_rng(0))
@@ -295,7 +257,9 @@ def main() -> None:
     print(f"fit {len(fit)}, val {n_ab} abnormal + {len(val) - n_ab} normal, test {len(test)}", flush=True)
     state = json.loads(args.json.read_text()) if args.json.is_file() else {"rows": {}, "wall_s": 0.0}
     state.setdefault("commands", [])
-    command = "OMP_NUM_THREADS=1 nice -n 15 python benchmarks/stpm_study.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/stpm_study.py " + " ".join(sys.argv[1:])
+    if args.threads == 1:
+        command = "OMP_NUM_THREADS=1 nice -n 15 " + command
     if not args.render:
         state["commands"].append({"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "command": command})
     meta = {"commands": state["commands"], "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, no GPU",

@@ -8,6 +8,8 @@ row with the study's finding on test image AUROC.
 
 from __future__ import annotations
 
+COLLAPSE = 0.8  # test image AUROC below which a misaligned row counts as "collapsed"
+
 BASE = dict(model="stpm", backbone="mobilenetv2", out_indices=[1, 2, 3], registration="phase", max_shift=4,
             match_radius=1, fill_border=False, batch_size=16, lr=1e-3, layer_weights=[1.0, 1.0, 1.0],
             stpm_mode="template", loss="l2", stpm_padding="reflect", sigma=0.0, map_dilation=0, seed=0)
@@ -99,12 +101,15 @@ def verdict(key: str, rows: dict) -> str:
     if key in ("shift2", "shift4", "shift8"):
         if auc("reg_off") is None:
             return "not measured (the 0 px row is missing)"
-        d = auc(key) - auc("reg_off")
-        what = f"{key[5:]} px against 0 px (registration off):"
+        d, px = auc(key) - auc("reg_off"), key[5:]
+        collapsed = auc(key) < COLLAPSE
+        what = f"{d:+.3f} image AUROC at {px} px against 0 px (to {auc(key):.3f})"
         if key == "shift8":
-            return judged(d, d < 0, what)
-        return f"agree (no collapse): {what} {d:+.3f} image AUROC" if d >= -max(noise, 0.02) else \
-            f"disagree (already {d:+.3f} image AUROC at {key[5:]} px)"
+            return (f"agree: {what}, a collapse (below {COLLAPSE})" if collapsed
+                    else f"disagree: {what}, a decline but no collapse (not below {COLLAPSE})")
+        if collapsed:
+            return f"disagree: {what}, a collapse already at {px} px"
+        return f"agree (no harm): {what}" if abs(d) <= noise else f"partly: no collapse, but {what}"
     if key in ("mixed_lite0", "mixed_simple"):
         if auc("base") is None:
             return "not measured (reference row missing)"

@@ -11,9 +11,9 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from tests.conftest import stripe_pair
 
-from seminspect.data.imageio import to_uint
-from seminspect.data.sample import Sample, View
+from seminspect.data.sample import Sample
 from seminspect.models.anomaly import AnomalyConfig, AnomalyConfigError, AnomalyDetector
 from seminspect.models.anomaly.config import load_anomaly_config
 from seminspect.models.anomaly.features import build_backbone
@@ -25,17 +25,7 @@ SIZE = 64
 
 
 def sample(i: int, abnormal: bool = False) -> Sample:
-    rng = np.random.default_rng(i)
-    xx = np.arange(SIZE)[None, :].repeat(SIZE, 0)
-    base = 0.5 + 0.25 * np.sign(np.sin(2 * np.pi * xx / rng.uniform(6, 8) + rng.uniform(0, 6)))
-    target = base + rng.normal(0, 0.02, base.shape)
-    mask = np.zeros_like(base, bool)
-    if abnormal:
-        mask[26:38, 26:38] = True
-        target = np.where(mask, 0.95, target)
-    ref = base + rng.normal(0, 0.02, base.shape)
-    return Sample(f"s{i}", [View("target", 0, to_uint(np.clip(target, 0, 1)), mask=mask),
-                            View("reference", 0, to_uint(np.clip(ref, 0, 1)))], is_abnormal=abnormal)
+    return stripe_pair(i, SIZE, slice(26, 38), abnormal)
 
 
 @pytest.fixture(scope="module")

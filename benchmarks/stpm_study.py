@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import platform
@@ -54,7 +55,6 @@ from anomaly_deeppcb import ROOT, crops, fit_and_test_crops, load_pairs  # noqa:
 from anomaly_deeppcb_postproc import post  # noqa: E402
 from stpm_study_rows import BASE, ORDER, ROWS, verdict  # noqa: E402
 
-from seminspect.data import Sample, View  # noqa: E402
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics  # noqa: E402
 from seminspect.models.anomaly import AnomalyConfigError, AnomalyDetector  # noqa: E402
 from seminspect.utils.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -75,16 +75,12 @@ def shifted(samples: list, k: int) -> list:
     """Copies whose reference view is shifted ``k`` px right and ``k`` px down (edges repeated)."""
     if k == 0:
         return samples
-    out = []
-    for smp in samples:
-        views = []
-        for v in smp.views:
-            if v.role == "reference":
-                img = np.pad(v.image, ((k, 0), (k, 0)), mode="edge")[:v.image.shape[0], :v.image.shape[1]]
-                v = View(v.role, v.index, np.ascontiguousarray(img), v.mask, v.source)
-            views.append(v)
-        out.append(Sample(smp.sample_id, views, is_abnormal=smp.is_abnormal, defect_type=smp.defect_type))
-    return out
+    def moved(v):
+        img = np.pad(v.image, ((k, 0), (k, 0)), mode="edge")[:v.image.shape[0], :v.image.shape[1]]
+        return dataclasses.replace(v, image=np.ascontiguousarray(img))
+
+    return [dataclasses.replace(smp, views=[moved(v) if v.role == "reference" else v for v in smp.views])
+            for smp in samples]
 
 
 def mismatched(samples: list, frac: float, seed: int) -> list:
@@ -98,8 +94,7 @@ def mismatched(samples: list, frac: float, seed: int) -> list:
             j = int(rng.integers(n - 1))
             j += j >= i  # never its own template
             ref = next(v for v in samples[j].views if v.role == "reference")
-            smp = Sample(smp.sample_id, [ref if v.role == "reference" else v for v in smp.views],
-                         is_abnormal=smp.is_abnormal, defect_type=smp.defect_type)
+            smp = dataclasses.replace(smp, views=[ref if v.role == "reference" else v for v in smp.views])
         out.append(smp)
     return out
 

@@ -183,17 +183,15 @@ class AnomalyConfig(BaseModel):
     @field_validator("student_backbone")
     @classmethod
     def _known_student(cls, name: str | None) -> str | None:
+        """The registry's own check (its message lists the names and the closest one); ``tiny`` as for ``backbone``."""
         if name is None or name == "tiny":
             return name
+        from seminspect.models.backbones import BackboneError, get_backbone_cfg
+
         try:
-            from seminspect.models.backbones import list_backbones
-        except ImportError:  # no registry here: the name is checked when the model is built
-            return name
-        known = ["tiny", *list_backbones(all=True)]
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"unknown backbone; available: {', '.join(known)}{hint}")
+            get_backbone_cfg(name)
+        except BackboneError as exc:
+            raise ValueError(str(exc)) from None
         return name
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ package, never downloads). Touches nothing but the import system and the file sy
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 from collections.abc import Callable
@@ -106,7 +107,10 @@ def get_backbone_cfg(name: str) -> BackboneCfg:
 
 def _lookup(name: str) -> tuple[BackboneCfg, Callable[..., Any]]:
     if name not in _REGISTRY:
-        raise BackboneError(f"unknown backbone {name!r}; available: {', '.join(list_backbones(all=True))}")
+        known = list_backbones(all=True)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise BackboneError(f"unknown backbone {name!r}; available: {', '.join(known)}{hint}")
     return _REGISTRY[name]
 
 

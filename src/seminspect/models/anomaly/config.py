@@ -127,12 +127,22 @@ class AnomalyConfig(BaseModel):
                                  "constant, in the convolution's input units (0 = zeros)")
     epochs: int = Field(20, ge=1)
     lr: float = Field(1e-3, gt=0)
+    teacher_finetune_epochs: int = Field(
+        0, ge=0, le=100,
+        description="STPM: epochs of fine-tuning the teacher on the fit images before the student learns (0 = the "
+        "pretrained teacher as is): a 1x1 head per unfrozen map learns to find pseudo-defects (draem_sources) "
+        "painted into the fit images; the heads are dropped (seminspect.models.anomaly.teacher_tune)")
+    teacher_frozen_layers: int = Field(
+        1, ge=0, description="STPM teacher fine-tuning: the first N used maps stay as pretrained (every weight "
+        "that computes them is frozen; the study froze layer 1)")
+    teacher_lr: float = Field(1e-4, gt=0, description="STPM teacher fine-tuning learning rate (Adam)")
     # DRAEM (epochs, lr and batch_size shared with STPM)
     draem_width: int = Field(16, ge=4, le=128, description="DRAEM channels at full resolution, doubling per "
                              "level (the paper: 128 / 64; 16 trains on a 2-core CPU)")
     draem_sources: list[Literal["perlin", "cutpaste", "cutpaste_scar", "fab"]] = Field(
         default_factory=lambda: ["perlin", "cutpaste"], min_length=1,
-        description="pseudo-defect sources DRAEM trains on (seminspect.data.pseudo_defects)")
+        description="pseudo-defect sources DRAEM trains on and STPM teacher fine-tuning paints "
+        "(seminspect.data.pseudo_defects)")
     draem_anomaly_prob: float = Field(0.5, ge=0, le=1, description="share of training images given a pseudo-defect")
     draem_min_area: float = Field(0.005, gt=0, le=0.5, description="pseudo-defect area, fraction of the image")
     draem_max_area: float = Field(0.08, gt=0, le=0.5, description="pseudo-defect area, fraction of the image")
@@ -200,6 +210,8 @@ class AnomalyConfig(BaseModel):
             raise ValueError("memory_budget_mib applies to model: patchcore (STPM's memory is set by batch_size)")
         if self.student_backbone is not None and self.model != "stpm":
             raise ValueError(f"student_backbone applies to model: stpm ({self.model} has no student)")
+        if self.teacher_finetune_epochs and self.model != "stpm":
+            raise ValueError(f"teacher_finetune_epochs applies to model: stpm ({self.model} has no teacher to tune)")
         if self.model == "draem" and self.conditioning == "difference":
             raise ValueError("conditioning: difference is PatchCore's; DRAEM takes 'none' or 'reference'")
         if self.draem_min_area > self.draem_max_area:

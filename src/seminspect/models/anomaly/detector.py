@@ -41,6 +41,7 @@ from seminspect.models.anomaly.persistence import read_meta, read_weights, write
 from seminspect.models.anomaly.result import AnomalyResult, MapCollector
 from seminspect.models.anomaly.stpm import STPMModel, mixed_student
 from seminspect.models.anomaly.stpm_fit import train_student
+from seminspect.models.anomaly.teacher_tune import tune_teacher
 from seminspect.models.anomaly.threshold import fit_normal_threshold
 from seminspect.models.anomaly.views import Item, ViewPreparer, batches, samples_of, to_tensor, unletterbox
 from seminspect.utils.progress import track
@@ -280,6 +281,9 @@ class AnomalyDetector:
             self.history.update(train_draem(model, targets, refs, cfg, checkpoint_dir))
         else:
             assert isinstance(model, STPMModel)
+            if cfg.teacher_finetune_epochs:  # on the images the teacher will see: the targets or the references
+                seen = refs if cfg.stpm_mode == "template" and refs is not None else targets
+                self.history.update(tune_teacher(model, seen, cfg, checkpoint_dir))
             self.history.update(train_student(model, targets, refs, cfg, checkpoint_dir))
 
     # ----- prediction -----------------------------------------------------------------------

@@ -8,7 +8,11 @@ into ``--data`` (seed 0, splits train 0.4 / calib 0.2 / test 0.4, half the sites
 model is fitted on its product's training normals (abnormal training sites are skipped), its
 threshold set on the product's calib normals alone (normal quantile, false-alarm rate 1 % at 95 %
 confidence), then scored on every product's test split. No setting was chosen on any split here:
-the model is the virtual fab's recommended 128 px PatchCore (docs/anomaly.md).
+the model is the virtual fab's recommended 128 px PatchCore (docs/anomaly.md), or, with ``--config``
+(and ``--set key=value``), the model a config file describes, e.g. the shipped STPM:
+
+    python benchmarks/drift_transfer.py --data /tmp/transfer_fab3200 --n 3200 --config configs/anomaly_stpm.yaml \
+        --set crop=null --out benchmarks/results/drift_transfer_stpm.md
 """
 
 from __future__ import annotations
@@ -35,6 +39,16 @@ LOSSES = {"auroc": "the test product's own-model AUROC minus the cell's",
           "false_alarms": "the cell's false-alarm rate minus that of the test product's own model"}
 
 
+def make_fab(root: Path, n: int, size: int, workers: int) -> None:
+    """Generate the products fab into ``root`` unless it is there (seed 0; splits train 0.4 / calib 0.2 / test 0.4)."""
+    if (root / "manifest.csv").is_file():
+        return
+    from seminspect.data.synth import FabConfig, generate_dataset
+
+    generate_dataset(root, n, FabConfig(image_size=size, n_angles=1, n_references=1), abnormal_fraction=0.5,
+                     seed=0, workers=workers, splits={"train": 0.4, "calib": 0.2, "test": 0.4})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, required=True, help="where the generated fab is (made if absent)")
@@ -43,26 +57,31 @@ def main() -> None:
     ap.add_argument("--group-by", default="product")
     ap.add_argument("--permutations", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--config", type=Path, help="anomaly config YAML (default: the 128 px PatchCore above)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a --config field (repeatable)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    config = CONFIG
+    if args.config is not None:
+        from seminspect.models.anomaly.config import load_anomaly_config
+
+        config = load_anomaly_config(args.config, args.overrides).model_dump()
+    name = str(config.get("model", "patchcore"))
+    described = config if args.config is None else {"config": str(args.config), "set": args.overrides}
     lines = header(f"Cross-{args.group_by} transfer on the virtual fab", sys.argv)
     t0 = time.perf_counter()
-    if not (args.data / "manifest.csv").is_file():
-        from seminspect.data.synth import FabConfig, generate_dataset
-
-        generate_dataset(args.data, args.n, FabConfig(image_size=args.size, n_angles=1, n_references=1),
-                         abnormal_fraction=0.5, seed=0, workers=args.threads,
-                         splits={"train": 0.4, "calib": 0.2, "test": 0.4})
+    make_fab(args.data, args.n, args.size, args.threads)
     gen_s = time.perf_counter() - t0
-    m = transfer_matrix(args.data, group_by=args.group_by, config=CONFIG, n_permutations=args.permutations,
+    m = transfer_matrix(args.data, group_by=args.group_by, config=config, n_permutations=args.permutations,
                         embedding_kwargs={"image_size": args.size})
     rels = [distance_vs_loss(m, loss) for loss in ("auroc", "false_alarms")]
     stab = threshold_stability(m)
     wall = time.perf_counter() - t0
     lines += [f"- data: `{args.data}`, {args.n} sites of {args.size} px (1 target + 1 reference), generated in "
               f"{gen_s:.0f} s; wall time {wall:.0f} s; load average at the end {load()}",
-              f"- model: PatchCore `{json.dumps(CONFIG)}`; threshold: normal quantile on the fitting product's "
+              f"- model ({name}): `{json.dumps(described)}`; threshold: normal quantile on the fitting product's "
               "calib normals (1 % false alarms at 95 % confidence)", "", transfer_markdown(m),
               "Does the distance predict the transfer loss? Spearman correlation over the 12 off-diagonal cells, "
               "one-sided permutation p (9,999 pairings; the cells share products, so these p are optimistic):", "",

@@ -15,6 +15,8 @@ MobileNetV2 student from scratch, maps at reductions 4 / 8 / 16 = the study's la
 - ``mismatch4`` / ``mismatch8`` / ``mismatch8_huber``: 4 % / 8 % of the fit crops get the template of
   another, randomly drawn fit crop (a wrong pair: another location or board), l2 / l2 / Huber; validation
   and test pairs stay correct
+- ``teacher_ft`` / ``teacher_ft_rcz``: the teacher fine-tuned on the fit images first (pseudo-defect heads,
+  ``teacher_finetune_epochs: 2``, layer 1 frozen), on the reference row / on the reverse + cosine + zeros row
 
 Split (pairs sorted by name, as ``anomaly_deeppcb.py``): the test crops are the identical 300 crops of
 PatchCore's benchmark (pairs 40-69, same seed and call order). The training pairs 0-39 are split:
@@ -24,6 +26,10 @@ validation only, per row: the epoch (validation image AUROC after each epoch of 
 sigma 4, no window; the student of the best epoch is kept), then the map post-processing (window,
 sigma) as in ``anomaly_deeppcb_postproc.py`` (highest validation pixel AUROC among settings within 0.005
 of the best validation image AUROC). The test crops are scored once, with those choices.
+
+``--fab DIR``: the same rows on the virtual fab's products data set of ``drift_transfer.py`` (4 layout
+families, 128 px, 1 target + 1 reference; generated into DIR if absent): fit = the train split's normal
+sites, validation = the calib split, test = the test split; results in ``stpm_study_fab.json`` / ``.md``.
 
 "NaN seen": the training loop checks every step's loss and gradients; it raises on the first
 non-finite one (caught here: the row says yes) and otherwise states ``non_finite_steps: 0``.
@@ -69,6 +75,19 @@ def split_train_val(train: list, pairs: list, fit_pairs: int, train_pairs: int, 
     fit = [s for s in train if int(s.sample_id[2:].split("_")[0]) < fit_pairs]
     val = crops(pairs[fit_pairs:train_pairs], crop, np.random.default_rng(seed), abnormal=True, tag="va")
     return fit, val
+
+
+def fab_splits(root: Path, n: int, size: int, threads: int) -> tuple[list, list, list]:
+    """The products fab of ``drift_transfer.py`` (made if absent): fit = train-split normals, val = calib, test."""
+    from drift_transfer import make_fab
+
+    from seminspect.data.dataset import SampleDataset
+
+    make_fab(root, n, size, threads)
+    data = SampleDataset(root)
+    split = data.metadata_column("split")
+    part = {name: [data[i] for i, s in enumerate(split) if s == name] for name in ("train", "calib", "test")}
+    return [s for s in part["train"] if not s.is_abnormal], part["calib"], part["test"]
 
 
 def shifted(samples: list, k: int) -> list:
@@ -169,15 +188,14 @@ def run_row(key: str, args: argparse.Namespace, fit: list, val: list, test: list
 
 
 def write_md(path: Path, rows: dict, meta: dict) -> None:
-    lines = [
-        "# The STPM study on DeepPCB (template-conditioned STPM, one row per dimension of the user's study)",
-        "",
-        "- commands (rows were measured in batches; every batch adds its rows to the same JSON):",
-        *[f"  - {c['date']}: `{c['command']}`" for c in meta["commands"]],
-        f"- machine: {meta['machine']}; batches whose command has no `--threads`: torch threads 1, `nice -n 15`, "
-        "the 2 cores shared with the lead's and another helper's jobs (never idle); batches with `--threads 2`: "
-        "alone on the machine. Load average per row below",
-        f"- wall time of the measured rows: {meta['wall_min']:.1f} min",
+    on = "the virtual fab" if meta.get("fab") else "DeepPCB"
+    data_line = (
+        f"- data: the products fab of `drift_transfer.py` (`{meta.get('fab')}`: 4 layout families, 128 px, 1 target + "
+        f"1 reference, half the sites defective of 19 types, seed 0). Fit: the train split's {meta['n_fit']} normal "
+        f"sites. Validation: the calib split ({meta['n_val_abnormal']} abnormal + {meta['n_val_normal']} normal). "
+        f"Test: the test split ({meta.get('n_test')} sites), scored once. Epoch (validation scored after epochs "
+        f"{meta['epochs']}, or those in the row's label) and map post-processing (window, sigma) chosen per row on "
+        "validation; lr 1e-3 unless the row says otherwise, batch 16." if meta.get("fab") else
         "- data: ../shared/data/deeppcb, pairs sorted by name. Test: the identical 300 crops (128 px) of "
         "`anomaly_deeppcb.py` (pairs 40-69), PatchCore's split. Fit: box-free crops of pairs "
         f"0-{meta['fit_pairs'] - 1} ({meta['n_fit']} crops). Validation, drawn from the training pairs "
@@ -186,11 +204,22 @@ def write_md(path: Path, rows: dict, meta: dict) -> None:
         "those in the row's label) and map post-processing (window, sigma) "
         "chosen per row on validation; lr 1e-3 unless the row says otherwise (the lr rows: the learning rate chosen "
         "on validation like any other setting), batch 16. Box masks are coarser than the "
-        "defects: pixel AUROC is a lower bound.",
+        "defects: pixel AUROC is a lower bound.")
+    lines = [
+        f"# The STPM study on {on} (template-conditioned STPM, one row per dimension of the user's study)",
+        "",
+        "- commands (rows were measured in batches; every batch adds its rows to the same JSON):",
+        *[f"  - {c['date']}: `{c['command']}`" for c in meta["commands"]],
+        f"- machine: {meta['machine']}; batches whose command has no `--threads`: torch threads 1, `nice -n 15`, "
+        "the 2 cores shared with the lead's and another helper's jobs (never idle); batches with `--threads 2`: "
+        "alone on the machine. Load average per row below",
+        f"- wall time of the measured rows: {meta['wall_min']:.1f} min",
+        data_line,
         "- model: MobileNetV2 teacher (ImageNet, frozen) and MobileNetV2 student from scratch (same registry "
         "backbone), maps at reductions 4 / 8 / 16 (the study's layers 1 / 2 / 3; layer 4 not used).",
-        "- PatchCore on the same test crops (`anomaly_deeppcb.md`, post-processing chosen on validation): image "
-        "AUROC 1.000, pixel AUROC 0.981.",
+        *([] if meta.get("fab") else [
+            "- PatchCore on the same test crops (`anomaly_deeppcb.md`, post-processing chosen on validation): image "
+            "AUROC 1.000, pixel AUROC 0.981."]),
         "",
         "| dimension | row | epoch | window / sigma | val image AUROC | test image AUROC | test pixel AUROC | "
         "test image AP | train min (to the epoch / all) | load start-end | NaN seen | study's finding | "
@@ -239,15 +268,24 @@ def main() -> None:
     ap.add_argument("--max-test", type=int, default=300)
     ap.add_argument("--epochs", default="4,8,12,16", help="validation is scored after each of these epochs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
-    ap.add_argument("--json", type=Path, default=Path("benchmarks/results/stpm_study.json"))
-    ap.add_argument("--md", type=Path, default=Path("benchmarks/results/stpm_study.md"))
+    ap.add_argument("--fab", type=Path, help="run on the virtual products fab in this folder (made if absent) "
+                    "instead of DeepPCB")
+    ap.add_argument("--fab-n", type=int, default=3200, help="sites of a generated --fab")
+    ap.add_argument("--json", type=Path, help="default: benchmarks/results/stpm_study.json (stpm_study_fab.json)")
+    ap.add_argument("--md", type=Path, help="default: benchmarks/results/stpm_study.md (stpm_study_fab.md)")
     ap.add_argument("--render", action="store_true", help="only rewrite --md from --json (no training)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    pairs = load_pairs(args.root)
-    train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test,
-                                     np.random.default_rng(0))
-    fit, val = split_train_val(train, pairs, args.fit_pairs, args.train_pairs, args.crop, seed=1)
+    stem = "stpm_study_fab" if args.fab else "stpm_study"
+    args.json = args.json or Path(f"benchmarks/results/{stem}.json")
+    args.md = args.md or Path(f"benchmarks/results/{stem}.md")
+    if args.fab:
+        fit, val, test = fab_splits(args.fab, args.fab_n, args.crop, args.threads)
+    else:
+        pairs = load_pairs(args.root)
+        train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test,
+                                         np.random.default_rng(0))
+        fit, val = split_train_val(train, pairs, args.fit_pairs, args.train_pairs, args.crop, seed=1)
     n_ab = sum(bool(s.is_abnormal) for s in val)
     print(f"fit {len(fit)}, val {n_ab} abnormal + {len(val) - n_ab} normal, test {len(test)}", flush=True)
     state = json.loads(args.json.read_text()) if args.json.is_file() else {"rows": {}, "wall_s": 0.0}
@@ -259,7 +297,8 @@ def main() -> None:
         state["commands"].append({"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "command": command})
     meta = {"commands": state["commands"], "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, no GPU",
             "fit_pairs": args.fit_pairs, "train_pairs": args.train_pairs, "n_fit": len(fit),
-            "n_val_abnormal": n_ab, "n_val_normal": len(val) - n_ab, "epochs": args.epochs}
+            "n_val_abnormal": n_ab, "n_val_normal": len(val) - n_ab, "epochs": args.epochs,
+            "fab": str(args.fab) if args.fab else None, "n_test": len(test)}
     if args.render:
         write_md(args.md, state["rows"], {**meta, "wall_min": state["wall_s"] / 60})
         return

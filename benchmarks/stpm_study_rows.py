@@ -63,11 +63,19 @@ ROWS = {
                   "Huber resisted up to 8 % mismatched training pairs (l2 did not)"),
     "mismatch8_huber": ("8 % mismatched fit pairs, Huber", {"_mismatch": 0.08, "loss": "huber"},
                         "mismatched pairs", "Huber resisted up to 8 % mismatched training pairs (l2 did not)"),
+    "teacher_ft": ("teacher fine-tuned on the fit crops (pseudo-defect heads, 2 epochs, lr 1e-4, layer 1 frozen)",
+                   {"teacher_finetune_epochs": 2}, "teacher fine-tuning",
+                   "fine-tuning the teacher on the product's images helped the deep layers (layer 1 frozen)"),
+    "teacher_ft_rcz": ("reverse, cosine + zero padding, up to 24 epochs, teacher fine-tuned as above",
+                       {"stpm_mode": "template_student", "loss": "cosine", "stpm_padding": "zeros",
+                        "_epochs": "8,12,16,20,24", "teacher_finetune_epochs": 2}, "teacher fine-tuning",
+                       "fine-tuning the teacher on the product's images helped the deep layers (layer 1 frozen)"),
     "lr3e-4": ("lr 3e-4", {"lr": 3e-4}, "learning rate", "(none: the issue asks for lr chosen on validation)"),
     "lr3e-3": ("lr 3e-3", {"lr": 3e-3}, "learning rate", "(none: the issue asks for lr chosen on validation)"),
 }
 ORDER = ("base", "seed1", "reverse", "huber", "cosine", "zeros", "layer2", "reg_off", "shift2", "shift4", "shift8",
-         "mixed_lite0", "mixed_simple", "mismatch4", "mismatch8", "mismatch8_huber", "lr3e-4", "lr3e-3", "zeros_long",
+         "mixed_lite0", "mixed_simple", "mismatch4", "mismatch8", "mismatch8_huber", "teacher_ft", "teacher_ft_rcz",
+         "lr3e-4", "lr3e-3", "zeros_long",
          "cosine_zeros", "reverse_cosine_zeros", "cosine_zeros_s1", "reverse_cosine_zeros_s1")
 
 
@@ -122,6 +130,12 @@ def verdict(key: str, rows: dict) -> str:
         what = f"against the same loss on clean pairs ({clean}):"
         return (f"agree (no harm): {what} {d:+.3f} image AUROC" if d >= -noise
                 else f"disagree: {what} {d:+.3f} image AUROC")
+    if key in ("teacher_ft", "teacher_ft_rcz"):
+        plain = "base" if key == "teacher_ft" else "reverse_cosine_zeros"
+        if auc(plain) is None:
+            return f"not measured (the pretrained-teacher row {plain} is missing)"
+        return judged(auc(key) - auc(plain), auc(key) > auc(plain),
+                      f"the fine-tuned teacher against the pretrained one ({plain}):")
     if key == "mismatch8":
         if auc("base") is None:
             return "not measured (reference row missing)"

@@ -78,12 +78,13 @@ def main() -> None:
                         embedding_kwargs={"image_size": args.size})
     rels = [distance_vs_loss(m, loss) for loss in ("auroc", "false_alarms")]
     stab = threshold_stability(m)
+    cells = len(m["groups"]) * (len(m["groups"]) - 1)
     wall = time.perf_counter() - t0
     lines += [f"- data: `{args.data}`, {args.n} sites of {args.size} px (1 target + 1 reference), generated in "
               f"{gen_s:.0f} s; wall time {wall:.0f} s; load average at the end {load()}",
               f"- model ({name}): `{json.dumps(described)}`; threshold: normal quantile on the fitting product's "
               "calib normals (1 % false alarms at 95 % confidence)", "", transfer_markdown(m),
-              "Does the distance predict the transfer loss? Spearman correlation over the 12 off-diagonal cells, "
+              f"Does the distance predict the transfer loss? Spearman correlation over the {cells} off-diagonal cells, "
               "one-sided permutation p (9,999 pairings; the cells share products, so these p are optimistic):", "",
               *(f"- {r['loss']} loss ({LOSSES[r['loss']]}): **{r['spearman']:.3f}**, p = {r['p_value']:.3g}"
                 for r in rels), "",

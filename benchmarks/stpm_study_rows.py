@@ -8,7 +8,9 @@ row with the study's finding on test image AUROC.
 
 from __future__ import annotations
 
-COLLAPSE = 0.8  # test image AUROC below which a misaligned row counts as "collapsed"
+# a misaligned row has "collapsed" when it kept less than this share of the 0 px row's margin over chance (0.5):
+# relative, so that it means the same on data sets where the 0 px row itself is far from 1
+COLLAPSE_SHARE = 0.5
 
 BASE = dict(model="stpm", backbone="mobilenetv2", out_indices=[1, 2, 3], registration="phase", max_shift=4,
             match_radius=1, fill_border=False, batch_size=16, lr=1e-3, layer_weights=[1.0, 1.0, 1.0],
@@ -110,14 +112,17 @@ def verdict(key: str, rows: dict) -> str:
         if auc("reg_off") is None:
             return "not measured (the 0 px row is missing)"
         d, px = auc(key) - auc("reg_off"), key[5:]
-        collapsed = auc(key) < COLLAPSE
+        collapsed = auc(key) - 0.5 < COLLAPSE_SHARE * (auc("reg_off") - 0.5)
+        harmed = d < -noise
         what = f"{d:+.3f} image AUROC at {px} px against 0 px (to {auc(key):.3f})"
         if key == "shift8":
-            return (f"agree: {what}, a collapse (below {COLLAPSE})" if collapsed
-                    else f"disagree: {what}, a decline but no collapse (not below {COLLAPSE})")
+            if collapsed:
+                return f"agree: {what}, a collapse (less than half the 0 px margin over chance kept)"
+            return (f"disagree: {what}, a decline but no collapse (more than half the 0 px margin over chance kept)"
+                    if harmed else f"disagree: {what}, no harm beyond the seed-to-seed difference ({noise:.3f})")
         if collapsed:
             return f"disagree: {what}, a collapse already at {px} px"
-        return f"agree (no harm): {what}" if abs(d) <= noise else f"partly: no collapse, but {what}"
+        return f"partly: no collapse, but {what}" if harmed else f"agree (no harm): {what}"
     if key in ("mixed_lite0", "mixed_simple"):
         if auc("base") is None:
             return "not measured (reference row missing)"

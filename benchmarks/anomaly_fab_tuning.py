@@ -22,7 +22,8 @@ Fits (``--fits``, first = the configuration recommended in docs/anomaly.md):
 - ``misaligned_reg_on`` / ``misaligned_reg_off``: ``best`` with every reference view shifted by a
   further 4-8 px per axis (seeded), registration on / off;
 - ``stpm`` / ``stpm_reverse``: template-conditioned STPM (template -> teacher / the reverse) with the
-  settings the DeepPCB study chose on its validation split, ``--stpm-epochs`` epochs.
+  settings the DeepPCB study chose on its validation split, ``--stpm-epochs`` epochs;
+  ``stpm_reverse_tft``: ``stpm_reverse`` with the teacher fine-tuned first (``teacher_finetune_epochs: 2``).
 
     nice -n 10 python benchmarks/anomaly_fab_tuning.py --out benchmarks/results/anomaly_fab_tuning.json
 """
@@ -182,6 +183,9 @@ def main() -> None:
                  stpm, None),
         "stpm_reverse": (f"STPM reverse: target -> teacher, template -> student ({args.stpm_epochs} epochs)",
                          dict(stpm, stpm_mode="template_student"), None),
+        "stpm_reverse_tft": (f"STPM reverse, teacher fine-tuned on pseudo-defects first (2 epochs), "
+                             f"{args.stpm_epochs} epochs", dict(stpm, stpm_mode="template_student",
+                                                                teacher_finetune_epochs=2), None),
     }
     sigmas = [float(x) for x in args.sigmas.split(",")]
     centres = [float(x) for x in args.centres.split(",")]

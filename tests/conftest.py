@@ -43,6 +43,29 @@ def stripe_pair(i: int, size: int, box: slice, abnormal: bool = False):
                             View("reference", 0, to_uint(np.clip(ref, 0, 1)))], is_abnormal=abnormal)
 
 
+STPM64 = 64  # side of the MobileNetV2 STPM test pairs
+
+
+def stpm64_sample(i: int, abnormal: bool = False):
+    """A 64 px stripe pair (defect box 26-38) for the MobileNetV2 STPM tests (mixed pairs, teacher tuning)."""
+    return stripe_pair(i, STPM64, slice(26, 38), abnormal)
+
+
+def stpm64_config(**kw):
+    """The small MobileNetV2 STPM config those tests share (untrained weights, 2 epochs), with ``kw`` over it."""
+    from seminspect.models.anomaly import AnomalyConfig
+
+    base = dict(model="stpm", backbone="mobilenetv2", pretrained=False, out_indices=[1, 2, 3],
+                layer_weights=[1, 1, 1], sigma=1.0, batch_size=4, epochs=2, lr=3e-3)
+    return AnomalyConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def stpm64_train():
+    """Six normal :func:`stpm64_sample` pairs."""
+    return [stpm64_sample(i) for i in range(6)]
+
+
 @pytest.fixture(autouse=True)
 def _few_threads():
     import torch

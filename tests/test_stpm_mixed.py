@@ -11,32 +11,24 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from tests.conftest import stripe_pair
+from tests.conftest import STPM64, stpm64_config, stpm64_sample
 
 from seminspect.data.sample import Sample
-from seminspect.models.anomaly import AnomalyConfig, AnomalyConfigError, AnomalyDetector
+from seminspect.models.anomaly import AnomalyConfigError, AnomalyDetector
 from seminspect.models.anomaly.config import load_anomaly_config
 from seminspect.models.anomaly.features import build_backbone
 from seminspect.models.anomaly.stpm import AdaptedStudent
 from seminspect.models.backbones import _registry, get_backbone_cfg
 from seminspect.models.backbones.simple_cnn import SimpleCNN, SimpleCNNFeatures
 
-SIZE = 64
-
-
-def sample(i: int, abnormal: bool = False) -> Sample:
-    return stripe_pair(i, SIZE, slice(26, 38), abnormal)
+SIZE = STPM64
+sample = stpm64_sample
+cfg = stpm64_config
 
 
 @pytest.fixture(scope="module")
-def train() -> list[Sample]:
-    return [sample(i) for i in range(6)]
-
-
-def cfg(**kw) -> AnomalyConfig:
-    base = dict(model="stpm", backbone="mobilenetv2", pretrained=False, out_indices=[1, 2, 3],
-                layer_weights=[1, 1, 1], sigma=1.0, batch_size=4, epochs=2, lr=3e-3)
-    return AnomalyConfig(**{**base, **kw})
+def train(stpm64_train) -> list[Sample]:
+    return stpm64_train
 
 
 def trainable(det: AnomalyDetector) -> int:

@@ -9,30 +9,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from tests.conftest import stripe_pair
+from tests.conftest import STPM64, stpm64_config, stpm64_sample
 
 from seminspect.data.sample import Sample
 from seminspect.models.anomaly import AnomalyConfig, AnomalyConfigError, AnomalyDetector
 from seminspect.models.anomaly.features import build_backbone
 from seminspect.models.anomaly.teacher_tune import map_parameters
 
-SIZE = 64
-
-
-def sample(i: int, abnormal: bool = False) -> Sample:
-    return stripe_pair(i, SIZE, slice(26, 38), abnormal)
+SIZE = STPM64
+sample = stpm64_sample
 
 
 @pytest.fixture(scope="module")
-def train() -> list[Sample]:
-    return [sample(i) for i in range(6)]
+def train(stpm64_train) -> list[Sample]:
+    return stpm64_train
 
 
 def cfg(**kw) -> AnomalyConfig:
-    base = dict(model="stpm", backbone="mobilenetv2", pretrained=False, out_indices=[1, 2, 3],
-                layer_weights=[1, 1, 1], sigma=1.0, batch_size=4, epochs=1, lr=3e-3, calib_fraction=0,
-                teacher_finetune_epochs=2, teacher_lr=1e-2, draem_min_area=0.02, draem_max_area=0.1)
-    return AnomalyConfig(**{**base, **kw})
+    tuned = dict(epochs=1, calib_fraction=0, teacher_finetune_epochs=2, teacher_lr=1e-2, draem_min_area=0.02,
+                 draem_max_area=0.1)
+    return stpm64_config(**{**tuned, **kw})
 
 
 def teacher_state(det: AnomalyDetector) -> dict[str, torch.Tensor]:

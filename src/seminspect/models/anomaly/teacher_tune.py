@@ -17,7 +17,6 @@ defect on this product looks like; the heads are then dropped and the teacher is
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from seminspect.models.anomaly.config import AnomalyConfig
-from seminspect.models.anomaly.draem_fit import generator_of, pseudo_batch
+from seminspect.models.anomaly.draem_fit import _NOT_TRAINING, generator_of, pseudo_batch
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm import STPMModel
 from seminspect.models.anomaly.stpm_fit import stpm_batches
-from seminspect.models.anomaly.train_state import changed_settings
-from seminspect.utils.io import atomic_path, atomic_write_json
+from seminspect.models.anomaly.train_state import changed_settings, read_checkpoint, read_meta, write_checkpoint
 from seminspect.utils.progress import track
 
 # settings that do not change the tuned teacher (the student's and the map's)
-_NOT_TEACHER = ("epochs", "lr", "loss", "stpm_padding", "padding_value", "student_backbone", "layer_weights",
-                "map_dilation", "sigma", "score_sigma", "score_dilation", "top_k", "centre_sigma",
-                "false_alarm_rate", "confidence", "view_combine", "calib_fraction")
+_NOT_TEACHER = (*_NOT_TRAINING, "lr", "loss", "stpm_padding", "padding_value", "student_backbone", "layer_weights",
+                "calib_fraction")
 
 
 def map_parameters(backbone: nn.Module, probe: torch.Tensor, n: int) -> set[str]:
@@ -123,29 +120,14 @@ def tune_teacher(model: STPMModel, images: torch.Tensor, cfg: AnomalyConfig,
 
 
 def _save_tuned(directory: Path, teacher: nn.Module, cfg: AnomalyConfig, hist: dict[str, object]) -> None:
-    from safetensors.torch import save_file
-
-    directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / "teacher.safetensors") as tmp:
-        save_file({k: v.detach().contiguous().clone() for k, v in teacher.state_dict().items()}, str(tmp))
-    atomic_write_json(directory / "teacher.json", {"config": cfg.model_dump(), "history": hist})
+    write_checkpoint(directory, "teacher", teacher, None, {"config": cfg.model_dump(), "history": hist}, stem="teacher")
 
 
 def _load_tuned(directory: Path, teacher: nn.Module, cfg: AnomalyConfig) -> dict[str, object]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        meta = json.loads((directory / "teacher.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, OSError) as exc:
-        raise AnomalyConfigError(f"{directory / 'teacher.json'}: unreadable ({exc}); delete it to start over") from None
+    meta = read_meta(directory, "STPM teacher", stem="teacher")
     differs = changed_settings(dict(meta.get("config", {})), cfg.model_dump(), _NOT_TEACHER)
     if differs:
         raise AnomalyConfigError(f"{directory}: tuned teacher was written with different settings {differs}; "
                                  "use another checkpoint folder")
-    try:
-        teacher.load_state_dict(load_file(str(directory / "teacher.safetensors")))
-    except (SafetensorError, OSError, RuntimeError) as exc:
-        raise AnomalyConfigError(f"{directory / 'teacher.safetensors'}: unreadable tuned teacher "
-                                 f"({str(exc).splitlines()[0]}); delete it to start over") from None
+    read_checkpoint(directory, "teacher", teacher, None, "STPM teacher", stem="teacher")
     return dict(meta.get("history", {}))

@@ -29,41 +29,44 @@ def changed_settings(saved: dict[str, Any], now: dict[str, Any], ignore: Iterabl
     return [k for k in now if k not in skip and saved.get(k, defaults.get(k)) != now[k]]
 
 
-def write_checkpoint(directory: Path, prefix: str, module: nn.Module, opt: torch.optim.Optimizer,
-                     meta: dict[str, Any]) -> None:
-    """``checkpoint.safetensors`` (``prefix.*`` weights, ``opt.*`` state) and ``checkpoint.json`` (``meta``)."""
+def write_checkpoint(directory: Path, prefix: str, module: nn.Module, opt: torch.optim.Optimizer | None,
+                     meta: dict[str, Any], stem: str = "checkpoint") -> None:
+    """``<stem>.safetensors`` (``prefix.*`` weights, ``opt.*`` state unless ``opt`` is None) and ``<stem>.json``."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {f"{prefix}.{k}": v.detach().contiguous().clone() for k, v in module.state_dict().items()}
-    for pid, st in opt.state_dict()["state"].items():
+    for pid, st in (opt.state_dict()["state"] if opt is not None else {}).items():
         for name, val in st.items():
             tensors[f"opt.{pid}.{name}"] = torch.as_tensor(val).detach().contiguous().clone()
-    with atomic_path(directory / "checkpoint.safetensors") as tmp:
+    with atomic_path(directory / f"{stem}.safetensors") as tmp:
         save_file(tensors, str(tmp))
-    atomic_write_json(directory / "checkpoint.json", meta)
+    atomic_write_json(directory / f"{stem}.json", meta)
 
 
-def read_meta(directory: Path, what: str) -> dict[str, Any]:
-    """``checkpoint.json``, or one line naming the folder when it cannot be read."""
+def read_meta(directory: Path, what: str, stem: str = "checkpoint") -> dict[str, Any]:
+    """``<stem>.json``, or one line naming the folder when it cannot be read."""
     try:
-        return json.loads((directory / "checkpoint.json").read_text(encoding="utf-8"))
+        return json.loads((directory / f"{stem}.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, OSError) as exc:
         raise AnomalyConfigError(f"{directory}: unreadable {what} checkpoint ({exc}); "
                                  "delete it to start over") from None
 
 
-def read_checkpoint(directory: Path, prefix: str, module: nn.Module, opt: torch.optim.Optimizer, what: str) -> None:
-    """Load ``prefix.*`` weights into ``module`` and the ``opt.*`` state into ``opt``."""
+def read_checkpoint(directory: Path, prefix: str, module: nn.Module, opt: torch.optim.Optimizer | None, what: str,
+                    stem: str = "checkpoint") -> None:
+    """Load ``prefix.*`` weights into ``module`` and the ``opt.*`` state into ``opt`` (unless None)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        tensors = load_file(str(directory / "checkpoint.safetensors"))
-    except (SafetensorError, OSError) as exc:
-        raise AnomalyConfigError(f"{directory}: unreadable {what} checkpoint ({exc}); "
+        tensors = load_file(str(directory / f"{stem}.safetensors"))
+        module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise AnomalyConfigError(f"{directory}: unreadable {what} checkpoint ({str(exc).splitlines()[0]}); "
                                  "delete it to start over") from None
-    module.load_state_dict({k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    if opt is None:
+        return
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, val in tensors.items():
         if key.startswith("opt."):

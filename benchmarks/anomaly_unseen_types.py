@@ -26,11 +26,15 @@ import json
 import os
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from longtail_common import first_of_each_family  # noqa: E402
 
 from seminspect.data.dataset import SampleDataset
 from seminspect.decision import TriagePolicy
@@ -48,16 +52,6 @@ from seminspect.training.sampler import class_keys
 from seminspect.utils.io import atomic_write_text
 
 ROUTES = ("auto_normal", "review", "auto_abnormal")
-
-
-def first_of_each_family(taxonomy) -> list[str]:
-    """A neutral hold-out rule: the first type of every family (6 of the 19 default types)."""
-    out = []
-    for leaf in taxonomy.leaves:
-        fam = taxonomy.path(leaf)[-2]
-        if all(taxonomy.path(x)[-2] != fam for x in out):
-            out.append(leaf)
-    return out
 
 
 def route_shares(route: np.ndarray, sel: np.ndarray) -> dict[str, float]:

@@ -57,6 +57,15 @@ def make_config(args: argparse.Namespace, model: dict[str, Any] | None = None, *
                      triage={"min_train_samples": MIN_TRAIN}, seed=0, threads=args.threads, output=str(args.work))
 
 
+def first_of_each_family(taxonomy) -> list[str]:  # noqa: ANN001
+    """A neutral hold-out rule: the first leaf type of every family."""
+    out: list[str] = []
+    for leaf in taxonomy.leaves:
+        if all(taxonomy.path(x)[-2] != taxonomy.path(leaf)[-2] for x in out):
+            out.append(leaf)
+    return out
+
+
 def leaf_counts(type_index: np.ndarray, n_leaves: int) -> np.ndarray:
     """Examples per leaf type among sites' leaf indices (``-1`` = no type)."""
     t = np.asarray(type_index)

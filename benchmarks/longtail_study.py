@@ -81,14 +81,15 @@ def scores(model, fs, tax, counts: np.ndarray) -> dict[str, float]:  # noqa: ANN
     return out
 
 
-def train_scratch(model, cfg, ds, ids: dict[str, list[str]], a, b, epochs: int):  # noqa: ANN001, ANN201
+def train_scratch(model, cfg, ds, ids: dict[str, list[str]], a, b, epochs: int,  # noqa: ANN001, ANN201
+                  batchnorm: bool = False):
     """Train a randomly initialised ``model`` whole on images, as ``benchmarks/adc_options.py`` does for
     ``simple_cnn``: heads warmed up on the random backbone's features of the training sites ``a``
     (stopping on ``b``), then every stage and head trained ``epochs`` epochs on the images (the
     weights of the best epoch on ``b``); returns the test split's features from the trained backbone."""
     c = cfg.model_copy(deep=True)
     c.train.finetune_epochs, c.train.backbone_lr, c.train.finetune_augment = epochs, 1e-3, [0, 4]
-    c.train.finetune_stages = len(model.backbone_stages())
+    c.train.finetune_stages, c.train.finetune_batchnorm = len(model.backbone_stages()), batchnorm
     train_ds = ds.subset(ids["train"])
     ftr = features_for(model, train_ds, c, [0], None, "encoding train (random backbone)")
     train_heads(model, ftr.subset(a), ftr.subset(b), c)
@@ -107,6 +108,8 @@ def main() -> None:
                     help="> 0: the backbone starts from random weights and trains on images this many epochs")
     ap.add_argument("--train-limit", type=int, default=1500,
                     help="with --scratch-epochs: training sites drawn at random (seed 0), to bound the time")
+    ap.add_argument("--scratch-batchnorm", action="store_true",
+                    help="with --scratch-epochs: BatchNorm statistics follow the batches (train.finetune_batchnorm)")
     args = ap.parse_args()
     chosen = [v.strip() for v in args.variants.split(",")]
     if unknown := sorted(set(chosen) - set(VARIANTS)):
@@ -134,7 +137,7 @@ def main() -> None:
             torch.manual_seed(seed)
             model = build_model(cfg, tax)
             if args.scratch_epochs:
-                test = train_scratch(model, cfg, ds, ids, a, b, args.scratch_epochs)
+                test = train_scratch(model, cfg, ds, ids, a, b, args.scratch_epochs, args.scratch_batchnorm)
             else:
                 train_heads(model, fs["train"].subset(a), fs["train"].subset(b), cfg)
                 test = fs["test"]
@@ -142,7 +145,8 @@ def main() -> None:
             print(name, seed, results[name][-1], flush=True)
     cols = list(results[chosen[0]][0])
     trained = (f"from scratch: random weights, heads warmed up, then every stage trained on images "
-               f"{args.scratch_epochs} epochs on {len(ids['train'])} training sites drawn at random"
+               f"{args.scratch_epochs} epochs on {len(ids['train'])} training sites drawn at random, BatchNorm "
+               f"statistics {'following the batches' if args.scratch_batchnorm else 'left at initialisation'}"
                if args.scratch_epochs else "frozen, ImageNet weights")
     lines += [f"- backbone: {args.backbone} ({trained})",
               f"- data: `{args.data}`, {len(ds)} sites, {len(tax.leaves)} leaf types, tree levels "

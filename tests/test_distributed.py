@@ -242,6 +242,11 @@ def _collectives_worker(rank: int, port: int, out: str) -> None:
         with torch.no_grad():
             net.bias[0] += 1e-7
     res["differ"] = not dist.same_everywhere(net)
+    bn = torch.nn.BatchNorm1d(2)  # statistics updated on each rank's share, then averaged
+    bn.running_mean.fill_(float(rank))
+    bn.running_var.fill_(1.0 + 2 * rank)
+    dist.average_batchnorm_statistics(bn)
+    res["bn"] = [bn.running_mean.tolist(), bn.running_var.tolist()]
     dist.shutdown()
     Path(out, f"{rank}.json").write_text(json.dumps(res))
 
@@ -273,6 +278,7 @@ def test_collectives_in_a_two_process_gloo_group(tmp_path):
     assert r1["error"] == ["DistributedError", "x.yaml: bad (on rank 0)"]
     assert r0["first"] == 0 and r1["first"] == 1
     assert r0["same"] and r1["same"] and r0["differ"] and r1["differ"]
+    assert r0["bn"] == r1["bn"] == [[0.5, 0.5], [2.0, 2.0]]
 
 
 # ----- the helpers on one process, and the one-line error ------------------------------------------
@@ -349,6 +355,23 @@ def test_finetuning_resumes_from_its_checkpoint(tmp_path):
     assert said[0].endswith("resuming fine-tuning after epoch 1") and len(said) == 2
     for k, v in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+@pytest.mark.parametrize("update", [False, True])
+def test_finetune_batchnorm_updates_only_the_unfrozen_stages_statistics(tmp_path, update):
+    from seminspect.data.dataset import SampleDataset
+    from seminspect.training.feature_cache import PrepareSample
+    from seminspect.training.finetune import finetune
+    from test_adc import TAX, tiny_model
+
+    root, cfg = _tiny(tmp_path, finetune_epochs=1, finetune_stages=1, finetune_batchnorm=update)
+    tr = SampleDataset(root).split("train")
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
+    finetune(model, tr.subset(tr.sample_ids[:16]), cfg, TAX, PrepareSample(crop=None))
+    after = model.backbone.state_dict()
+    changed = sorted({k.split(".")[1] for k, v in before.items() if not torch.equal(after[k], v)})
+    assert changed == (["2"] if update else [])  # stages 0 and 1 stay frozen, statistics and all
 
 
 def test_resuming_an_early_stopped_head_training_trains_no_more(tmp_path):

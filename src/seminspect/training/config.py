@@ -70,6 +70,9 @@ class TrainConfig(_Strict):
     finetune_epochs: int = Field(0, ge=0)  # then unfreeze the last backbone stages and train live
     finetune_stages: int = Field(1, ge=0)
     finetune_augment: list[Op] | None = None  # dihedral ops drawn while fine-tuning (None = augment)
+    # update the BatchNorm statistics of the unfrozen stages while fine-tuning (False: keep them as loaded;
+    # a backbone trained from scratch needs True, its statistics are otherwise those of initialisation)
+    finetune_batchnorm: bool = False
     batch_size: int = Field(64, gt=0)
     lr: float = Field(3e-3, gt=0)
     backbone_lr: float = Field(1e-4, gt=0)

@@ -257,6 +257,18 @@ def mean_parts(parts: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, (v / world_size() for v in all_reduce_sum([parts[k] for k in keys])), strict=True))
 
 
+def average_batchnorm_statistics(module: torch.nn.Module) -> None:
+    """Average the running mean and variance of ``module``'s BatchNorm layers over the ranks, so that
+    statistics updated on each rank's share of a batch stay the same everywhere; nothing on one process."""
+    if not active():
+        return
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training and m.running_mean is not None:
+            for t in (m.running_mean, m.running_var):
+                torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+                t.div_(world_size())
+
+
 def same_everywhere(module: torch.nn.Module) -> bool:
     """Whether every rank holds bit-identical parameters and buffers (digests compared); True on one process."""
     if not active():
@@ -282,8 +294,9 @@ def wrap(module: torch.nn.Module) -> torch.nn.Module:
 
     ``find_unused_parameters``: a head may get no gradient from one rank's share of a batch (the
     per-level heads when the share holds no defect), which DDP must be told to expect.
-    Buffers are not synchronised before each forward: the only ones are frozen BatchNorm statistics
-    and taxonomy memberships, equal everywhere. Nothing happens on one process.
+    Buffers are not synchronised before each forward: they are BatchNorm statistics (frozen, or
+    averaged after each step by :func:`average_batchnorm_statistics`) and taxonomy memberships,
+    equal everywhere. Nothing happens on one process.
     """
     if not active():
         return module

@@ -42,6 +42,17 @@ from seminspect.training.sampler import balanced_weights, class_keys
 from seminspect.utils.progress import make_progress
 
 
+def trainable_batchnorm(backbone: torch.nn.Module) -> int:
+    """Put the BatchNorm layers whose scale or shift trains into training mode (their running
+    statistics then follow the batches); frozen ones stay in eval mode. Returns how many."""
+    n = 0
+    for m in backbone.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters()):
+            m.train()
+            n += 1
+    return n
+
+
 def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxonomy: Taxonomy,
              prepare: PrepareSample, log: Callable[[str], None] | None = None,
              val_ds: SampleDataset | None = None, checkpoint: str | Path | None = None) -> float:
@@ -104,9 +115,11 @@ def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxon
     net = dist.wrap(model)
     for epoch in range(start_epoch, tc.finetune_epochs):
         model.train()
-        # BatchNorm statistics stay fixed (batches of ~8 views would make them noisy, and frozen
-        # stages must not drift); the trainable stages still learn their BN scale and shift.
+        # BatchNorm statistics stay fixed by default (batches of ~8 sites would make them noisy, and
+        # frozen stages must not drift); the trainable stages still learn their BN scale and shift.
         model.backbone.eval()
+        if tc.finetune_batchnorm:
+            trainable_batchnorm(model.backbone)
         dist.reseed(cfg.seed * 1000 + 500 + epoch)
         g = torch.Generator().manual_seed(cfg.seed * 1000 + 500 + epoch)
         order = torch.multinomial(torch.as_tensor(w), steps * bs, replacement=True, generator=g).tolist()
@@ -125,6 +138,8 @@ def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxon
                 loss.backward()
                 opt.step()
                 sched.step()
+                if tc.finetune_batchnorm:
+                    dist.average_batchnorm_statistics(model.backbone)
                 total += float(loss.detach()) / steps
                 progress.advance(task)
         total = dist.mean_parts({"loss": total})["loss"]

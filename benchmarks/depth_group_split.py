@@ -49,6 +49,9 @@ ROWS: dict[str, tuple[str, dict]] = {  # row -> (outer split, config changes; "e
     "l1-group": ("group", {"loss.mse_epochs": 0}),
     "pix2pix-group": ("group", {"loss.mode": "pix2pix", "loss.mse_epochs": 0}),
     "full-group": ("group", {"as_shipped": True}),
+    "width8-group": ("group", {"model.width": 8}),  # smaller
+    "wd05-group": ("group", {"optim.weight_decay": 0.05}),  # regularised (the recipe's is 0.01)
+    "levels3-group": ("group", {"model.levels": 3}),  # one more level: a wider view of the structure
 }
 DEFAULT_ROWS = ["recipe-group", "recipe-random", "aug-group", "sitenorm-group"]
 

@@ -32,6 +32,8 @@ CANDIDATES = {  # each overrides the single-view preset; accuracy and speed side
     "layers r8+r16, sigma 8": {"sigma": 8.0},
     "layers r8+r16, bank 4096": {"max_bank_patches": 4096},
     "layers r8+r16, projected to 64 dims": {"embed_dim": 64},
+    "EfficientNet-Lite0, layers r8+r16": {"backbone": "efficientnet_lite0"},
+    "EfficientNet-Lite2, layers r8+r16": {"backbone": "efficientnet_lite2"},
 }
 
 
@@ -39,9 +41,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", required=True, choices=sorted(LOADERS))
     ap.add_argument("--root", required=True)
+    ap.add_argument("--candidates", default="", help="comma list of candidate numbers (0 = the preset, always "
+                    "run; default: all): " + "; ".join(f"{i} {k}" for i, k in enumerate(CANDIDATES)))
     args, header, start = start_run(ap)
     train, test = LOADERS[args.set](args.root)
-    cands = {k: {**SINGLE_VIEW, **v} for k, v in CANDIDATES.items()}
+    names = list(CANDIDATES)
+    picked = sorted({0, *(int(x) for x in args.candidates.split(",") if x)}) if args.candidates else range(len(names))
+    cands = {names[i]: {**SINGLE_VIEW, **CANDIDATES[names[i]]} for i in picked}
     chosen, rows = select_config(train, cands, seed=0)
     for row in rows:
         real = fit_and_score(cands[row["candidate"]], train, test)

@@ -13,12 +13,18 @@ held-out types at each auto-normal miss-rate target (``--miss-rates``; the main 
 Reported on the test split: the share of unseen-type defects routed auto-normal (missed) with its
 95 % Clopper-Pearson upper bound, beside the share of normals routed auto-normal, and per held-out
 type. A fixed auto-normal coverage of calib normals (``--coverages``, not certified) is shown for
-comparison with ``anomaly_unseen_types.md``. Nothing is chosen on the test split.
+comparison with ``anomaly_unseen_types.md``. With ``--anomaly CONFIG`` (an ``AnomalyConfig`` YAML, e.g.
+configs/anomaly_fab.yaml; ``--anomaly-set key=value`` overrides) an anomaly model is fitted on
+``--anomaly-fit`` normal train sites and scores the calib and test sites (scores cached under
+``--work`` by content); its threshold comes from the calib normals' scores alone
+(``NormalQuantileThreshold`` at each ``--far`` false-alarm target), and every variant is repeated
+with the rule: a site above it is never auto-normal. Nothing is chosen on the test split.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -50,6 +56,54 @@ def shares(route: np.ndarray, sel: np.ndarray) -> dict[str, float]:
             "upper": float(clopper_pearson_upper(k, n, 0.95)) if n else float("nan")}
 
 
+def anomaly_rules(args: argparse.Namespace, ds, tr, cal, te) -> list[tuple[float, dict]]:  # noqa: ANN001
+    """Fit the anomaly model on normal train sites (of the kept types' split), score calib and test
+    (cached by content), and one threshold per ``--far`` from the calib normals' scores alone."""
+    import yaml
+
+    from seminspect.models.anomaly import AnomalyDetector
+    from seminspect.models.anomaly.config import validate_config
+    from seminspect.models.anomaly.threshold import fit_normal_threshold
+
+    raw = yaml.safe_load(args.anomaly.read_text())
+    for item in args.anomaly_set:
+        key, _, value = item.partition("=")
+        raw[key] = yaml.safe_load(value)
+    cfg = validate_config(raw, str(args.anomaly))
+    fit_ids = [i for i, y in zip(tr.sample_ids, tr.is_abnormal.numpy(), strict=True) if y == 0][: args.anomaly_fit]
+    key = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), fit_ids, cal.sample_ids, te.sample_ids,
+                                     str(args.data.resolve())]).encode()).hexdigest()[:16]
+    cache = args.work / f"anomaly_scores_{key}.npz"
+    if cache.is_file():
+        z = np.load(cache)
+        cal_s, te_s, fit_s, score_s = z["cal"], z["test"], float(z["fit_s"]), float(z["score_s"])
+    else:
+        t0 = time.perf_counter()
+        det = AnomalyDetector(cfg).fit(ds.subset(fit_ids), calib=[])
+        fit_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        r_cal, r_te = det.score(ds.subset(cal.sample_ids)), det.score(ds.subset(te.sample_ids))
+        assert r_cal.sample_ids == list(cal.sample_ids) and r_te.sample_ids == list(te.sample_ids)
+        cal_s, te_s = r_cal.scores, r_te.scores
+        score_s = time.perf_counter() - t0
+        args.work.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, cal=cal_s, test=te_s, fit_s=fit_s, score_s=score_s)
+    from sklearn.metrics import roc_auc_score
+
+    y = te.is_abnormal.numpy()
+    auc = float(roc_auc_score(y, te_s))
+    normal_cal = cal_s[cal.is_abnormal.numpy() == 0]
+    out = []
+    for far in [float(x) for x in args.far.split(",") if x]:
+        t = fit_normal_threshold(normal_cal, far, 0.95)
+        text = (f"`{args.anomaly}` {' '.join(args.anomaly_set)}, {cfg.model} fitted on {len(fit_ids)} normal train "
+                f"sites in {fit_s:.0f} s, calib + test scored in {score_s:.0f} s; test image AUROC {auc:.4f}; "
+                f"threshold {t['threshold']:.4g} from {len(normal_cal)} calib normals (false-alarm upper bound "
+                f"{t['false_alarm_upper_bound']:.3f})")
+        out.append((far, {"threshold": float(t["threshold"]), "calib": cal_s, "test": te_s, "describe": text}))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_args(ap)
@@ -57,6 +111,10 @@ def main() -> None:
     ap.add_argument("--miss-rates", default="0.01,0.02", help="TriagePolicy normal_miss_rate targets")
     ap.add_argument("--coverages", default="0.5", help="fixed ADC auto-normal coverages of calib normals")
     ap.add_argument("--seeds", type=int, default=3, help="head seeds 0..N-1")
+    ap.add_argument("--anomaly", type=Path, default=None, help="AnomalyConfig YAML: add the anomaly rule")
+    ap.add_argument("--anomaly-set", action="append", default=[], help="key=value (YAML value) override")
+    ap.add_argument("--anomaly-fit", type=int, default=400, help="normal train sites the anomaly model fits on")
+    ap.add_argument("--far", default="0.01", help="anomaly-rule false-alarm targets (normal calib scores only)")
     args = ap.parse_args()
     lines = header("Unseen defect types on the main job's kind of site: how many are routed auto-normal", sys.argv)
     t_all = time.perf_counter()
@@ -83,6 +141,7 @@ def main() -> None:
     y_te, t_te = te.is_abnormal.numpy(), te.type_index.numpy()
     is_unseen = (y_te == 1) & np.isin(t_te, unseen_idx)
     groups = {"unseen-type defects": is_unseen, "seen-type defects": (y_te == 1) & ~is_unseen, "normals": y_te == 0}
+    rules = anomaly_rules(args, ds, tr, cal, te) if args.anomaly else []
     rows, head_s = [], 0.0
     from sklearn.metrics import roc_auc_score
 
@@ -100,18 +159,25 @@ def main() -> None:
                                       np.r_[p_te["abnormal"][s], p_te["abnormal"][groups["normals"]]]))
                for g, s in groups.items() if g != "normals"}
         variants = []
-        for miss in [float(x) for x in args.miss_rates.split(",") if x]:
-            pol = TriagePolicy(abnormal_precision=0.99, normal_miss_rate=miss, confidence=0.95,
-                               min_train_samples=MIN_TRAIN).fit(
-                p_cal["abnormal"], y_cal, type_probs=p_cal["types"], type_labels=t_cal, type_train_counts=counts,
-                type_names=list(tax.leaves))
-            route = pol.predict(p_te["abnormal"], type_probs=p_te["types"]).route
-            variants.append((f"TriagePolicy, auto-normal miss rate <= {miss:g} (certified)", route,
-                             float(pol.normal_threshold_)))
-        for q in [float(x) for x in args.coverages.split(",") if x]:
-            thr = float(np.quantile(p_cal["abnormal"][y_cal == 0], q))
-            variants.append((f"auto-normal below the {q:.0%} quantile of calib-normal scores (not certified)",
-                             np.where(p_te["abnormal"] <= thr, AUTO_NORMAL, "review"), thr))
+        for far, rule in [(None, None), *rules]:
+            with_rule = "" if rule is None else f" + anomaly rule (false alarms <= {far:g})"
+            extra = {} if rule is None else {"anomaly_threshold": rule["threshold"]}
+            for miss in [float(x) for x in args.miss_rates.split(",") if x]:
+                pol = TriagePolicy(abnormal_precision=0.99, normal_miss_rate=miss, confidence=0.95,
+                                   min_train_samples=MIN_TRAIN, **extra).fit(
+                    p_cal["abnormal"], y_cal, type_probs=p_cal["types"], type_labels=t_cal, type_train_counts=counts,
+                    type_names=list(tax.leaves), anomaly_scores=None if rule is None else rule["calib"])
+                route = pol.predict(p_te["abnormal"], type_probs=p_te["types"],
+                                    anomaly_scores=None if rule is None else rule["test"]).route
+                variants.append((f"TriagePolicy, auto-normal miss rate <= {miss:g} (certified){with_rule}", route,
+                                 float(pol.normal_threshold_)))
+            for q in [float(x) for x in args.coverages.split(",") if x]:
+                thr = float(np.quantile(p_cal["abnormal"][y_cal == 0], q))
+                keep = p_te["abnormal"] <= thr
+                if rule is not None:
+                    keep &= rule["test"] <= rule["threshold"]
+                variants.append((f"auto-normal below the {q:.0%} quantile of calib-normal scores (not certified)"
+                                 f"{with_rule}", np.where(keep, AUTO_NORMAL, "review"), thr))
         for name, route, thr in variants:
             row = {"variant": name, "seed": seed, "normal_threshold": thr, "auroc": sep,
                    **{g: shares(route, s) for g, s in groups.items()},
@@ -130,6 +196,7 @@ def main() -> None:
               f"({int((y_cal == 0).sum())} normals), without the held-out types; test split: {u} unseen-type "
               f"defects, {int(groups['seen-type defects'].sum())} seen-type defects, {int(groups['normals'].sum())} "
               "normals (all of it, scored once per seed)",
+              *[f"- anomaly rule (false alarms <= {far:g}): {r['describe']}" for far, r in rules],
               f"- times: generation {setup['generate_s']:.0f} s, feature encoding {setup['encode_s']:.0f} s, heads "
               f"{head_s:.0f} s ({args.seeds} seeds), whole run {time.perf_counter() - t_all:.0f} s; load average at "
               f"the end {load()}", "",
@@ -149,7 +216,8 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['variant']} | {r['seed']} | "
                      + " | ".join(f"{100 * r['per_type'][t]['share']:.1f} %" for t in names) + " |")
-    lines += ["", "```json", json.dumps({"rows": rows, "held_out": names}), "```", ""]
+    anomaly = [{"far": far, "threshold": r["threshold"], "describe": r["describe"]} for far, r in rules]
+    lines += ["", "```json", json.dumps({"rows": rows, "held_out": names, "anomaly": anomaly}), "```", ""]
     atomic_write_text(args.out, "\n".join(lines))
     print("\n".join(lines[:-4]))
 

@@ -70,8 +70,9 @@ class TrainConfig(_Strict):
     finetune_epochs: int = Field(0, ge=0)  # then unfreeze the last backbone stages and train live
     finetune_stages: int = Field(1, ge=0)
     finetune_augment: list[Op] | None = None  # dihedral ops drawn while fine-tuning (None = augment)
-    # update the BatchNorm statistics of the unfrozen stages while fine-tuning (False: keep them as loaded;
-    # a backbone trained from scratch needs True, its statistics are otherwise those of initialisation)
+    # update the BatchNorm statistics of the unfrozen stages while fine-tuning (False: keep them as loaded).
+    # With the default batches (batch_size // 8 sites) they are noisy: on a from-scratch CNN it lowered top-1
+    # by 0.016-0.074 (benchmarks/results/longtail_study_deeppcb_scratch_bn.md); for larger batches
     finetune_batchnorm: bool = False
     batch_size: int = Field(64, gt=0)
     lr: float = Field(3e-3, gt=0)

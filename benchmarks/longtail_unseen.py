@@ -37,8 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from longtail_common import MIN_TRAIN, add_args, first_of_each_family, leaf_counts, prepare  # noqa: E402
 from predict_common import header, load  # noqa: E402
 
-from seminspect.decision import AUTO_NORMAL, TriagePolicy  # noqa: E402
-from seminspect.decision._bounds import clopper_pearson_upper  # noqa: E402
+from seminspect.decision import AUTO_NORMAL, TriagePolicy, clopper_pearson_upper  # noqa: E402
 from seminspect.training.adc_trainer import (  # noqa: E402
     _stratified_holdout,
     build_model,
@@ -59,17 +58,11 @@ def shares(route: np.ndarray, sel: np.ndarray) -> dict[str, float]:
 def anomaly_rules(args: argparse.Namespace, ds, tr, cal, te) -> list[tuple[float, dict]]:  # noqa: ANN001
     """Fit the anomaly model on normal train sites (of the kept types' split), score calib and test
     (cached by content), and one threshold per ``--far`` from the calib normals' scores alone."""
-    import yaml
-
     from seminspect.models.anomaly import AnomalyDetector
-    from seminspect.models.anomaly.config import validate_config
+    from seminspect.models.anomaly.config import load_anomaly_config
     from seminspect.models.anomaly.threshold import fit_normal_threshold
 
-    raw = yaml.safe_load(args.anomaly.read_text())
-    for item in args.anomaly_set:
-        key, _, value = item.partition("=")
-        raw[key] = yaml.safe_load(value)
-    cfg = validate_config(raw, str(args.anomaly))
+    cfg = load_anomaly_config(args.anomaly, args.anomaly_set)
     fit_ids = [i for i, y in zip(tr.sample_ids, tr.is_abnormal.numpy(), strict=True) if y == 0][: args.anomaly_fit]
     key = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), fit_ids, cal.sample_ids, te.sample_ids,
                                      str(args.data.resolve())]).encode()).hexdigest()[:16]
@@ -112,7 +105,7 @@ def main() -> None:
     ap.add_argument("--coverages", default="0.5", help="fixed ADC auto-normal coverages of calib normals")
     ap.add_argument("--seeds", type=int, default=3, help="head seeds 0..N-1")
     ap.add_argument("--anomaly", type=Path, default=None, help="AnomalyConfig YAML: add the anomaly rule")
-    ap.add_argument("--anomaly-set", action="append", default=[], help="key=value (YAML value) override")
+    ap.add_argument("--anomaly-set", action="append", default=[], help="key=value override, as `anomaly fit --set`")
     ap.add_argument("--anomaly-fit", type=int, default=400, help="normal train sites the anomaly model fits on")
     ap.add_argument("--far", default="0.01", help="anomaly-rule false-alarm targets (normal calib scores only)")
     args = ap.parse_args()

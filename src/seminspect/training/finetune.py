@@ -42,15 +42,12 @@ from seminspect.training.sampler import balanced_weights, class_keys
 from seminspect.utils.progress import make_progress
 
 
-def trainable_batchnorm(backbone: torch.nn.Module) -> int:
+def trainable_batchnorm(backbone: torch.nn.Module) -> None:
     """Put the BatchNorm layers whose scale or shift trains into training mode (their running
-    statistics then follow the batches); frozen ones stay in eval mode. Returns how many."""
-    n = 0
+    statistics then follow the batches); frozen ones stay in eval mode."""
     for m in backbone.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in m.parameters()):
             m.train()
-            n += 1
-    return n
 
 
 def finetune(model: MultiViewADC, train_ds: SampleDataset, cfg: ADCConfig, taxonomy: Taxonomy,

@@ -33,7 +33,7 @@ class AnomalyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    model: Literal["patchcore", "stpm", "draem"] = "patchcore"
+    model: Literal["patchcore", "stpm", "draem", "diffusion"] = "patchcore"
     backbone: str = Field("mobilenetv2", min_length=1)
     pretrained: bool = True
     weights_path: str | None = None
@@ -76,8 +76,8 @@ class AnomalyConfig(BaseModel):
     pool: int = Field(3, ge=1)
     embed_dim: int | None = Field(None, ge=1)
     conditioning: Literal["none", "reference", "difference"] = Field(
-        "none", description="PatchCore: reference features beside / instead of the target's; DRAEM: 'reference' "
-        "makes the registered reference an extra input channel of both sub-networks ('difference' is refused)")
+        "none", description="PatchCore: reference features beside / instead of the target's; DRAEM, diffusion: "
+        "'reference' makes the registered reference an extra input channel of their networks ('difference' is refused)")
     reference_weight: float = Field(1.0, ge=0)
     match_radius: int = Field(
         0,
@@ -143,6 +143,16 @@ class AnomalyConfig(BaseModel):
         default_factory=lambda: ["perlin", "cutpaste"], min_length=1,
         description="pseudo-defect sources DRAEM trains on and STPM teacher fine-tuning paints "
         "(seminspect.data.pseudo_defects)")
+    # diffusion reconstruction (seminspect.models.anomaly.diffusion; epochs, lr, batch_size and the draem_* pseudo-
+    # defects shared)
+    diffusion_width: int = Field(16, ge=4, le=128, description="denoiser U-Net channels at full resolution")
+    diffusion_steps: int = Field(200, ge=10, le=2000, description="length of the cosine noise schedule")
+    diffusion_start: float = Field(0.3, gt=0, le=1, description="inference noises the input to this fraction of "
+                                   "the schedule (and training draws levels up to it)")
+    diffusion_sample_steps: int = Field(4, ge=1, le=100, description="deterministic DDIM steps back to a clean image")
+    diffusion_student_width: int = Field(0, ge=0, le=128, description="one-pass student U-Net width (0 = none); "
+                                         "once distilled, the student scores")
+    diffusion_student_epochs: int = Field(10, ge=1, le=1000, description="student epochs on the denoiser's labels")
     draem_anomaly_prob: float = Field(0.5, ge=0, le=1, description="share of training images given a pseudo-defect")
     draem_min_area: float = Field(0.005, gt=0, le=0.5, description="pseudo-defect area, fraction of the image")
     draem_max_area: float = Field(0.08, gt=0, le=0.5, description="pseudo-defect area, fraction of the image")
@@ -212,8 +222,8 @@ class AnomalyConfig(BaseModel):
             raise ValueError(f"student_backbone applies to model: stpm ({self.model} has no student)")
         if self.teacher_finetune_epochs and self.model != "stpm":
             raise ValueError(f"teacher_finetune_epochs applies to model: stpm ({self.model} has no teacher to tune)")
-        if self.model == "draem" and self.conditioning == "difference":
-            raise ValueError("conditioning: difference is PatchCore's; DRAEM takes 'none' or 'reference'")
+        if self.model in ("draem", "diffusion") and self.conditioning == "difference":
+            raise ValueError(f"conditioning: difference is PatchCore's; {self.model} takes 'none' or 'reference'")
         if self.draem_min_area > self.draem_max_area:
             raise ValueError(f"draem_min_area {self.draem_min_area} exceeds draem_max_area {self.draem_max_area}")
         return self

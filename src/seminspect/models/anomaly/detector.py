@@ -32,6 +32,8 @@ from torch import nn
 from seminspect.data.prepare import Alignment
 from seminspect.data.sample import Sample
 from seminspect.models.anomaly.config import AnomalyConfig, validate_config
+from seminspect.models.anomaly.diffusion import DiffusionModel
+from seminspect.models.anomaly.diffusion_fit import distill_student, train_diffusion
 from seminspect.models.anomaly.draem import DRAEMModel
 from seminspect.models.anomaly.draem_fit import train_draem
 from seminspect.models.anomaly.features import AnomalyConfigError, build_backbone
@@ -54,7 +56,7 @@ class AnomalyDetector:
         self.config = (config if isinstance(config, AnomalyConfig)
                        else validate_config(dict(config or {}), "invalid anomaly config"))
         self._custom_backbone = backbone
-        self.model: PatchCoreModel | STPMModel | DRAEMModel = self._build()
+        self.model: PatchCoreModel | STPMModel | DRAEMModel | DiffusionModel = self._build()
         self.threshold: dict[str, Any] | None = None
         self.normal_score_range: tuple[float, float] | None = None
         self.history: dict[str, Any] = {}
@@ -69,12 +71,18 @@ class AnomalyDetector:
         return build_backbone(cfg.backbone, pretrained=pretrained, out_indices=cfg.out_indices,
                               weights_path=cfg.weights_path, seed=seed)
 
-    def _build(self, pretrained: bool | None = None) -> PatchCoreModel | STPMModel | DRAEMModel:
+    def _build(self, pretrained: bool | None = None) -> PatchCoreModel | STPMModel | DRAEMModel | DiffusionModel:
         cfg = self.config
         pretrained = cfg.pretrained if pretrained is None else pretrained
         if cfg.model == "draem":  # no backbone: both sub-networks learn from scratch
             return DRAEMModel(width=cfg.draem_width, reference=cfg.conditioning == "reference", sigma=cfg.sigma,
                               top_k=cfg.top_k, centre_sigma=cfg.centre_sigma, map_dilation=cfg.map_dilation)
+        if cfg.model == "diffusion":  # no backbone either
+            return DiffusionModel(width=cfg.diffusion_width, reference=cfg.conditioning == "reference",
+                                  steps=cfg.diffusion_steps, start=cfg.diffusion_start,
+                                  sample_steps=cfg.diffusion_sample_steps, student_width=cfg.diffusion_student_width,
+                                  seed=cfg.seed, sigma=cfg.sigma, top_k=cfg.top_k, centre_sigma=cfg.centre_sigma,
+                                  map_dilation=cfg.map_dilation)
         if cfg.model == "patchcore":
             bb = self._backbone(pretrained, cfg.seed)
             n_maps = len(bb.feature_info)
@@ -107,7 +115,7 @@ class AnomalyDetector:
     @property
     def needs_reference(self) -> bool:
         cfg = self.config
-        return (cfg.model in ("patchcore", "draem") and cfg.conditioning != "none") or (
+        return (cfg.model in ("patchcore", "draem", "diffusion") and cfg.conditioning != "none") or (
             cfg.model == "stpm" and cfg.stpm_mode != "classic")
 
     # ----- data -----------------------------------------------------------------------------
@@ -174,7 +182,7 @@ class AnomalyDetector:
         """Fit on normal samples (a SampleDataset, list of Samples or Batch; abnormal ones are skipped).
 
         ``calib``: held-out normal samples for the threshold; by default ``calib_fraction`` of
-        ``normal`` is held out. ``checkpoint_dir`` (STPM, DRAEM): checkpoint each epoch there and resume.
+        ``normal`` is held out. ``checkpoint_dir`` (STPM, DRAEM, diffusion): checkpoint each epoch there and resume.
         """
         from seminspect.utils.seed import seed_everything
 
@@ -267,7 +275,7 @@ class AnomalyDetector:
             self.history["memory_plan"] = plan.to_dict()
 
     def _fit_trained(self, samples: list[Sample], checkpoint_dir: str | Path | None) -> None:
-        """STPM's student or DRAEM's two sub-networks, trained on the fit samples' views."""
+        """STPM's student, DRAEM's two sub-networks or the diffusion denoiser (and student), trained on the views."""
         cfg = self.config
         model = self.model
         name = cfg.model.upper()
@@ -279,6 +287,10 @@ class AnomalyDetector:
         refs = to_tensor([it.reference for it in items]) if self.needs_reference else None  # type: ignore[misc]
         if isinstance(model, DRAEMModel):
             self.history.update(train_draem(model, targets, refs, cfg, checkpoint_dir))
+        elif isinstance(model, DiffusionModel):
+            self.history.update(train_diffusion(model, targets, refs, cfg, checkpoint_dir))
+            if model.student is not None:
+                self.history.update(distill_student(model, targets, refs, cfg, checkpoint_dir))
         else:
             assert isinstance(model, STPMModel)
             if cfg.teacher_finetune_epochs:  # on the images the teacher will see: the targets or the references
@@ -363,6 +375,8 @@ class AnomalyDetector:
         det._custom_backbone = backbone
         det.model = det._build(pretrained=False)  # weights come from the file, not the packages
         read_weights(directory, det.model)
+        if isinstance(det.model, DiffusionModel):  # a saved student was trained: it scores, as after fit
+            det.model.use_student = det.model.student is not None
         det.threshold = meta.get("threshold")
         rng = meta.get("normal_score_range")
         det.normal_score_range = None if rng is None else (float(rng[0]), float(rng[1]))

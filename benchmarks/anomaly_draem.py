@@ -1,4 +1,4 @@
-"""DeepPCB: DRAEM (plain / reference-aware) vs template-conditioned PatchCore, on the crops of anomaly_deeppcb.py.
+"""DeepPCB: DRAEM and diffusion (plain / reference-aware) vs template-conditioned PatchCore (anomaly_deeppcb.py crops).
 
 Same data and split as ``anomaly_deeppcb.py`` / ``anomaly_deeppcb_postproc.py`` (pairs sorted by
 name): fit = box-free crops of pairs 0-39 (20 % held out for the threshold), test = the identical
@@ -11,6 +11,9 @@ name): fit = box-free crops of pairs 0-39 (20 % held out for the threshold), tes
   highest validation pixel AUROC among settings within 0.005 of the best validation image AUROC);
   the threshold is then refitted on the held-out fit normals and the test crops scored once.
   Training settings (width, epochs, lr, pseudo-defect sources) are fixed in advance, not tuned.
+- Diffusion (``--runs diffusion_reference,diffusion``): denoiser and one-pass student fitted once;
+  each scorer (denoiser, then student) gets its own map post-processing chosen on the validation
+  crops by the same rule, its own threshold, one row. Settings fixed in advance (``--diffusion-*``).
 
     OMP_NUM_THREADS=1 nice -n 15 python benchmarks/anomaly_draem.py --data ../shared/data/deeppcb \\
         --out benchmarks/results/anomaly_draem.json
@@ -72,6 +75,46 @@ def test_row(det: AnomalyDetector, test: list) -> dict:
     return {**{k: m[k] for k in METRICS}, "predict_img_per_s": len(test) / pred_s}
 
 
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def save(args: argparse.Namespace, rows: list, load0: tuple) -> None:
+    atomic_write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
+                                 "load_start": load0})
+
+
+def diffusion_rows(run: str, args: argparse.Namespace, train: list, val: list, test: list, windows: list[int],
+                   sigmas: list[float]) -> list[dict]:
+    """Fit the denoiser and its student once; one row per scorer, each post-processed on validation."""
+    la, t0 = os.getloadavg()[0], time.perf_counter()
+    reference = run == "diffusion_reference"
+    cfg = dict(model="diffusion", conditioning="reference" if reference else "none", registration="phase",
+               max_shift=4, fill_border=True, diffusion_width=args.diffusion_width, epochs=args.diffusion_epochs,
+               diffusion_start=args.diffusion_start, diffusion_sample_steps=args.sample_steps,
+               diffusion_student_width=args.student_width, diffusion_student_epochs=args.student_epochs,
+               lr=1e-3, batch_size=16, draem_sources=args.sources.split(","), sigma=0.0, map_dilation=0,
+               calib_fraction=0.2, seed=0)
+    det = AnomalyDetector(cfg).fit(train, checkpoint_dir=args.checkpoints / run)
+    rows = []
+    for scorer in ("denoiser", "student"):
+        det.model.use_student = scorer == "student"
+        sel = choose_postproc(det, val, windows, sigmas)
+        set_postproc(det, train, sel["chosen"]["map_dilation"], sel["chosen"]["sigma"])
+        what = (f"width {args.diffusion_width}, {args.diffusion_epochs} epochs, start {args.diffusion_start}, "
+                f"{args.sample_steps} DDIM steps" if scorer == "denoiser" else
+                f"student width {args.student_width}, {args.student_epochs} epochs, one pass")
+        row = {"run": f"diffusion {scorer}{', reference-aware' if reference else ''} ({what}, {args.sources})",
+               "chosen_on": "validation pairs 70-99", "chosen": sel["chosen"], "grid": sel["grid"],
+               "losses": det.history.get("losses" if scorer == "denoiser" else "student_losses"),
+               "fit_s": det.history["train_seconds" if scorer == "denoiser" else "student_seconds"]}
+        row.update(test_row(det, test), load_at_start=la, load_at_end=os.getloadavg()[0],
+                   run_wall_s=time.perf_counter() - t0, peak_rss_mib_so_far=peak_rss_mib())
+        print(json.dumps({k: v for k, v in row.items() if k != "grid"}), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, required=True, help="DeepPCB root (trainval.txt, group*/)")
@@ -82,11 +125,18 @@ def main() -> None:
     ap.add_argument("--sources", default="perlin,cutpaste")
     ap.add_argument("--windows", default="0,9,17,25,33")
     ap.add_argument("--sigmas", default="0,2,4,8,12")
+    ap.add_argument("--diffusion-width", type=int, default=16)
+    ap.add_argument("--diffusion-epochs", type=int, default=40)
+    ap.add_argument("--diffusion-start", type=float, default=0.3)
+    ap.add_argument("--sample-steps", type=int, default=4)
+    ap.add_argument("--student-width", type=int, default=8)
+    ap.add_argument("--student-epochs", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many crops per set; 0 = all")
     ap.add_argument("--checkpoints", type=Path, default=Path("runs/draem_deeppcb"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_draem.json"))
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     t_all, load0 = time.perf_counter(), os.getloadavg()
     pairs = load_pairs(args.data)
     rng = np.random.default_rng(0)  # the same call order as anomaly_deeppcb.py: identical crops
@@ -105,6 +155,10 @@ def main() -> None:
     for run in args.runs.split(","):
         la = os.getloadavg()[0]
         t0 = time.perf_counter()
+        if run.startswith("diffusion"):
+            rows.extend(diffusion_rows(run, args, train, val, test, windows, sigmas))
+            save(args, rows, load0)
+            continue
         if run == "patchcore":
             det = AnomalyDetector(load_anomaly_config(args.patchcore_config)).fit(train)
             row = {"run": "patchcore, difference, pool 1 (configs/anomaly_deeppcb.yaml)",
@@ -127,12 +181,11 @@ def main() -> None:
                    run_wall_s=time.perf_counter() - t0)
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "grid"}), flush=True)
-        atomic_write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
-                                     "load_start": load0})
+        save(args, rows, load0)
     atomic_write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
                                  "load_start": load0, "load_end": os.getloadavg(),
                                  "wall_s": time.perf_counter() - t_all,
-                                 "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                 "peak_rss_mib": peak_rss_mib(),
                                  "n": {"fit": len(train), "val": len(val), "test": len(test)}})
 
 

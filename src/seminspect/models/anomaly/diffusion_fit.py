@@ -15,6 +15,7 @@ denoiser's multi-step restoration and trains the student to output that restorat
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ def train_diffusion(model: DiffusionModel, targets: torch.Tensor, refs: torch.Te
                     checkpoint_dir: str | Path | None = None) -> dict[str, object]:
     """Train the denoiser for ``cfg.epochs`` (resuming from ``checkpoint_dir``); returns the history to keep."""
     _check_inputs(model, targets, refs)
+    began = time.perf_counter()
     gen = generator_of(cfg)
     opt = torch.optim.Adam(model.denoiser.parameters(), lr=cfg.lr)
     start_epoch, losses = 0, []
@@ -85,7 +87,7 @@ def train_diffusion(model: DiffusionModel, targets: torch.Tensor, refs: torch.Te
             write_checkpoint(ckpt, "model", model.denoiser, opt, {"model": "diffusion", "epoch": epoch + 1,
                                                                   "losses": losses, "config": cfg.model_dump()})
     model.eval()
-    return {"losses": losses}
+    return {"losses": losses, "train_seconds": time.perf_counter() - began}
 
 
 def teacher_labels(model: DiffusionModel, targets: torch.Tensor, refs: torch.Tensor | None,
@@ -109,6 +111,7 @@ def distill_student(model: DiffusionModel, targets: torch.Tensor, refs: torch.Te
     if model.student is None:
         raise AnomalyConfigError("diffusion_student_width is 0: there is no student to distil")
     _check_inputs(model, targets, refs)
+    began = time.perf_counter()
     inputs, labels, both = teacher_labels(model, targets, refs, cfg)
     opt = torch.optim.Adam(model.student.parameters(), lr=cfg.lr)
     epochs = cfg.diffusion_student_epochs
@@ -135,7 +138,7 @@ def distill_student(model: DiffusionModel, targets: torch.Tensor, refs: torch.Te
                               "config": cfg.model_dump()}, stem="student")
     model.eval()
     model.use_student = True
-    return {"student_losses": losses}
+    return {"student_losses": losses, "student_seconds": time.perf_counter() - began}
 
 
 def _resume(directory: Path, stem: str, module: torch.nn.Module, opt: torch.optim.Optimizer, cfg: AnomalyConfig,

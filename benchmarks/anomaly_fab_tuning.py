@@ -23,7 +23,9 @@ Fits (``--fits``, first = the configuration recommended in docs/anomaly.md):
   further 4-8 px per axis (seeded), registration on / off;
 - ``stpm`` / ``stpm_reverse``: template-conditioned STPM (template -> teacher / the reverse) with the
   settings the DeepPCB study chose on its validation split, ``--stpm-epochs`` epochs;
-  ``stpm_reverse_tft``: ``stpm_reverse`` with the teacher fine-tuned first (``teacher_finetune_epochs: 2``).
+  ``stpm_reverse_tft``: ``stpm_reverse`` with the teacher fine-tuned first (``teacher_finetune_epochs: 2``);
+- ``diffusion`` / ``diffusion_student``: reference-aware diffusion reconstruction and its one-pass student
+  (``--diffusion-*``, ``--student-*``; with ``--checkpoints`` the student fit reuses the denoiser's checkpoint).
 
     nice -n 10 python benchmarks/anomaly_fab_tuning.py --out benchmarks/results/anomaly_fab_tuning.json
 """
@@ -124,6 +126,12 @@ def main() -> None:
                     help="detector centre crop (px) after registration; 0 = whole image. Review sites are centred "
                          "on the suspected defect, so a native-resolution crop keeps it at full detail")
     ap.add_argument("--stpm-epochs", type=int, default=16, help="epochs of the stpm / stpm_reverse fits")
+    ap.add_argument("--diffusion-width", type=int, default=8)
+    ap.add_argument("--diffusion-epochs", type=int, default=20)
+    ap.add_argument("--student-width", type=int, default=4)
+    ap.add_argument("--student-epochs", type=int, default=10)
+    ap.add_argument("--checkpoints", type=Path, default=None,
+                    help="diffusion checkpoints (resume after a kill; the student row reuses the denoiser's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_fab_tuning.json"))
     ap.add_argument("--markdown", action="store_true", help="only print the tables of an existing --out JSON")
@@ -168,6 +176,12 @@ def main() -> None:
                 stpm_padding="zeros", layer_weights=[1.0, 1.0, 1.0], epochs=args.stpm_epochs, lr=1e-3,
                 batch_size=16, sigma=0.0, centre_sigma=0.0, calib_fraction=0.0, crop=args.crop or None,
                 fill_border=True, denoise_sigma=1.0, seed=0)
+    # diffusion reconstruction (issue 19), settings fixed in advance for a 2-core budget (not tuned): the
+    # reference as an extra channel, the fab's preprocessing; the student resumes the same denoiser checkpoint
+    diffusion = dict(model="diffusion", conditioning="reference", diffusion_width=args.diffusion_width,
+                     epochs=args.diffusion_epochs, diffusion_start=0.3, diffusion_sample_steps=4, lr=1e-3,
+                     batch_size=16, sigma=0.0, centre_sigma=0.0, calib_fraction=0.0, crop=args.crop or None,
+                     fill_border=True, denoise_sigma=1.0, seed=0)
     fits = {
         "best": ("difference, fill border, match radius 0, pool 1, pre-smoothing 1 px", best, None),
         "denoise07": ("difference, fill border, match radius 0, pool 1, pre-smoothing 0.7 px",
@@ -186,6 +200,11 @@ def main() -> None:
         "stpm_reverse_tft": (f"STPM reverse, teacher fine-tuned on pseudo-defects first (2 epochs), "
                              f"{args.stpm_epochs} epochs", dict(stpm, stpm_mode="template_student",
                                                                 teacher_finetune_epochs=2), None),
+        "diffusion": (f"diffusion denoiser, reference-aware (width {args.diffusion_width}, {args.diffusion_epochs} "
+                      "epochs, start 0.3, 4 DDIM steps)", diffusion, None),
+        "diffusion_student": (f"diffusion student (width {args.student_width}, {args.student_epochs} epochs, one "
+                              "pass) of the denoiser above", dict(diffusion, diffusion_student_width=args.student_width,
+                                                                  diffusion_student_epochs=args.student_epochs), None),
     }
     sigmas = [float(x) for x in args.sigmas.split(",")]
     centres = [float(x) for x in args.centres.split(",")]
@@ -205,7 +224,8 @@ def main() -> None:
         fit_samples = train[:n_fit] if n_fit else train
         shifted = misalign if key.startswith("misaligned") else (lambda x: x)
         t0 = time.perf_counter()
-        det = AnomalyDetector(cfg).fit(pairs_of(shifted(fit_samples), args.angles), calib=[])
+        ckpt = args.checkpoints / "diffusion" if key.startswith("diffusion") and args.checkpoints else None
+        det = AnomalyDetector(cfg).fit(pairs_of(shifted(fit_samples), args.angles), calib=[], checkpoint_dir=ckpt)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         raw_cal = det.score(pairs_of(shifted(calib), args.angles)).maps
@@ -252,7 +272,10 @@ def main() -> None:
         row = {"fit": key, "label": label, "n_fit_samples": len(fit_samples), "fit_s": fit_s,
                "score_s": pred_s, "views_scored": (len(calib) + len(test)) * args.angles,
                "bank_patches": det.history.get("bank_patches"), "selected_on_calib": best,
-               "fixed_sigma4_centre02": [g for g in wanted if g is not best], "grid": grid}
+               "fixed_sigma4_centre02": [g for g in wanted if g is not best], "grid": grid,
+               "train_history": {k: det.history[k] for k in ("losses", "train_seconds", "student_losses",
+                                                             "student_seconds") if k in det.history},
+               "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "grid"}), flush=True)
         atomic_write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "gen_s": gen_s,

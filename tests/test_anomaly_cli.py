@@ -55,3 +55,28 @@ def test_cli_bad_config(tmp_path, fab) -> None:
     res = CliRunner().invoke(app, ["anomaly", "fit", str(fab), "-o", str(tmp_path / "m"), "--set", "model=padim"])
     assert res.exit_code != 0
     assert "invalid anomaly config" in str(res.exception)
+
+
+def test_cli_diffusion_with_student_and_checkpoints(tmp_path, fab) -> None:
+    """The diffusion model and its student through the same CLI; a second fit resumes from the checkpoints."""
+    from seminspect.cli import app
+
+    sets = ["model=diffusion", "conditioning=reference", "diffusion_width=4", "diffusion_student_width=4",
+            "diffusion_student_epochs=1", "epochs=1", "batch_size=4", "calib_fraction=0.25"]
+    args = ["anomaly", "fit", str(fab), "-o", str(tmp_path / "m"), "--checkpoint-dir", str(tmp_path / "ck")]
+    args += [x for s in sets for x in ("--set", s)]
+    runner = CliRunner()
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "ck" / "checkpoint.json").is_file() and (tmp_path / "ck" / "student.json").is_file()
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["config"]["model"] == "diffusion" and len(meta["history"]["student_losses"]) == 1
+    res = runner.invoke(app, ["anomaly", "predict", str(tmp_path / "m"), str(fab), "-o", str(tmp_path / "s.csv"),
+                              "--split", "test"])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(tmp_path / "s.csv")["score"].notna().all()
+    res = runner.invoke(app, args[:4] + [str(tmp_path / "m2")] + args[5:])  # resumed: nothing left to train
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "m2" / "config.json").read_text())
+    assert again["history"]["losses"] == meta["history"]["losses"]
+    assert again["history"]["student_losses"] == meta["history"]["student_losses"]

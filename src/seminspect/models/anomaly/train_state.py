@@ -1,4 +1,4 @@
-"""Training checkpoints of the trained anomaly models (STPM, DRAEM): safetensors + JSON, no pickle.
+"""Training checkpoints of the trained anomaly models (STPM, DRAEM, diffusion): safetensors + JSON, no pickle.
 
 :func:`write_checkpoint` stores one module's weights and the optimiser's state (flattened to
 tensors) atomically; :func:`read_checkpoint` restores both after :func:`changed_settings` has

@@ -99,6 +99,7 @@ def diffusion_rows(run: str, args: argparse.Namespace, train: list, val: list, t
     rows = []
     for scorer in ("denoiser", "student"):
         det.model.use_student = scorer == "student"
+        set_postproc(det, train, 0, 0.0)  # choose on raw maps, not on the previous scorer's post-processing
         sel = choose_postproc(det, val, windows, sigmas)
         set_postproc(det, train, sel["chosen"]["map_dilation"], sel["chosen"]["sigma"])
         what = (f"width {args.diffusion_width}, {args.diffusion_epochs} epochs, start {args.diffusion_start}, "

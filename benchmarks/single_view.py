@@ -24,9 +24,9 @@ from seminspect.utils.io import atomic_write_text  # noqa: E402
 ANOMALIB = {"elpv": (0.888, None, 7.6), "deeppcb": (0.648, 0.805, None), "fab": (None, None, None)}
 
 
-def run(name: str, root: str) -> dict:
+def run(name: str, root: str, settings: dict) -> dict:
     train, test = LOADERS[name](root)
-    return {"set": name, **fit_and_score({"preset": "auto"}, train, test), "peak_rss_mib": peak_rss_mib()}
+    return {"set": name, **fit_and_score(settings, train, test), "peak_rss_mib": peak_rss_mib()}
 
 
 def main() -> None:
@@ -34,11 +34,16 @@ def main() -> None:
     ap.add_argument("--elpv", help="imported ELPV folder (seminspect import elpv - OUT)")
     ap.add_argument("--deeppcb", help="DeepPCB root (trainval.txt)")
     ap.add_argument("--fab", help="generated virtual-fab folder (references dropped)")
+    ap.add_argument("--settings", default='{"preset": "auto"}',
+                    help="AnomalyConfig fields as JSON (default: preset auto); another model, e.g. "
+                    '\'{"model": "diffusion", "image_size": 128}\', fixed in advance, never tuned on a test split')
     args, header, start = start_run(ap)
-    rows = [run(name, getattr(args, name)) for name in ("elpv", "deeppcb", "fab") if getattr(args, name)]
+    settings = json.loads(args.settings)
+    rows = [run(name, getattr(args, name), settings) for name in ("elpv", "deeppcb", "fab") if getattr(args, name)]
     lines = [*result_header("Single-view anomaly detection: preset chosen from normal images alone", header, start),
-             "- splits: benchmarks/single_view_common.py (ELPV: the issue's split; DeepPCB: by board group). "
-             "No setting was chosen on any test split: `preset: auto` picked every setting from the fitted normals.",
+             "- splits: benchmarks/single_view_common.py (ELPV: the issue's split; DeepPCB: by board group).",
+             f"- settings: `{json.dumps(settings)}`. No setting was chosen on any test split (with `preset: auto` "
+             "every setting is picked from the fitted normals).",
              "- anomalib 2.7 (PatchCore, MobileNetV2, 256 px): the issue's figures on this machine; its DeepPCB "
              "figure is on the dataset's official test pairs, which ../shared does not hold (ours: held-out groups).",
              "", "| set | train / test (abnormal) | image AUROC | pixel AUROC | anomalib image / pixel | fit s "

@@ -47,7 +47,8 @@ def fit(
     split: str | None = typer.Option("train", help="Split to fit on ('' for all samples)."),
     calib_split: str | None = typer.Option(None, help="Held-out normal split for the threshold (default: a "
                                                       "calib_fraction of the fit split)."),
-    checkpoint_dir: Path | None = typer.Option(None, help="STPM, DRAEM, diffusion: checkpoint each epoch here and resume."),
+    checkpoint_dir: Path | None = typer.Option(None, help="STPM, DRAEM, diffusion: checkpoint each epoch here and "
+                                               "resume."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set conditioning=none; "
                                    "--set preset=auto chooses the settings you did not give from the data "
                                    "(single view or with a reference die; configs/anomaly_single_view.yaml)."),

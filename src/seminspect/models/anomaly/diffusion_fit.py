@@ -112,13 +112,14 @@ def distill_student(model: DiffusionModel, targets: torch.Tensor, refs: torch.Te
         raise AnomalyConfigError("diffusion_student_width is 0: there is no student to distil")
     _check_inputs(model, targets, refs)
     began = time.perf_counter()
-    inputs, labels, both = teacher_labels(model, targets, refs, cfg)
     opt = torch.optim.Adam(model.student.parameters(), lr=cfg.lr)
     epochs = cfg.diffusion_student_epochs
     start_epoch, losses = 0, []
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if ckpt is not None and (ckpt / "student.json").is_file():
         start_epoch, losses = _resume(ckpt, "student", model.student, opt, cfg, _NOT_STUDENT)
+    if start_epoch < epochs:  # labels only when there is training left
+        inputs, labels, both = teacher_labels(model, targets, refs, cfg)
     for epoch in range(start_epoch, epochs):
         model.train()
         order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(cfg.seed * 1000 + 500 + epoch))

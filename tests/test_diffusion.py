@@ -131,6 +131,18 @@ def test_checkpoint_of_other_settings_refused(tmp_path):
                         cfg.model_copy(update={"diffusion_start": 0.5, "epochs": 2}), tmp_path)
 
 
+def test_checkpoint_of_another_model_refused(tmp_path):
+    from seminspect.models.anomaly.draem import DRAEMModel
+    from seminspect.models.anomaly.draem_fit import train_draem
+
+    targets = torch.rand(4, 1, SIZE, SIZE)
+    train_draem(DRAEMModel(width=4), targets, None, AnomalyConfig(**dict(TINY, model="draem", epochs=1, batch_size=4)),
+                tmp_path)
+    with pytest.raises(AnomalyConfigError, match="not a diffusion checkpoint") as err:
+        train_diffusion(DiffusionModel(width=4), targets, None, AnomalyConfig(**dict(TINY, batch_size=4)), tmp_path)
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize("bad", [dict(conditioning="difference"), dict(diffusion_width=2), dict(diffusion_start=0),
                                  dict(diffusion_sample_steps=0), dict(diffusion_steps=5)])
 def test_bad_config_is_one_line(bad):

@@ -27,7 +27,7 @@ from seminspect.models.anomaly.diffusion import DiffusionModel
 from seminspect.models.anomaly.draem_fit import generator_of, pseudo_batch
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm_fit import stpm_batches
-from seminspect.models.anomaly.train_state import changed_settings, read_checkpoint, read_meta, write_checkpoint
+from seminspect.models.anomaly.train_state import resume_state, write_checkpoint
 from seminspect.utils.progress import track
 
 # settings that change only the map post-processing or the threshold
@@ -145,14 +145,7 @@ def distill_student(model: DiffusionModel, targets: torch.Tensor, refs: torch.Te
 def _resume(directory: Path, stem: str, module: torch.nn.Module, opt: torch.optim.Optimizer, cfg: AnomalyConfig,
             ignore: tuple[str, ...]) -> tuple[int, list[float]]:
     """Restore a checkpoint written with the same training settings; returns (epochs done, losses)."""
-    meta = read_meta(directory, "diffusion", stem)
-    want = "diffusion" if stem == "checkpoint" else "diffusion-student"
-    if meta.get("model") != want:
-        raise AnomalyConfigError(f"{directory / (stem + '.json')}: not a {want} checkpoint; "
-                                 "use another checkpoint folder")
-    differs = changed_settings(dict(meta.get("config", {})), cfg.model_dump(), ignore)
-    if differs:
-        raise AnomalyConfigError(f"{directory}: checkpoint was written with different settings {differs}; "
-                                 "use another checkpoint folder")
-    read_checkpoint(directory, "model" if stem == "checkpoint" else "student", module, opt, "diffusion", stem=stem)
+    prefix, what, tag = ("student", "diffusion student", "diffusion-student") if stem == "student" else (
+        "model", "diffusion", "diffusion")
+    meta = resume_state(directory, stem, prefix, module, opt, cfg, ignore, what, tag=tag)
     return int(meta["epoch"]), list(meta.get("losses", []))

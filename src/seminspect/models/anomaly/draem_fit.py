@@ -20,7 +20,7 @@ from seminspect.models.anomaly.config import AnomalyConfig
 from seminspect.models.anomaly.draem import DRAEMModel, draem_loss
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm_fit import stpm_batches
-from seminspect.models.anomaly.train_state import changed_settings, read_checkpoint, read_meta, write_checkpoint
+from seminspect.models.anomaly.train_state import resume_state, write_checkpoint
 from seminspect.utils.progress import track
 
 # settings that change only the map post-processing / threshold, not what is learnt
@@ -102,13 +102,5 @@ def save_checkpoint(directory: Path, model: DRAEMModel, opt: torch.optim.Optimiz
 def load_checkpoint(directory: Path, model: DRAEMModel, opt: torch.optim.Optimizer,
                     cfg: AnomalyConfig) -> tuple[int, list[float]]:
     """Restore a checkpoint written with the same training settings; returns (epochs done, losses)."""
-    meta = read_meta(directory, "DRAEM")
-    if meta.get("model") != "draem":
-        raise AnomalyConfigError(f"{directory / 'checkpoint.json'}: not a DRAEM checkpoint; "
-                                 "use another checkpoint folder")
-    differs = changed_settings(dict(meta.get("config", {})), cfg.model_dump(), _NOT_TRAINING)
-    if differs:
-        raise AnomalyConfigError(f"{directory}: checkpoint was written with different settings {differs}; "
-                                 "use another checkpoint folder")
-    read_checkpoint(directory, "model", model, opt, "DRAEM")
+    meta = resume_state(directory, "checkpoint", "model", model, opt, cfg, _NOT_TRAINING, "DRAEM", tag="draem")
     return int(meta["epoch"]), list(meta.get("losses", []))

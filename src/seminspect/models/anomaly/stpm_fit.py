@@ -15,7 +15,7 @@ import torch
 from seminspect.models.anomaly.config import AnomalyConfig, migrate_padding
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm import STPMModel
-from seminspect.models.anomaly.train_state import changed_settings, read_checkpoint, read_meta, write_checkpoint
+from seminspect.models.anomaly.train_state import read_checkpoint, read_meta, require_same_settings, write_checkpoint
 from seminspect.utils.progress import track
 
 FEATURELESS_STD = 1e-3  # pixel std (images in [0, 1]; < 1/4 grey level of 8 bits): the batch is one flat grey
@@ -101,9 +101,6 @@ def load_checkpoint(directory: Path, model: STPMModel, opt: torch.optim.Optimize
     saved = migrate_padding(dict(meta.get("config", {})))
     saved.setdefault("padding_value", 0.0)  # checkpoints from before stpm_padding: zeros or reflect, no value
     # map post-processing does not change training; a checkpoint from before map_dilation existed stays valid
-    differs = changed_settings(saved, cfg.model_dump(), ("epochs", "map_dilation", "score_sigma", "score_dilation"))
-    if differs:
-        raise AnomalyConfigError(f"{directory}: checkpoint was written with different settings {differs}; "
-                                 "use another checkpoint folder")
+    require_same_settings(directory, saved, cfg, ("epochs", "map_dilation", "score_sigma", "score_dilation"))
     read_checkpoint(directory, "student", model.student, opt, "STPM")
     return int(meta["epoch"]), list(meta.get("losses", []))

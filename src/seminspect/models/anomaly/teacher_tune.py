@@ -29,7 +29,7 @@ from seminspect.models.anomaly.draem_fit import _NOT_TRAINING, generator_of, pse
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm import STPMModel
 from seminspect.models.anomaly.stpm_fit import stpm_batches
-from seminspect.models.anomaly.train_state import changed_settings, read_checkpoint, read_meta, write_checkpoint
+from seminspect.models.anomaly.train_state import read_checkpoint, read_meta, require_same_settings, write_checkpoint
 from seminspect.utils.progress import track
 
 # settings that do not change the tuned teacher (the student's and the map's)
@@ -125,9 +125,6 @@ def _save_tuned(directory: Path, teacher: nn.Module, cfg: AnomalyConfig, hist: d
 
 def _load_tuned(directory: Path, teacher: nn.Module, cfg: AnomalyConfig) -> dict[str, object]:
     meta = read_meta(directory, "STPM teacher", stem="teacher")
-    differs = changed_settings(dict(meta.get("config", {})), cfg.model_dump(), _NOT_TEACHER)
-    if differs:
-        raise AnomalyConfigError(f"{directory}: tuned teacher was written with different settings {differs}; "
-                                 "use another checkpoint folder")
+    require_same_settings(directory, dict(meta.get("config", {})), cfg, _NOT_TEACHER, what="tuned teacher")
     read_checkpoint(directory, "teacher", teacher, None, "STPM teacher", stem="teacher")
     return dict(meta.get("history", {}))

@@ -5,6 +5,7 @@ tensors) atomically; :func:`read_checkpoint` restores both after :func:`changed_
 checked that the checkpoint was written with the same training settings. A setting the checkpoint
 does not hold (added to the config after it was written) counts as its default, so a new field
 with a default that keeps the old behaviour never invalidates an old checkpoint.
+:func:`resume_state` does all three for one checkpoint: read, check, restore.
 """
 
 from __future__ import annotations
@@ -73,3 +74,24 @@ def read_checkpoint(directory: Path, prefix: str, module: nn.Module, opt: torch.
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = val
     opt.load_state_dict({"state": state, "param_groups": opt.state_dict()["param_groups"]})
+
+
+def require_same_settings(directory: Path, saved: dict[str, Any], cfg: AnomalyConfig, ignore: Iterable[str],
+                          what: str = "checkpoint") -> None:
+    """Refuse, in one line, a checkpoint whose training settings differ from ``cfg``'s."""
+    differs = changed_settings(saved, cfg.model_dump(), ignore)
+    if differs:
+        raise AnomalyConfigError(f"{directory}: {what} was written with different settings {differs}; "
+                                 "use another checkpoint folder")
+
+
+def resume_state(directory: Path, stem: str, prefix: str, module: nn.Module, opt: torch.optim.Optimizer | None,
+                 cfg: AnomalyConfig, ignore: Iterable[str], what: str, tag: str) -> dict[str, Any]:
+    """Read ``<stem>.json``, check its model ``tag`` and settings, restore weights and optimiser; the metadata."""
+    meta = read_meta(directory, what, stem)
+    if meta.get("model") != tag:
+        raise AnomalyConfigError(f"{directory / (stem + '.json')}: not a {what} checkpoint; "
+                                 "use another checkpoint folder")
+    require_same_settings(directory, dict(meta.get("config", {})), cfg, ignore)
+    read_checkpoint(directory, prefix, module, opt, what, stem=stem)
+    return meta

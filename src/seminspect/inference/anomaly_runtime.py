@@ -8,7 +8,7 @@ exported once per saved model into ``<model folder>/runtime/patchcore-embed-<fir
 SHA-256 of config.json and weights.safetensors>-fp32.onnx`` (the user's cache when the folder is
 read-only), with batch, height and width free. The nearest-bank search stays in torch (blocked
 matrix products, models/anomaly/search.py): ``fp32`` is exact; ``bf16`` finds the nearest row in
-bf16 and measures it in fp32 (and runs OpenVINO's embedding in bf16). STPM and DRAEM run in torch.
+bf16 and measures it in fp32 (and runs OpenVINO's embedding in bf16). STPM, DRAEM and diffusion run in torch.
 Reads the model folder; writes only that graph.
 """
 
@@ -75,7 +75,7 @@ def use_runtime(detector: AnomalyDetector, directory: str | Path, backend: str |
                 precision: str = "fp32", threads: int | None = None) -> str:
     """Make ``detector`` (loaded from ``directory``) predict on ``backend`` at ``precision``; returns where it runs.
 
-    None picks ``SEMINSPECT_BACKEND`` or onnxruntime for PatchCore and torch for STPM and DRAEM.
+    None picks ``SEMINSPECT_BACKEND`` or onnxruntime for PatchCore and torch for STPM, DRAEM and diffusion.
     ``bf16`` runs the bank search in bf16 on every backend (and OpenVINO's embedding too); it is
     refused on a CPU without native bf16, where it would be slower. ``int8`` is refused (no
     calibration exists for the embedding).

@@ -102,7 +102,7 @@ class Inspector:
             from seminspect.models.anomaly.patchcore import PatchCoreModel
             from seminspect.models.anomaly.search import bf16_is_fast
 
-            # PatchCore follows the ADC's backend (STPM and DRAEM run in torch); its search runs bf16
+            # PatchCore follows the ADC's backend (STPM, DRAEM and diffusion run in torch); its search runs bf16
             # only when the ADC does.
             patchcore = isinstance(artefact.anomaly.model, PatchCoreModel)
             search = "bf16" if patchcore and self.runtime.precision == "bf16" and bf16_is_fast() else "fp32"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anomaly_deeppcb import balanced_selection, crops, fit_and_test_crops, load_pairs  # noqa: E402
 from anomaly_deeppcb_postproc import post  # noqa: E402
+from single_view_common import peak_rss_mib  # noqa: E402
 
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics  # noqa: E402
 from seminspect.models.anomaly import AnomalyDetector, load_anomaly_config  # noqa: E402
@@ -59,10 +59,15 @@ def choose_postproc(det: AnomalyDetector, val: list, windows: list[int], sigmas:
     return {"chosen": chosen, "grid": grid}
 
 
-def set_postproc(det: AnomalyDetector, train: list, window: int, sigma: float) -> None:
-    """Give a trained detector new map post-processing and refit its threshold on its held-out fit normals."""
+def use_postproc(det: AnomalyDetector, window: int, sigma: float) -> None:
+    """Give a trained detector new map post-processing (its threshold is then stale)."""
     det.config = det.config.model_copy(update={"map_dilation": window, "sigma": sigma})
     det.model.map_dilation, det.model.sigma = window, sigma
+
+
+def set_postproc(det: AnomalyDetector, train: list, window: int, sigma: float) -> None:
+    """Give a trained detector new map post-processing and refit its threshold on its held-out fit normals."""
+    use_postproc(det, window, sigma)
     _, cal = det._normal_split(train)
     det.fit_threshold(det.score(cal, progress=False).scores)
 
@@ -73,10 +78,6 @@ def test_row(det: AnomalyDetector, test: list) -> dict:
     pred_s = time.perf_counter() - t0
     m = anomaly_metrics(res.scores, res.labels, res.maps, res.masks, det.threshold["threshold"])
     return {**{k: m[k] for k in METRICS}, "predict_img_per_s": len(test) / pred_s}
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def save(args: argparse.Namespace, rows: list, load0: tuple) -> None:
@@ -99,7 +100,7 @@ def diffusion_rows(run: str, args: argparse.Namespace, train: list, val: list, t
     rows = []
     for scorer in ("denoiser", "student"):
         det.model.use_student = scorer == "student"
-        set_postproc(det, train, 0, 0.0)  # choose on raw maps, not on the previous scorer's post-processing
+        use_postproc(det, 0, 0.0)  # choose on raw maps, not on the previous scorer's post-processing
         sel = choose_postproc(det, val, windows, sigmas)
         set_postproc(det, train, sel["chosen"]["map_dilation"], sel["chosen"]["sigma"])
         what = (f"width {args.diffusion_width}, {args.diffusion_epochs} epochs, start {args.diffusion_start}, "

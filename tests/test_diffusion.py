@@ -33,7 +33,7 @@ def test_schedule_and_oracle_restoration():
 
     def oracle(noisy, t, ref):  # a perfect denoiser: always the clean image
         seen.append(int(t[0]))
-        return model._pad(clean) * 2 - 1
+        return model.pad(clean) * 2 - 1
 
     model.predict_clean = oracle
     out = model.restore_with_denoiser(clean + 0.3 * (torch.rand_like(clean) > 0.9))

@@ -22,9 +22,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-from seminspect.models.anomaly.draem import UNet
+from seminspect.models.anomaly.draem import UNet, pad_to_multiple
 from seminspect.models.anomaly.features import AnomalyMapModel
 
 
@@ -71,13 +70,9 @@ class DiffusionModel(AnomalyMapModel):
         if self.reference and (reference is None or reference.shape != target.shape):
             raise ValueError("the reference-aware diffusion model needs the registered reference, same shape")
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
-        m = 2 ** self.depth
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-        return x
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` padded to a multiple of ``2 ** depth`` (the U-Nets' down-samplings)."""
+        return pad_to_multiple(x, 2 ** self.depth)
 
     # ----- the denoiser ---------------------------------------------------------------------
     def predict_clean(self, noisy: torch.Tensor, t: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
@@ -101,8 +96,8 @@ class DiffusionModel(AnomalyMapModel):
         """The multi-step restoration ``(N, 1, H, W)`` in [0, 1] (deterministic DDIM from ``t_start``)."""
         self._check(target, reference)
         h, w = target.shape[-2:]
-        x = self._pad(target) * 2 - 1
-        ref = None if reference is None or not self.reference else self._pad(reference)
+        x = self.pad(target) * 2 - 1
+        ref = None if reference is None or not self.reference else self.pad(reference)
         gen = torch.Generator().manual_seed(self.seed)
         noise = torch.randn(1, 1, *x.shape[-2:], generator=gen).to(x.device).expand_as(x)
         levels = self.schedule()
@@ -125,7 +120,7 @@ class DiffusionModel(AnomalyMapModel):
             raise ValueError("this diffusion model has no student (student_width 0)")
         self._check(target, reference)
         h, w = target.shape[-2:]
-        parts = [self._pad(target)] + ([self._pad(reference)] if self.reference and reference is not None else [])
+        parts = [self.pad(target)] + ([self.pad(reference)] if self.reference and reference is not None else [])
         return torch.sigmoid(self.student(torch.cat(parts, 1)))[..., :h, :w]
 
     @torch.no_grad()

@@ -27,15 +27,13 @@ from seminspect.models.anomaly.diffusion import DiffusionModel
 from seminspect.models.anomaly.draem_fit import generator_of, pseudo_batch
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm_fit import stpm_batches
-from seminspect.models.anomaly.train_state import resume_state, write_checkpoint
+from seminspect.models.anomaly.train_state import POSTPROCESSING, resume_state, write_checkpoint
 from seminspect.utils.progress import track
 
-# settings that change only the map post-processing or the threshold
-_POSTPROC = ("map_dilation", "sigma", "score_sigma", "score_dilation", "top_k", "centre_sigma", "false_alarm_rate",
-             "confidence", "view_combine")
-# ... and those the denoiser's training does not depend on (the student's do: its labels are restorations)
-_NOT_TRAINING = ("epochs", *_POSTPROC, "diffusion_sample_steps", "diffusion_student_width", "diffusion_student_epochs")
-_NOT_STUDENT = (*_POSTPROC, "diffusion_student_epochs")
+# settings the denoiser's training does not depend on (the student's do: its labels are restorations)
+_NOT_TRAINING = ("epochs", *POSTPROCESSING, "diffusion_sample_steps", "diffusion_student_width",
+                 "diffusion_student_epochs")
+_NOT_STUDENT = (*POSTPROCESSING, "diffusion_student_epochs")
 
 
 def _check_inputs(model: DiffusionModel, targets: torch.Tensor, refs: torch.Tensor | None) -> None:
@@ -67,9 +65,9 @@ def train_diffusion(model: DiffusionModel, targets: torch.Tensor, refs: torch.Te
         for idx in track(stpm_batches(order, cfg.batch_size), f"diffusion epoch {epoch + 1}/{cfg.epochs}"):
             clean = clean_all[idx.numpy()]
             aug, _ = pseudo_batch(clean, gen, cfg.draem_anomaly_prob, rng)
-            x_aug = model._pad(torch.from_numpy(aug)[:, None]) * 2 - 1
-            x_clean = model._pad(torch.from_numpy(clean)[:, None]) * 2 - 1
-            ref = None if refs is None else model._pad(refs[idx])
+            x_aug = model.pad(torch.from_numpy(aug)[:, None]) * 2 - 1
+            x_clean = model.pad(torch.from_numpy(clean)[:, None]) * 2 - 1
+            ref = None if refs is None else model.pad(refs[idx])
             t = torch.randint(1, model.t_start + 1, (len(idx),), generator=tgen)
             noise = torch.randn(x_aug.shape, generator=tgen)
             pred = model.predict_clean(model.noised(x_aug, t, noise), t, ref)
@@ -99,7 +97,7 @@ def teacher_labels(model: DiffusionModel, targets: torch.Tensor, refs: torch.Ten
     both = None if refs is None else torch.cat([refs, refs])
     model.eval()
     out = []
-    bs = max(1, cfg.batch_size)
+    bs = cfg.batch_size
     for s in track(range(0, len(inputs), bs), "diffusion labels for the student"):
         out.append(model.restore_with_denoiser(inputs[s:s + bs], None if both is None else both[s:s + bs]))
     return inputs, torch.cat(out), both

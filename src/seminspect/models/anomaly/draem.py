@@ -34,6 +34,15 @@ def _block(cin: int, cout: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad ``(..., H, W)`` at the bottom and right to multiples of ``multiple`` (reflect; replicate if too small)."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    return x
+
+
 class UNet(nn.Module):
     """Encoder-decoder of ``depth`` levels (``width * 2**k`` channels at level k), skips optional."""
 
@@ -91,12 +100,7 @@ class DRAEMModel(AnomalyMapModel):
         return torch.cat([target, reference], 1)
 
     def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        m = 2 ** self.depth
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-        return x, (h, w)
+        return pad_to_multiple(x, 2 ** self.depth), (x.shape[-2], x.shape[-1])
 
     def forward_train(self, target: torch.Tensor,
                       reference: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,12 +20,11 @@ from seminspect.models.anomaly.config import AnomalyConfig
 from seminspect.models.anomaly.draem import DRAEMModel, draem_loss
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm_fit import stpm_batches
-from seminspect.models.anomaly.train_state import resume_state, write_checkpoint
+from seminspect.models.anomaly.train_state import POSTPROCESSING, resume_state, write_checkpoint
 from seminspect.utils.progress import track
 
 # settings that change only the map post-processing / threshold, not what is learnt
-_NOT_TRAINING = ("epochs", "map_dilation", "sigma", "score_sigma", "score_dilation", "top_k", "centre_sigma",
-                 "false_alarm_rate", "confidence", "view_combine")
+_NOT_TRAINING = ("epochs", *POSTPROCESSING)
 
 
 def generator_of(cfg: AnomalyConfig) -> PseudoDefectGenerator:

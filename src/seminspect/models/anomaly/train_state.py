@@ -22,6 +22,10 @@ from seminspect.models.anomaly.config import AnomalyConfig
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.utils.io import atomic_path, atomic_write_json
 
+# settings that change only the map post-processing or the threshold, never what a network learns
+POSTPROCESSING = ("map_dilation", "sigma", "score_sigma", "score_dilation", "top_k", "centre_sigma",
+                  "false_alarm_rate", "confidence", "view_combine")
+
 
 def changed_settings(saved: dict[str, Any], now: dict[str, Any], ignore: Iterable[str]) -> list[str]:
     """Keys of ``now`` whose value differs from the checkpoint's (missing keys read as their default)."""

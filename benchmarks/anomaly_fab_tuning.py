@@ -11,6 +11,10 @@ values without refitting. Post-processing per view = the detector's: blur(sigma)
 then views are combined per sample: ``max`` (the detector's rule: pixel-wise max of the view maps,
 score = its max), ``mean`` (mean of the view maps, score = its max), or ``view0`` (the in-lens
 detector only, as with one angle).
+Each reported setting also gets the threshold the detector would fit from normals alone
+(``fit_normal_threshold``: false-alarm rate 0.01 at 95 % confidence, or the largest normal score when the
+calib normals are too few to certify it) on its calib-normal scores, and the test false-alarm rate and
+recall at that threshold.
 
 Fits (``--fits``, first = the configuration recommended in docs/anomaly.md):
 
@@ -25,7 +29,8 @@ Fits (``--fits``, first = the configuration recommended in docs/anomaly.md):
   settings the DeepPCB study chose on its validation split, ``--stpm-epochs`` epochs;
   ``stpm_reverse_tft``: ``stpm_reverse`` with the teacher fine-tuned first (``teacher_finetune_epochs: 2``);
 - ``diffusion`` / ``diffusion_student``: reference-aware diffusion reconstruction and its one-pass student
-  (``--diffusion-*``, ``--student-*``; with ``--checkpoints`` the student fit reuses the denoiser's checkpoint).
+  (``--diffusion-*``, ``--student-*``; with ``--checkpoints`` the student fit reuses the denoiser's checkpoint);
+- ``draem``: reference-aware DRAEM (``--draem-*``; Perlin + cut-paste pseudo-defects).
 
     nice -n 10 python benchmarks/anomaly_fab_tuning.py --out benchmarks/results/anomaly_fab_tuning.json
 """
@@ -52,6 +57,7 @@ from seminspect.evaluation.anomaly_metrics import anomaly_metrics
 from seminspect.evaluation.pixel_metrics import pixel_auroc
 from seminspect.models.anomaly import AnomalyDetector
 from seminspect.models.anomaly.features import centre_prior, dilate_map, gaussian_blur
+from seminspect.models.anomaly.threshold import fit_normal_threshold
 from seminspect.utils.io import atomic_write_json
 
 
@@ -130,8 +136,10 @@ def main() -> None:
     ap.add_argument("--diffusion-epochs", type=int, default=20)
     ap.add_argument("--student-width", type=int, default=4)
     ap.add_argument("--student-epochs", type=int, default=10)
+    ap.add_argument("--draem-width", type=int, default=8)
+    ap.add_argument("--draem-epochs", type=int, default=16)
     ap.add_argument("--checkpoints", type=Path, default=None,
-                    help="diffusion checkpoints (resume after a kill; the student row reuses the denoiser's)")
+                    help="diffusion and DRAEM checkpoints (resume after a kill; the student row reuses the denoiser's)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_fab_tuning.json"))
     ap.add_argument("--markdown", action="store_true", help="only print the tables of an existing --out JSON")
@@ -182,6 +190,10 @@ def main() -> None:
                      epochs=args.diffusion_epochs, diffusion_start=0.3, diffusion_sample_steps=4, lr=1e-3,
                      batch_size=16, sigma=0.0, centre_sigma=0.0, calib_fraction=0.0, crop=args.crop or None,
                      fill_border=True, denoise_sigma=1.0, seed=0)
+    # DRAEM (issue 19): the same fixed-in-advance choices as the diffusion row (width 8 for 224 px on 2 cores)
+    draem = dict(model="draem", conditioning="reference", draem_width=args.draem_width, epochs=args.draem_epochs,
+                 lr=1e-3, batch_size=16, sigma=0.0, centre_sigma=0.0, calib_fraction=0.0, crop=args.crop or None,
+                 fill_border=True, denoise_sigma=1.0, seed=0)
     fits = {
         "best": ("difference, fill border, match radius 0, pool 1, pre-smoothing 1 px", best, None),
         "denoise07": ("difference, fill border, match radius 0, pool 1, pre-smoothing 0.7 px",
@@ -205,6 +217,7 @@ def main() -> None:
         "diffusion_student": (f"diffusion student (width {args.student_width}, {args.student_epochs} epochs, one "
                               "pass) of the denoiser above", dict(diffusion, diffusion_student_width=args.student_width,
                                                                   diffusion_student_epochs=args.student_epochs), None),
+        "draem": (f"DRAEM, reference-aware (width {args.draem_width}, {args.draem_epochs} epochs)", draem, None),
     }
     sigmas = [float(x) for x in args.sigmas.split(",")]
     centres = [float(x) for x in args.centres.split(",")]
@@ -224,7 +237,8 @@ def main() -> None:
         fit_samples = train[:n_fit] if n_fit else train
         shifted = misalign if key.startswith("misaligned") else (lambda x: x)
         t0 = time.perf_counter()
-        ckpt = args.checkpoints / "diffusion" if key.startswith("diffusion") and args.checkpoints else None
+        family = key.split("_")[0]
+        ckpt = args.checkpoints / family if family in ("diffusion", "draem") and args.checkpoints else None
         det = AnomalyDetector(cfg).fit(pairs_of(shifted(fit_samples), args.angles), calib=[], checkpoint_dir=ckpt)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -262,12 +276,17 @@ def main() -> None:
             prior = centre_prior((side, side), g["centre"]).numpy() if g["centre"] > 0 else 1.0
             mt = combine(post(raw_te, g["sigma"], 0.0, g["map_dilation"]) * prior, args.angles, g["views"])
             st = mt.reshape(len(mt), -1).max(1)
-            m = anomaly_metrics(st, y_te, mt, masks_te)
+            # the detector's normal-quantile threshold (its far / confidence defaults) from the calib normals
+            mc = combine(post(raw_cal, g["sigma"], 0.0, g["map_dilation"]) * prior, args.angles, g["views"])
+            thr = fit_normal_threshold(mc.reshape(len(mc), -1).max(1)[y_cal == 0])
+            m = anomaly_metrics(st, y_te, mt, masks_te, thr["threshold"])
             per_type = {}
             for t in sorted({t for t in types_te if t}):
                 sel = np.array([(tt == t) or (yy == 0) for tt, yy in zip(types_te, y_te, strict=True)])
                 per_type[t] = anomaly_metrics(st[sel], y_te[sel])["image_auroc"]
-            g["test"] = {k: m[k] for k in ("image_auroc", "image_ap", "pixel_auroc", "aupro")}
+            g["test"] = {k: m[k] for k in ("image_auroc", "image_ap", "pixel_auroc", "aupro", "false_alarm_rate",
+                                           "recall")}
+            g["calib_threshold"] = {k: v for k, v in thr.items() if k != "decision"}
             g["test_per_type_image_auroc"] = per_type
         row = {"fit": key, "label": label, "n_fit_samples": len(fit_samples), "fit_s": fit_s,
                "score_s": pred_s, "views_scored": (len(calib) + len(test)) * args.angles,
@@ -291,12 +310,16 @@ def main() -> None:
                                        "test_abnormal": int(y_te.sum())}})
 
 
+def _rate(test: dict, key: str) -> str:
+    return f"{test[key]:.3f}" if key in test else "-"  # results written before the column existed
+
+
 def markdown(doc: dict) -> str:
     """Tables of a results JSON: the calib-selected setting per fit, and fixed sigma 4 / centre 0.2 rows."""
     lines = ["| fit | normal train samples | views | window | sigma | centre prior | selected on calib? | "
              "calib image AUROC | calib pixel AUROC | test image AUROC | test image AP | test pixel AUROC | "
-             "test AUPRO | fit s | scoring s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "test AUPRO | test false alarms @calib thr | test recall @calib thr | fit s | scoring s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["results"]:
         for g, sel in [(r["selected_on_calib"], "yes"), *[(g, "") for g in r["fixed_sigma4_centre02"]]]:
             t = g["test"]
@@ -304,7 +327,8 @@ def markdown(doc: dict) -> str:
             lines.append(f"| {r['label']} | {r['n_fit_samples']} | {g['views']} | {g.get('map_dilation', 0)} | "
                          f"{g['sigma']:g} | {g['centre']:g} | {sel} | {g['calib_image_auroc']:.4f} | {cpix} | "
                          f"{t['image_auroc']:.4f} | {t['image_ap']:.4f} | "
-                         f"{t['pixel_auroc']:.4f} | {t['aupro']:.4f} | {r['fit_s']:.0f} | {r['score_s']:.0f} |")
+                         f"{t['pixel_auroc']:.4f} | {t['aupro']:.4f} | {_rate(t, 'false_alarm_rate')} | "
+                         f"{_rate(t, 'recall')} | {r['fit_s']:.0f} | {r['score_s']:.0f} |")
     best = doc["results"][0]["selected_on_calib"]
     lines += ["", f"Per type, test image AUROC (first fit, calib-selected setting: views {best['views']}, "
               f"sigma {best['sigma']:g}, centre {best['centre']:g}; each type vs all test normals):", "",

@@ -107,3 +107,18 @@ def test_bad_training_input_is_one_line(train):
         train_draem(DRAEMModel(width=4), torch.full((4, 1, SIZE, SIZE), float("nan")), None, cfg)
     with pytest.raises(AnomalyConfigError, match="at least 8 px"):
         train_draem(DRAEMModel(width=4), torch.rand(4, 1, 4, 4), None, cfg)
+
+
+@pytest.mark.parametrize("model", ["draem", "diffusion"])
+def test_initial_weights_follow_the_seed_alone(model):
+    """Networks trained from scratch start from weights of ``seed``, whatever ran before in the process, and
+    building one leaves the caller's global torch RNG where it was."""
+    cfg = dict(model=model, draem_width=4, diffusion_width=4, registration="off")
+    first = AnomalyDetector(dict(cfg, seed=3)).model.state_dict()
+    torch.rand(100)  # the global stream moves on
+    state = torch.random.get_rng_state()
+    again = AnomalyDetector(dict(cfg, seed=3)).model.state_dict()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    other = AnomalyDetector(dict(cfg, seed=4)).model.state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert any(not torch.equal(first[k], other[k]) for k in first if first[k].is_floating_point())

@@ -74,15 +74,10 @@ class AnomalyDetector:
     def _build(self, pretrained: bool | None = None) -> PatchCoreModel | STPMModel | DRAEMModel | DiffusionModel:
         cfg = self.config
         pretrained = cfg.pretrained if pretrained is None else pretrained
-        if cfg.model == "draem":  # no backbone: both sub-networks learn from scratch
-            return DRAEMModel(width=cfg.draem_width, reference=cfg.conditioning == "reference", sigma=cfg.sigma,
-                              top_k=cfg.top_k, centre_sigma=cfg.centre_sigma, map_dilation=cfg.map_dilation)
-        if cfg.model == "diffusion":  # no backbone either
-            return DiffusionModel(width=cfg.diffusion_width, reference=cfg.conditioning == "reference",
-                                  steps=cfg.diffusion_steps, start=cfg.diffusion_start,
-                                  sample_steps=cfg.diffusion_sample_steps, student_width=cfg.diffusion_student_width,
-                                  seed=cfg.seed, sigma=cfg.sigma, top_k=cfg.top_k, centre_sigma=cfg.centre_sigma,
-                                  map_dilation=cfg.map_dilation)
+        if cfg.model in ("draem", "diffusion"):  # no backbone: initial weights from the seed alone
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                return self._build_from_scratch()
         if cfg.model == "patchcore":
             bb = self._backbone(pretrained, cfg.seed)
             n_maps = len(bb.feature_info)
@@ -111,6 +106,17 @@ class AnomalyDetector:
         return STPMModel(teacher, student, mode=cfg.stpm_mode, layer_weights=weights, loss=cfg.loss,
                          sigma=cfg.sigma, top_k=cfg.top_k, centre_sigma=cfg.centre_sigma,
                          padding=cfg.stpm_padding, padding_value=cfg.padding_value, map_dilation=cfg.map_dilation)
+
+    def _build_from_scratch(self) -> DRAEMModel | DiffusionModel:
+        cfg = self.config
+        if cfg.model == "draem":  # both sub-networks learn from scratch
+            return DRAEMModel(width=cfg.draem_width, reference=cfg.conditioning == "reference", sigma=cfg.sigma,
+                              top_k=cfg.top_k, centre_sigma=cfg.centre_sigma, map_dilation=cfg.map_dilation)
+        return DiffusionModel(width=cfg.diffusion_width, reference=cfg.conditioning == "reference",
+                              steps=cfg.diffusion_steps, start=cfg.diffusion_start,
+                              sample_steps=cfg.diffusion_sample_steps, student_width=cfg.diffusion_student_width,
+                              seed=cfg.seed, sigma=cfg.sigma, top_k=cfg.top_k, centre_sigma=cfg.centre_sigma,
+                              map_dilation=cfg.map_dilation)
 
     @property
     def needs_reference(self) -> bool:

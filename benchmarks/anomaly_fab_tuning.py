@@ -32,6 +32,9 @@ Fits (``--fits``, first = the configuration recommended in docs/anomaly.md):
   (``--diffusion-*``, ``--student-*``; with ``--checkpoints`` the student fit reuses the denoiser's checkpoint);
 - ``draem``: reference-aware DRAEM (``--draem-*``; Perlin + cut-paste pseudo-defects).
 
+``--ensemble best+diffusion_student`` adds a row for the average of those fits' view maps, each divided by
+the 99th percentile of its calib-normal view pixels (normals only), post-processed and selected like a fit.
+
     nice -n 10 python benchmarks/anomaly_fab_tuning.py --out benchmarks/results/anomaly_fab_tuning.json
 """
 
@@ -45,6 +48,7 @@ import resource
 import time
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -110,6 +114,51 @@ def combine(maps: np.ndarray, angles: int, how: str) -> np.ndarray:
     return m[:, 0]
 
 
+def assess(raw_cal: np.ndarray, raw_te: np.ndarray, ev: SimpleNamespace) -> tuple[dict, list[dict], list[dict]]:
+    """The post-processing grid on calib (selection), then the test metrics of the selected setting and of the
+    fixed sigma 4 / centre 0.2 settings: ``(selected, reported settings, grid)``."""
+    grid = []
+    for dil in ev.dilations:
+        for sigma in ev.sigmas:
+            pc = post(raw_cal, sigma, 0.0, dil)
+            for centre in ev.centres:
+                prior = centre_prior((ev.side, ev.side), centre).numpy() if centre > 0 else 1.0
+                for how in ("max", "mean", "view0"):
+                    mc = combine(pc * prior, ev.angles, how)
+                    sc = mc.reshape(len(mc), -1).max(1)
+                    cal_auc = anomaly_metrics(sc, ev.y_cal)["image_auroc"]
+                    g = {"sigma": sigma, "centre": centre, "views": how, "map_dilation": dil,
+                         "calib_image_auroc": cal_auc}
+                    if ev.pixel_select:  # every 2nd pixel per axis: the ranking, at a quarter of the cost
+                        g["calib_pixel_auroc"] = float(pixel_auroc(ev.masks_cal[:, ::2, ::2], mc[:, ::2, ::2]))
+                    grid.append(g)
+            del pc
+    best = max(grid, key=lambda g: g["calib_image_auroc"])
+    if ev.pixel_select:
+        ok = [g for g in grid if g["calib_image_auroc"] >= best["calib_image_auroc"] - 0.005]
+        best = max(ok, key=lambda g: g["calib_pixel_auroc"])
+    # test metrics of the calib-selected setting, and of a few fixed settings for the table
+    wanted = [best] + [g for g in grid if (g["sigma"], g["centre"], g["map_dilation"]) == (4.0, 0.2, 0)
+                       and g is not best]
+    for g in wanted:
+        prior = centre_prior((ev.side, ev.side), g["centre"]).numpy() if g["centre"] > 0 else 1.0
+        mt = combine(post(raw_te, g["sigma"], 0.0, g["map_dilation"]) * prior, ev.angles, g["views"])
+        st = mt.reshape(len(mt), -1).max(1)
+        # the detector's normal-quantile threshold (its far / confidence defaults) from the calib normals
+        mc = combine(post(raw_cal, g["sigma"], 0.0, g["map_dilation"]) * prior, ev.angles, g["views"])
+        thr = fit_normal_threshold(mc.reshape(len(mc), -1).max(1)[ev.y_cal == 0])
+        m = anomaly_metrics(st, ev.y_te, mt, ev.masks_te, thr["threshold"])
+        per_type = {}
+        for t in sorted({t for t in ev.types_te if t}):
+            sel = np.array([(tt == t) or (yy == 0) for tt, yy in zip(ev.types_te, ev.y_te, strict=True)])
+            per_type[t] = anomaly_metrics(st[sel], ev.y_te[sel])["image_auroc"]
+        g["test"] = {k: m[k] for k in ("image_auroc", "image_ap", "pixel_auroc", "aupro", "false_alarm_rate",
+                                       "recall")}
+        g["calib_threshold"] = {k: v for k, v in thr.items() if k != "decision"}
+        g["test_per_type_image_auroc"] = per_type
+    return best, wanted, grid
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=Path("/tmp/seminspect_bench/fab_tuning"))
@@ -140,6 +189,9 @@ def main() -> None:
     ap.add_argument("--draem-epochs", type=int, default=16)
     ap.add_argument("--checkpoints", type=Path, default=None,
                     help="diffusion and DRAEM checkpoints (resume after a kill; the student row reuses the denoiser's)")
+    ap.add_argument("--ensemble", default="", help="comma-separated groups of fits joined by '+' (each among "
+                    "--fits): their view maps, each scaled by its calib-normal 99th percentile, averaged and assessed "
+                    "like a fit")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_fab_tuning.json"))
     ap.add_argument("--markdown", action="store_true", help="only print the tables of an existing --out JSON")
@@ -231,7 +283,20 @@ def main() -> None:
     masks_cal = np.stack([np.any([v.mask for v in s.targets if v.mask is not None], 0)[lo:lo + side, lo:lo + side]
                           if s.is_abnormal else np.zeros((side, side), bool) for s in calib])
     dilations = [int(x) for x in args.dilations.split(",")]
+    ev = SimpleNamespace(y_cal=y_cal, y_te=y_te, masks_te=masks_te, masks_cal=masks_cal, types_te=types_te,
+                         side=side, angles=args.angles, sigmas=sigmas, centres=centres, dilations=dilations,
+                         pixel_select=args.pixel_select)
+    ensembles = [e.split("+") for e in args.ensemble.split(",") if e]
+    keep, kept = {k for e in ensembles for k in e}, {}
     results = []
+
+    def save_row(row: dict) -> None:
+        results.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "grid"}), flush=True)
+        atomic_write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "gen_s": gen_s,
+                                     "load_start": load0, "results": results,
+                                     "n": {"train_normal": len(train), "calib": len(calib), "test": len(test),
+                                           "test_abnormal": int(y_te.sum())}})
     for key in args.fits.split(","):
         label, cfg, n_fit = fits[key]
         fit_samples = train[:n_fit] if n_fit else train
@@ -249,45 +314,9 @@ def main() -> None:
             args.save_raw.mkdir(parents=True, exist_ok=True)
             np.save(args.save_raw / f"{key}_calib.npy", raw_cal.astype(np.float16))
             np.save(args.save_raw / f"{key}_test.npy", raw_te.astype(np.float16))
-        grid = []
-        for dil in dilations:
-            for sigma in sigmas:
-                pc = post(raw_cal, sigma, 0.0, dil)
-                for centre in centres:
-                    prior = centre_prior((side, side), centre).numpy() if centre > 0 else 1.0
-                    for how in ("max", "mean", "view0"):
-                        mc = combine(pc * prior, args.angles, how)
-                        sc = mc.reshape(len(mc), -1).max(1)
-                        cal_auc = anomaly_metrics(sc, y_cal)["image_auroc"]
-                        g = {"sigma": sigma, "centre": centre, "views": how, "map_dilation": dil,
-                             "calib_image_auroc": cal_auc}
-                        if args.pixel_select:  # every 2nd pixel per axis: the ranking, at a quarter of the cost
-                            g["calib_pixel_auroc"] = float(pixel_auroc(masks_cal[:, ::2, ::2], mc[:, ::2, ::2]))
-                        grid.append(g)
-                del pc
-        best = max(grid, key=lambda g: g["calib_image_auroc"])
-        if args.pixel_select:
-            ok = [g for g in grid if g["calib_image_auroc"] >= best["calib_image_auroc"] - 0.005]
-            best = max(ok, key=lambda g: g["calib_pixel_auroc"])
-        # test metrics of the calib-selected setting, and of a few fixed settings for the table
-        wanted = [best] + [g for g in grid if (g["sigma"], g["centre"], g["map_dilation"]) == (4.0, 0.2, 0)
-                           and g is not best]
-        for g in wanted:
-            prior = centre_prior((side, side), g["centre"]).numpy() if g["centre"] > 0 else 1.0
-            mt = combine(post(raw_te, g["sigma"], 0.0, g["map_dilation"]) * prior, args.angles, g["views"])
-            st = mt.reshape(len(mt), -1).max(1)
-            # the detector's normal-quantile threshold (its far / confidence defaults) from the calib normals
-            mc = combine(post(raw_cal, g["sigma"], 0.0, g["map_dilation"]) * prior, args.angles, g["views"])
-            thr = fit_normal_threshold(mc.reshape(len(mc), -1).max(1)[y_cal == 0])
-            m = anomaly_metrics(st, y_te, mt, masks_te, thr["threshold"])
-            per_type = {}
-            for t in sorted({t for t in types_te if t}):
-                sel = np.array([(tt == t) or (yy == 0) for tt, yy in zip(types_te, y_te, strict=True)])
-                per_type[t] = anomaly_metrics(st[sel], y_te[sel])["image_auroc"]
-            g["test"] = {k: m[k] for k in ("image_auroc", "image_ap", "pixel_auroc", "aupro", "false_alarm_rate",
-                                           "recall")}
-            g["calib_threshold"] = {k: v for k, v in thr.items() if k != "decision"}
-            g["test_per_type_image_auroc"] = per_type
+        best, wanted, grid = assess(raw_cal, raw_te, ev)
+        if key in keep:
+            kept[key] = (raw_cal, raw_te)
         row = {"fit": key, "label": label, "n_fit_samples": len(fit_samples), "fit_s": fit_s,
                "score_s": pred_s, "views_scored": (len(calib) + len(test)) * args.angles,
                "bank_patches": det.history.get("bank_patches"), "selected_on_calib": best,
@@ -295,12 +324,20 @@ def main() -> None:
                "train_history": {k: det.history[k] for k in ("losses", "train_seconds", "student_losses",
                                                              "student_seconds") if k in det.history},
                "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-        results.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "grid"}), flush=True)
-        atomic_write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "gen_s": gen_s,
-                                     "load_start": load0, "results": results,
-                                     "n": {"train_normal": len(train), "calib": len(calib), "test": len(test),
-                                           "test_abnormal": int(y_te.sum())}})
+        save_row(row)
+    for members in ensembles:  # views' raw maps of several fits, each scaled by its calib-normal 99th percentile
+        normal_views = np.repeat(y_cal == 0, args.angles)
+        scale = {k: float(np.percentile(kept[k][0][normal_views], 99)) for k in members}
+        raw_cal = sum(kept[k][0] / scale[k] for k in members) / len(members)
+        raw_te = sum(kept[k][1] / scale[k] for k in members) / len(members)
+        best, wanted, grid = assess(raw_cal, raw_te, ev)
+        done = {r["fit"]: r for r in results}
+        save_row({"fit": "+".join(members), "n_fit_samples": len(train), "selected_on_calib": best,
+                  "label": "ensemble: " + " + ".join(done[k]["label"] for k in members) + " (view maps scaled by "
+                           "their calib-normal 99th percentile, averaged)", "member_scales": scale,
+                  "fit_s": sum(done[k]["fit_s"] for k in members), "score_s": sum(done[k]["score_s"] for k in members),
+                  "fixed_sigma4_centre02": [g for g in wanted if g is not best], "grid": grid,
+                  "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     atomic_write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "gen_s": gen_s,
                                  "load_start": load0, "load_end": os.getloadavg(),

@@ -21,7 +21,6 @@ auto-normal.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -34,11 +33,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from longtail_common import first_of_each_family  # noqa: E402
+from longtail_common import cached_anomaly_scores, first_of_each_family  # noqa: E402
 
 from seminspect.data.dataset import SampleDataset
 from seminspect.decision import TriagePolicy
-from seminspect.models.anomaly import AnomalyDetector
 from seminspect.models.anomaly.threshold import fit_normal_threshold
 from seminspect.training.adc_trainer import (
     _stratified_holdout,
@@ -135,24 +133,8 @@ def main() -> None:
                   centre_sigma=0.2, crop=args.crop, max_bank_patches=args.bank, max_pool_patches=60000,
                   coreset_proj_dim=64, sigma=4.0, batch_size=16)
     train_normal = [i for i in train_ids if lab[ds.sample_ids.index(i)] == 0]
-    key = hashlib.sha256(json.dumps([pc_cfg, train_normal, cal_fs.sample_ids, te_fs.sample_ids,
-                                     str(args.data.resolve())]).encode()).hexdigest()[:16]
-    score_cache = args.work / f"anomaly_scores_{key}.npz"
-    if score_cache.is_file():  # a rerun with other triage settings reuses the measured anomaly scores
-        z = np.load(score_cache)
-        cal_scores, te_scores = z["cal"], z["test"]
-        pc_fit_s, pc_pred_s = float(z["fit_s"]), float(z["pred_s"])
-    else:
-        t0 = time.perf_counter()
-        det = AnomalyDetector(pc_cfg).fit(ds.subset(train_normal), calib=[])
-        pc_fit_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        r_cal = det.score(ds.subset(cal_fs.sample_ids))
-        r_te = det.score(ds.subset(te_fs.sample_ids))
-        pc_pred_s = time.perf_counter() - t0
-        assert r_cal.sample_ids == cal_fs.sample_ids and r_te.sample_ids == te_fs.sample_ids
-        cal_scores, te_scores = r_cal.scores, r_te.scores
-        np.savez(score_cache, cal=cal_scores, test=te_scores, fit_s=pc_fit_s, pred_s=pc_pred_s)
+    cal_scores, te_scores, pc_fit_s, pc_pred_s = cached_anomaly_scores(pc_cfg, ds, train_normal, cal_fs.sample_ids,
+                                                                       te_fs.sample_ids, args.data, args.work)
 
     # ---- triage with and without the anomaly rule -----------------------------------------------
     y_cal = cal_fs.is_abnormal.numpy()

@@ -1,10 +1,12 @@
-"""Shared set-up of the long-tail benchmarks (``longtail_triage.py``, ``longtail_study.py``).
+"""Shared set-up of the long-tail benchmarks (``longtail_triage.py``, ``longtail_study.py``, ``longtail_unseen.py``,
+``anomaly_unseen_types.py``).
 
-The arguments both take, the virtual fab generated once under ``--data`` when absent (seed 0,
+The arguments they take, the virtual fab generated once under ``--data`` when absent (seed 0,
 splits train 0.45 / calib 0.35 / test 0.2; ``--fab long_tail`` or ``balanced``; any dataset with
 ``train`` / ``calib`` / ``test`` splits, such as imported DeepPCB patches, works too), the ADC
 config of the main job's model settings, and the frozen backbone's features of every split,
-cached under ``--work`` by content (a second run reads them).
+cached under ``--work`` by content (a second run reads them); likewise the anomaly model's calib and
+test scores (:func:`cached_anomaly_scores`).
 """
 
 from __future__ import annotations
@@ -104,3 +106,34 @@ def prepare(args: argparse.Namespace) -> dict[str, Any]:
     counts = leaf_counts(fs["train"].type_index.numpy(), len(ds.taxonomy.leaves))
     return {"ds": ds, "cfg": cfg, "fs": fs, "counts": counts, "generate_s": gen_s,
             "encode_s": time.perf_counter() - t0}
+
+
+def cached_anomaly_scores(cfg: Any, ds: SampleDataset, fit_ids: list[str], cal_ids: list[str],
+                          test_ids: list[str], data_root: Path, work: Path) -> tuple[np.ndarray, np.ndarray, float,
+                                                                                     float]:
+    """An anomaly model (``AnomalyConfig`` or its dict) fitted on ``fit_ids``, its calib and test scores, the fit
+    and scoring seconds: cached under ``work`` by config, ids and data root (a rerun with other triage settings
+    reuses the measured scores)."""
+    import hashlib
+    import json
+
+    from seminspect.models.anomaly import AnomalyDetector
+
+    key_cfg = cfg if isinstance(cfg, dict) else cfg.model_dump(mode="json")
+    key = hashlib.sha256(json.dumps([key_cfg, list(fit_ids), list(cal_ids), list(test_ids),
+                                     str(data_root.resolve())]).encode()).hexdigest()[:16]
+    cache = work / f"anomaly_scores_{key}.npz"
+    if cache.is_file():
+        z = np.load(cache)
+        score_s = z["score_s"] if "score_s" in z else z["pred_s"]  # older caches named it pred_s
+        return z["cal"], z["test"], float(z["fit_s"]), float(score_s)
+    t0 = time.perf_counter()
+    det = AnomalyDetector(cfg).fit(ds.subset(list(fit_ids)), calib=[])
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    r_cal, r_te = det.score(ds.subset(list(cal_ids))), det.score(ds.subset(list(test_ids)))
+    score_s = time.perf_counter() - t0
+    assert list(r_cal.sample_ids) == list(cal_ids) and list(r_te.sample_ids) == list(test_ids)
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, cal=r_cal.scores, test=r_te.scores, fit_s=fit_s, score_s=score_s)
+    return r_cal.scores, r_te.scores, fit_s, score_s

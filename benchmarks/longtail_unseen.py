@@ -24,7 +24,6 @@ with the rule: a site above it is never auto-normal. Nothing is chosen on the te
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -34,7 +33,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from longtail_common import MIN_TRAIN, add_args, first_of_each_family, leaf_counts, prepare  # noqa: E402
+from longtail_common import (  # noqa: E402
+    MIN_TRAIN,
+    add_args,
+    cached_anomaly_scores,
+    first_of_each_family,
+    leaf_counts,
+    prepare,
+)
 from predict_common import header, load  # noqa: E402
 
 from seminspect.decision import AUTO_NORMAL, TriagePolicy, clopper_pearson_upper  # noqa: E402
@@ -58,29 +64,13 @@ def shares(route: np.ndarray, sel: np.ndarray) -> dict[str, float]:
 def anomaly_rules(args: argparse.Namespace, ds, tr, cal, te) -> list[tuple[float, dict]]:  # noqa: ANN001
     """Fit the anomaly model on normal train sites (of the kept types' split), score calib and test
     (cached by content), and one threshold per ``--far`` from the calib normals' scores alone."""
-    from seminspect.models.anomaly import AnomalyDetector
     from seminspect.models.anomaly.config import load_anomaly_config
     from seminspect.models.anomaly.threshold import fit_normal_threshold
 
     cfg = load_anomaly_config(args.anomaly, args.anomaly_set)
     fit_ids = [i for i, y in zip(tr.sample_ids, tr.is_abnormal.numpy(), strict=True) if y == 0][: args.anomaly_fit]
-    key = hashlib.sha256(json.dumps([cfg.model_dump(mode="json"), fit_ids, cal.sample_ids, te.sample_ids,
-                                     str(args.data.resolve())]).encode()).hexdigest()[:16]
-    cache = args.work / f"anomaly_scores_{key}.npz"
-    if cache.is_file():
-        z = np.load(cache)
-        cal_s, te_s, fit_s, score_s = z["cal"], z["test"], float(z["fit_s"]), float(z["score_s"])
-    else:
-        t0 = time.perf_counter()
-        det = AnomalyDetector(cfg).fit(ds.subset(fit_ids), calib=[])
-        fit_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        r_cal, r_te = det.score(ds.subset(cal.sample_ids)), det.score(ds.subset(te.sample_ids))
-        assert r_cal.sample_ids == list(cal.sample_ids) and r_te.sample_ids == list(te.sample_ids)
-        cal_s, te_s = r_cal.scores, r_te.scores
-        score_s = time.perf_counter() - t0
-        args.work.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, cal=cal_s, test=te_s, fit_s=fit_s, score_s=score_s)
+    cal_s, te_s, fit_s, score_s = cached_anomaly_scores(cfg, ds, fit_ids, cal.sample_ids, te.sample_ids, args.data,
+                                                        args.work)
     from sklearn.metrics import roc_auc_score
 
     y = te.is_abnormal.numpy()

@@ -1,7 +1,7 @@
 """DeepPCB anomaly benchmark: template-conditioned vs unconditioned PatchCore (and STPM).
 
-Data: ../shared/data/deeppcb (1,000 test/template pairs, 640x640, boxes). Our own split by pair:
-the first ``--train-pairs`` pairs (sorted by name) give normal training crops, the next
+Data: ``--data``, the DeepPCB root (../shared/data/deeppcb here: 1,000 test/template pairs, 640x640,
+boxes). Our own split by pair: the first ``--train-pairs`` pairs (sorted by name) give normal training crops, the next
 ``--test-pairs`` pairs the test crops. Crops are ``--crop`` px at native resolution:
 
 - normal = grid crops that touch no defect box (target = tested image, reference = template);
@@ -9,7 +9,8 @@ the first ``--train-pairs`` pairs (sorted by name) give normal training crops, t
 
 Boxes are coarser than the defects, so pixel AUROC is a lower bound of the true pixel AUROC.
 
-    nice -n 10 python benchmarks/anomaly_deeppcb.py --out benchmarks/results/anomaly_deeppcb.md
+    nice -n 10 python benchmarks/anomaly_deeppcb.py --data ../shared/data/deeppcb \\
+        --out benchmarks/results/anomaly_deeppcb.md
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ from seminspect.data.sample import Sample, View
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics
 from seminspect.models.anomaly import AnomalyDetector
 from seminspect.utils.io import atomic_write_text
-
-ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "deeppcb"
 
 
 def load_pairs(root: Path) -> list[tuple[Path, Path, np.ndarray]]:
@@ -102,6 +101,7 @@ def balanced_selection(samples: list[Sample], n: int, rng: np.random.Generator) 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, required=True, help="DeepPCB root (trainval.txt, group*/)")
     ap.add_argument("--train-pairs", type=int, default=40)
     ap.add_argument("--test-pairs", type=int, default=30)
     ap.add_argument("--crop", type=int, default=128)
@@ -111,12 +111,13 @@ def main() -> None:
     ap.add_argument("--runs", default="none,reference", help="comma list: none,reference,difference,stpm")
     ap.add_argument("--append", action="store_true", help="append rows to an existing --out table")
     ap.add_argument("--stpm-lr", type=float, default=1e-3)
-    ap.add_argument("--date", default="2026-11-23")
+    ap.add_argument("--date", default=time.strftime("%Y-%m-%d", time.gmtime()),
+                    help="date written into the result (default: today, UTC)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_deeppcb.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    pairs = load_pairs(ROOT)
+    pairs = load_pairs(args.data)
     train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test, rng)
     print(f"train normal crops {len(train)}, test {sum(s.is_abnormal for s in test)} abnormal + "
           f"{sum(not s.is_abnormal for s in test)} normal", flush=True)

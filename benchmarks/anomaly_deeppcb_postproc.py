@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from anomaly_deeppcb import ROOT, balanced_selection, crops, fit_and_test_crops, load_pairs  # noqa: E402
+from anomaly_deeppcb import balanced_selection, crops, fit_and_test_crops, load_pairs  # noqa: E402
 
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics  # noqa: E402
 from seminspect.models.anomaly import AnomalyDetector  # noqa: E402
@@ -53,6 +53,7 @@ def post(raw: np.ndarray, window: int, sigma: float) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, required=True, help="DeepPCB root (trainval.txt, group*/)")
     ap.add_argument("--train-pairs", type=int, default=40)
     ap.add_argument("--test-pairs", type=int, default=30)
     ap.add_argument("--val-pairs", default="70:100")
@@ -67,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(1)
     t_all = time.perf_counter()
     load0 = os.getloadavg()
-    pairs = load_pairs(ROOT)
+    pairs = load_pairs(args.data)
     # train / test exactly as anomaly_deeppcb.py (same rng, same call order)
     rng = np.random.default_rng(0)
     train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test, rng)

@@ -21,15 +21,16 @@ import numpy as np
 import torch
 
 
-def child(budget_bytes: int, n: int, pool: int, batch_size: int = 32, memory_mib: float | None = None) -> None:
+def child(data: Path, budget_bytes: int, n: int, pool: int, batch_size: int = 32,
+          memory_mib: float | None = None) -> None:
     sys.path.insert(0, str(Path(__file__).parent))
-    from anomaly_deeppcb import ROOT, crops, load_pairs
+    from anomaly_deeppcb import crops, load_pairs
 
     from seminspect.models.anomaly import AnomalyDetector
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    pairs = load_pairs(ROOT)
+    pairs = load_pairs(data)
     samples = []
     i = 0
     while len(samples) < n + 200:
@@ -64,7 +65,8 @@ def run_child(args: argparse.Namespace, bank_kib: int, memory_mib: float | None 
     """One measurement in its own process (its ``ru_maxrss`` is its own); the child's JSON line, timed."""
     t0 = time.perf_counter()
     extra = [] if memory_mib is None else ["--memory-mib", str(memory_mib)]
-    out = subprocess.run([sys.executable, __file__, "--child", str(bank_kib * 1024), "--n", str(args.n),
+    out = subprocess.run([sys.executable, __file__, "--data", str(args.data), "--child", str(bank_kib * 1024),
+                          "--n", str(args.n),
                           "--pool", str(args.pool), "--batch-size", str(args.batch_size), *extra],
                          capture_output=True, text=True, check=True)
     row = json.loads(out.stdout.strip().splitlines()[-1])
@@ -75,12 +77,14 @@ def run_child(args: argparse.Namespace, bank_kib: int, memory_mib: float | None 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, required=True, help="DeepPCB root (trainval.txt, group*/)")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--pool", type=int, default=50000)
     ap.add_argument("--budgets-kib", default="256,1024,2048")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--append", action="store_true", help="append a dated section to --out instead of rewriting it")
-    ap.add_argument("--date", default="2026-11-23")
+    ap.add_argument("--date", default=time.strftime("%Y-%m-%d", time.gmtime()),
+                    help="date written into the result (default: today, UTC)")
     ap.add_argument("--child", type=int, default=None)
     ap.add_argument("--memory-budgets-mib", default=None,
                     help="comma-separated memory_budget_mib values: one child each (bank budget: the first of "
@@ -89,7 +93,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_speed.md"))
     args = ap.parse_args()
     if args.child is not None:
-        child(args.child, args.n, args.pool, args.batch_size, args.memory_mib)
+        child(args.data, args.child, args.n, args.pool, args.batch_size, args.memory_mib)
         return
     if args.memory_budgets_mib:
         _memory_budgets(args)
@@ -107,9 +111,10 @@ def main() -> None:
     lines = [
         "# PatchCore speed and memory (1,000 normal samples)",
         "",
-        "- date: 2026-11-22; machine: 2-core CPU, no GPU, torch 1 thread, `nice -n 10`; other helpers' jobs were "
-        "running at the same time (load average ~10), so times are pessimistic upper bounds.",
-        f"- command: `nice -n 10 python benchmarks/anomaly_speed.py --n {args.n} --pool {args.pool} "
+        f"- date: {args.date}; machine: {os.cpu_count()}-core CPU, no GPU, torch 1 thread; load average at start "
+        f"{load0:.2f}" + ("; other jobs ran beside it, so times are upper bounds." if load0 > (os.cpu_count() or 1)
+                            else "."),
+        f"- command: `python benchmarks/anomaly_speed.py --data {args.data} --n {args.n} --pool {args.pool} "
         f"--budgets-kib {args.budgets_kib}`",
         f"- fit data: {args.n} box-free 128x128 DeepPCB crops (tested image + template, phase registration), "
         "MobileNetV2 ImageNet, reference-conditioned PatchCore (112-D patches at 32x32 per crop), pool of "

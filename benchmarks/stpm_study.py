@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from anomaly_deeppcb import ROOT, crops, fit_and_test_crops, load_pairs  # noqa: E402
+from anomaly_deeppcb import crops, fit_and_test_crops, load_pairs  # noqa: E402
 from anomaly_deeppcb_postproc import post  # noqa: E402
 from stpm_study_rows import BASE, ORDER, ROWS, verdict  # noqa: E402
 
@@ -259,7 +259,7 @@ def write_md(path: Path, rows: dict, meta: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--root", type=Path, default=ROOT)
+    ap.add_argument("--root", type=Path, default=None, help="DeepPCB root (trainval.txt, group*/): without --fab")
     ap.add_argument("--rows", default="base,reverse,zeros,layer2,huber,cosine")
     ap.add_argument("--train-pairs", type=int, default=40)
     ap.add_argument("--fit-pairs", type=int, default=32)
@@ -282,6 +282,8 @@ def main() -> None:
     if args.fab:
         fit, val, test = fab_splits(args.fab, args.fab_n, args.crop, args.threads)
     else:
+        if args.root is None:
+            ap.error("--root (the DeepPCB root) is needed without --fab")
         pairs = load_pairs(args.root)
         train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test,
                                          np.random.default_rng(0))

@@ -1,4 +1,4 @@
-"""Virtual-fab PatchCore, tuned honestly: more normals, all detector angles, bank, layers, sigma.
+"""Virtual-fab anomaly detectors (PatchCore, STPM, diffusion, DRAEM, ensembles), post-processing chosen on calib.
 
 Settings are SELECTED on the calib split (labelled normals and defects of all 19 types) and the
 selected setting is REPORTED on the test split, which plays no part in any choice.

@@ -290,13 +290,16 @@ def main() -> None:
     keep, kept = {k for e in ensembles for k in e}, {}
     results = []
 
+    def write(**end: object) -> None:  # the results so far (and, at the end, the run's totals)
+        atomic_write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "gen_s": gen_s,
+                                     "load_start": load0, **end, "results": results,
+                                     "n": {"train_normal": len(train), "calib": len(calib), "test": len(test),
+                                           "test_abnormal": int(y_te.sum())}})
+
     def save_row(row: dict) -> None:
         results.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "grid"}), flush=True)
-        atomic_write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "gen_s": gen_s,
-                                     "load_start": load0, "results": results,
-                                     "n": {"train_normal": len(train), "calib": len(calib), "test": len(test),
-                                           "test_abnormal": int(y_te.sum())}})
+        write()
     for key in args.fits.split(","):
         label, cfg, n_fit = fits[key]
         fit_samples = train[:n_fit] if n_fit else train
@@ -338,13 +341,8 @@ def main() -> None:
                   "fit_s": sum(done[k]["fit_s"] for k in members), "score_s": sum(done[k]["score_s"] for k in members),
                   "fixed_sigma4_centre02": [g for g in wanted if g is not best], "grid": grid,
                   "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    atomic_write_json(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "gen_s": gen_s,
-                                 "load_start": load0, "load_end": os.getloadavg(),
-                                 "wall_s": time.perf_counter() - t_all,
-                                 "peak_rss_mib": peak, "results": results,
-                                 "n": {"train_normal": len(train), "calib": len(calib), "test": len(test),
-                                       "test_abnormal": int(y_te.sum())}})
+    write(load_end=os.getloadavg(), wall_s=time.perf_counter() - t_all,
+          peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def _rate(test: dict, key: str) -> str:

@@ -98,7 +98,7 @@ def diffusion_rows(run: str, args: argparse.Namespace, train: list, val: list, t
                calib_fraction=0.2, seed=0)
     det = AnomalyDetector(cfg).fit(train, checkpoint_dir=args.checkpoints / run)
     rows = []
-    for scorer in ("denoiser", "student"):
+    for scorer in ("denoiser", "student") if args.student_width else ("denoiser",):  # --student-width 0: none
         det.model.use_student = scorer == "student"
         use_postproc(det, 0, 0.0)  # choose on raw maps, not on the previous scorer's post-processing
         sel = choose_postproc(det, val, windows, sigmas)
@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--diffusion-epochs", type=int, default=40)
     ap.add_argument("--diffusion-start", type=float, default=0.3)
     ap.add_argument("--sample-steps", type=int, default=4)
-    ap.add_argument("--student-width", type=int, default=8)
+    ap.add_argument("--student-width", type=int, default=8, help="one-pass student width (0 = no student row)")
     ap.add_argument("--student-epochs", type=int, default=20)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many crops per set; 0 = all")

@@ -30,7 +30,10 @@ Fits (``--fits``, first = the configuration recommended in docs/anomaly.md):
   ``stpm_reverse_tft``: ``stpm_reverse`` with the teacher fine-tuned first (``teacher_finetune_epochs: 2``);
 - ``diffusion`` / ``diffusion_student``: reference-aware diffusion reconstruction and its one-pass student
   (``--diffusion-*``, ``--student-*``; with ``--checkpoints`` the student fit reuses the denoiser's checkpoint);
-- ``draem``: reference-aware DRAEM (``--draem-*``; Perlin + cut-paste pseudo-defects).
+- ``draem``: reference-aware DRAEM (``--draem-*``; Perlin + cut-paste pseudo-defects); ``draem_seed1`` the
+  same with training seed 1; ``draem_fab`` with the fab's own injectors as the only source (they drew 9 of
+  the test's 19 types: optimistic for those); ``draem_fab_heldout`` Perlin + cut-paste + the fab injectors
+  without the weak types of ``HELD_OUT``, which says whether physical pseudo-defects help on kinds never painted.
 
 ``--ensemble best+diffusion_student`` adds a row for the average of those fits' view maps, each divided by
 the 99th percentile of its calib-normal view pixels (normals only), post-processed and selected like a fit.
@@ -56,6 +59,7 @@ from scipy import ndimage
 
 from seminspect.data.dataset import SampleDataset
 from seminspect.data.imageio import to_float
+from seminspect.data.pseudo_defects import FAB_TYPES
 from seminspect.data.sample import Role, Sample, View
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics
 from seminspect.evaluation.pixel_metrics import pixel_auroc
@@ -63,6 +67,9 @@ from seminspect.models.anomaly import AnomalyDetector
 from seminspect.models.anomaly.features import centre_prior, dilate_map, gaussian_blur
 from seminspect.models.anomaly.threshold import fit_normal_threshold
 from seminspect.utils.io import atomic_write_json
+
+# the weak foreign-material types (issue 19) the draem_fab_heldout fit's injectors never paint
+HELD_OUT = ("small_particle", "particle_cluster", "pit_void")
 
 
 def pairs_of(samples, angles: int) -> list[Sample]:
@@ -270,6 +277,14 @@ def main() -> None:
                               "pass) of the denoiser above", dict(diffusion, diffusion_student_width=args.student_width,
                                                                   diffusion_student_epochs=args.student_epochs), None),
         "draem": (f"DRAEM, reference-aware (width {args.draem_width}, {args.draem_epochs} epochs)", draem, None),
+        "draem_seed1": ("DRAEM as above, training seed 1 (weights, pseudo-defects, batch order)",
+                        dict(draem, seed=1), None),
+        "draem_fab": ("DRAEM as above, pseudo-defects from the virtual fab's own injectors only (the test's "
+                      "foreign-material generator: optimistic for those 9 types)", dict(draem, draem_sources=["fab"]),
+                      None),
+        "draem_fab_heldout": (f"DRAEM as above, perlin + cut-paste + fab injectors without {', '.join(HELD_OUT)}",
+                              dict(draem, draem_sources=["perlin", "cutpaste", "fab"],
+                                   draem_fab_types=[t for t in FAB_TYPES if t not in HELD_OUT]), None),
     }
     sigmas = [float(x) for x in args.sigmas.split(",")]
     centres = [float(x) for x in args.centres.split(",")]
@@ -305,8 +320,9 @@ def main() -> None:
         fit_samples = train[:n_fit] if n_fit else train
         shifted = misalign if key.startswith("misaligned") else (lambda x: x)
         t0 = time.perf_counter()
-        family = key.split("_")[0]
-        ckpt = args.checkpoints / family if family in ("diffusion", "draem") and args.checkpoints else None
+        family = key.split("_")[0]  # the student resumes the denoiser's checkpoint; every DRAEM fit has its own
+        ckpt_name = "diffusion" if family == "diffusion" else key
+        ckpt = args.checkpoints / ckpt_name if family in ("diffusion", "draem") and args.checkpoints else None
         det = AnomalyDetector(cfg).fit(pairs_of(shifted(fit_samples), args.angles), calib=[], checkpoint_dir=ckpt)
         fit_s = time.perf_counter() - t0
         t0 = time.perf_counter()

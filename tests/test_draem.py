@@ -8,9 +8,10 @@ import torch
 from scipy import ndimage
 
 from seminspect.data.imageio import to_uint
+from seminspect.data.pseudo_defects import FAB_TYPES
 from seminspect.data.sample import Sample, View
 from seminspect.models.anomaly import AnomalyConfig, AnomalyConfigError, AnomalyDetector, DRAEMModel
-from seminspect.models.anomaly.draem_fit import train_draem
+from seminspect.models.anomaly.draem_fit import generator_of, train_draem
 
 SIZE = 32
 TINY = dict(model="draem", draem_width=4, epochs=2, batch_size=6, registration="off", sigma=1.0, calib_fraction=0.25)
@@ -90,11 +91,36 @@ def test_checkpoint_of_other_settings_refused(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(conditioning="difference"), dict(draem_sources=["blur"]),
-                                 dict(draem_min_area=0.3, draem_max_area=0.1), dict(draem_width=2)])
+                                 dict(draem_min_area=0.3, draem_max_area=0.1), dict(draem_width=2),
+                                 dict(draem_fab_types=["bridge"]), dict(draem_fab_types=[])])
 def test_bad_config_is_one_line(bad):
     with pytest.raises(AnomalyConfigError) as err:
         AnomalyDetector(dict(TINY, **bad))
     assert "\n" not in str(err.value)
+
+
+def test_fab_source_paints_only_the_chosen_injectors(monkeypatch):
+    """``draem_fab_types`` reaches the generator: held-out kinds are never painted (the fab study's premise)."""
+    from seminspect.data import pseudo_defects
+
+    called: list[str] = []
+
+    def spy(kind: str, injector):
+        def run(*args):
+            called.append(kind)
+            return injector(*args)
+        return run
+
+    spied = {k: spy(k, f) for k, f in pseudo_defects.INJECTORS.items()}
+    monkeypatch.setattr(pseudo_defects, "INJECTORS", spied)
+    assert generator_of(AnomalyConfig(**TINY)).fab_types == FAB_TYPES  # default: every injector
+    gen = generator_of(AnomalyConfig(**dict(TINY, draem_sources=["fab"], draem_fab_types=["scratch", "pit_void"])))
+    rng = np.random.default_rng(0)
+    image = np.full((64, 64), 0.5, np.float32)
+    for _ in range(12):
+        out, mask = gen.apply(image, rng)
+        assert mask.any()
+    assert set(called) == {"scratch", "pit_void"}
 
 
 def test_bad_training_input_is_one_line(train):

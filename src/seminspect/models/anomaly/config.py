@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from seminspect.data.pseudo_defects import FAB_TYPES
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.utils.config_errors import format_validation_error
 
@@ -143,6 +144,10 @@ class AnomalyConfig(BaseModel):
         default_factory=lambda: ["perlin", "cutpaste"], min_length=1,
         description="pseudo-defect sources DRAEM trains on and STPM teacher fine-tuning paints "
         "(seminspect.data.pseudo_defects)")
+    draem_fab_types: list[Literal[FAB_TYPES]] = Field(
+        default_factory=lambda: list(FAB_TYPES), min_length=1,
+        description="the virtual-fab defect injectors the 'fab' source draws from (hold some out to measure "
+        "whether physical pseudo-defects help on defect kinds they never painted)")
     # diffusion reconstruction (seminspect.models.anomaly.diffusion; epochs, lr, batch_size and the draem_* pseudo-
     # defects shared)
     diffusion_width: int = Field(16, ge=4, le=128, description="denoiser U-Net channels at full resolution")

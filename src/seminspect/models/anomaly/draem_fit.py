@@ -30,7 +30,7 @@ _NOT_TRAINING = ("epochs", *POSTPROCESSING)
 def generator_of(cfg: AnomalyConfig) -> PseudoDefectGenerator:
     """The pseudo-defect generator ``cfg`` describes."""
     return PseudoDefectGenerator(sources=cfg.draem_sources, seed=cfg.seed, min_area=cfg.draem_min_area,
-                                 max_area=cfg.draem_max_area)
+                                 max_area=cfg.draem_max_area, fab_types=cfg.draem_fab_types)
 
 
 def pseudo_batch(clean: np.ndarray, gen: PseudoDefectGenerator, prob: float,

@@ -33,18 +33,17 @@ class TinyConvBackbone(nn.Module):
 
     def __init__(self, in_chans: int = 1, out_indices: Sequence[int] = (1, 2, 3), width: int = 16, seed: int = 0):
         super().__init__()
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        chans = [width, width * 2, width * 4, width * 4]
-        stages = []
-        prev = in_chans
-        for ch in chans:
-            stages.append(nn.Sequential(
-                nn.Conv2d(prev, ch, 3, stride=2, padding=1), nn.BatchNorm2d(ch), nn.ReLU(inplace=True),
-                nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.ReLU(inplace=True),
-            ))
-            prev = ch
-        torch.random.set_rng_state(gen_state)
+        with torch.random.fork_rng(devices=[]):  # the global generator is left as it was
+            torch.manual_seed(seed)
+            chans = [width, width * 2, width * 4, width * 4]
+            stages = []
+            prev = in_chans
+            for ch in chans:
+                stages.append(nn.Sequential(
+                    nn.Conv2d(prev, ch, 3, stride=2, padding=1), nn.BatchNorm2d(ch), nn.ReLU(inplace=True),
+                    nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.ReLU(inplace=True),
+                ))
+                prev = ch
         self.stages = nn.ModuleList(stages)
         self.out_indices = tuple(int(i) for i in out_indices)
         if any(i < 0 or i >= len(stages) for i in self.out_indices):

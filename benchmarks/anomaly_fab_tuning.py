@@ -33,7 +33,8 @@ Fits (``--fits``, first = the configuration recommended in docs/anomaly.md):
 - ``draem``: reference-aware DRAEM (``--draem-*``; Perlin + cut-paste pseudo-defects); ``draem_seed1`` the
   same with training seed 1; ``draem_fab`` with the fab's own injectors as the only source (they drew 9 of
   the test's 19 types: optimistic for those); ``draem_fab_heldout`` Perlin + cut-paste + the fab injectors
-  without the weak types of ``HELD_OUT``, which says whether physical pseudo-defects help on kinds never painted.
+  without the weak types of ``HELD_OUT``, which says whether physical pseudo-defects help on kinds never painted;
+  ``draem_small`` with pseudo-defects of 0.02-2 % of the image (fixed in advance, for the small particles).
 
 ``--ensemble best+diffusion_student`` adds a row for the average of those fits' view maps, each divided by
 the 99th percentile of its calib-normal view pixels (normals only), post-processed and selected like a fit.
@@ -285,6 +286,8 @@ def main() -> None:
         "draem_fab_heldout": (f"DRAEM as above, perlin + cut-paste + fab injectors without {', '.join(HELD_OUT)}",
                               dict(draem, draem_sources=["perlin", "cutpaste", "fab"],
                                    draem_fab_types=[t for t in FAB_TYPES if t not in HELD_OUT]), None),
+        "draem_small": ("DRAEM as above, pseudo-defects of 0.02-2 % of the crop (default 0.5-8 %; small particles "
+                        "are 1-8 px across)", dict(draem, draem_min_area=0.0002, draem_max_area=0.02), None),
     }
     sigmas = [float(x) for x in args.sigmas.split(",")]
     centres = [float(x) for x in args.centres.split(",")]

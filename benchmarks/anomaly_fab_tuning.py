@@ -48,7 +48,7 @@ import argparse
 import dataclasses
 import json
 import os
-import resource
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -68,6 +68,9 @@ from seminspect.models.anomaly import AnomalyDetector
 from seminspect.models.anomaly.features import centre_prior, dilate_map, gaussian_blur
 from seminspect.models.anomaly.threshold import fit_normal_threshold
 from seminspect.utils.io import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from single_view_common import peak_rss_mib  # noqa: E402
 
 # the weak foreign-material types (issue 19) the draem_fab_heldout fit's injectors never paint
 HELD_OUT = ("small_particle", "particle_cluster", "pit_void")
@@ -345,7 +348,7 @@ def main() -> None:
                "fixed_sigma4_centre02": [g for g in wanted if g is not best], "grid": grid,
                "train_history": {k: det.history[k] for k in ("losses", "train_seconds", "student_losses",
                                                              "student_seconds") if k in det.history},
-               "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+               "peak_rss_mib_so_far": peak_rss_mib()}
         save_row(row)
     for members in ensembles:  # views' raw maps of several fits, each scaled by its calib-normal 99th percentile
         normal_views = np.repeat(y_cal == 0, args.angles)
@@ -359,9 +362,9 @@ def main() -> None:
                            "their calib-normal 99th percentile, averaged)", "member_scales": scale,
                   "fit_s": sum(done[k]["fit_s"] for k in members), "score_s": sum(done[k]["score_s"] for k in members),
                   "fixed_sigma4_centre02": [g for g in wanted if g is not best], "grid": grid,
-                  "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+                  "peak_rss_mib_so_far": peak_rss_mib()})
     write(load_end=os.getloadavg(), wall_s=time.perf_counter() - t_all,
-          peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+          peak_rss_mib=peak_rss_mib())
 
 
 def _rate(test: dict, key: str) -> str:

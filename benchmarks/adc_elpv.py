@@ -22,6 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from predict_common import machine, now  # noqa: E402
+
 from seminspect.training.adc_trainer import (
     _stratified_holdout,
     features_for,
@@ -85,8 +88,8 @@ def main(config: str, out: str) -> None:
     text = f"""# ADC on ELPV (benchmark c)
 
 - command: `python benchmarks/adc_elpv.py {config} {out}` (data: `python -m seminspect import elpv - /tmp/adc/elpv`)
-- date: 2026-11-23; machine: x86_64, 2-core CPU, no GPU, torch {cfg.threads or 1} thread; load average (1/5/15 min)
-  at start {load_start}, at end {load()} (other jobs on the machine: see the notes below)
+- date: {now()}; machine: {machine()}, torch {cfg.threads or 1} thread; load average (1/5/15 min)
+  at start {load_start}, at end {load()}
 - wall time of this script: {total:.0f} s (view encoding {res.metrics['encode_seconds']:.0f} s, head training
   {res.metrics['train_seconds']:.0f} s, fine-tuning {res.metrics['finetune_seconds']:.0f} s, the rest re-encoding
   val/test after fine-tuning with {len(tc.tta)} TTA op(s))

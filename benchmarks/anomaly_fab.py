@@ -6,7 +6,10 @@ reference-conditioned) on the normal training samples, fits the threshold on the
 calibration samples, and scores the test split. Injected misalignment: every reference view is
 additionally shifted by a random 4-8 px (per axis, random sign) before registration.
 
-    nice -n 10 python benchmarks/anomaly_fab.py --out benchmarks/results/anomaly_fab.md
+    python benchmarks/anomaly_fab.py --data /tmp/fab_anomaly --out /tmp/anomaly_fab.md
+
+The result file carries the command, date, machine and load of the run (``predict_common.header``);
+``benchmarks/results/anomaly_fab.md`` collects such files by hand, so the script never writes there itself.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +31,10 @@ from seminspect.data.imageio import to_float
 from seminspect.data.sample import Role, Sample, View
 from seminspect.evaluation.anomaly_metrics import per_type_metrics
 from seminspect.models.anomaly import AnomalyDetector
+from seminspect.utils.io import atomic_write_text
+
+sys.path.insert(0, str(Path(__file__).parent))
+from predict_common import header, load  # noqa: E402
 
 
 class Misalign:
@@ -48,16 +57,16 @@ class Misalign:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=Path("/tmp/seminspect_bench/fab_anomaly"))
+    ap.add_argument("--data", type=Path, required=True, help="where the generated dataset goes")
     ap.add_argument("--n", type=int, default=400)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--bank", type=int, default=5000)
     ap.add_argument("--stpm-epochs", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_fab.md"))
+    ap.add_argument("--out", type=Path, required=True, help="result file (markdown)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    import os
-
+    head = header("Anomaly detection on the virtual fab (normal samples only)", sys.argv)
+    t_start = time.perf_counter()
     os.environ["PYTHONHASHSEED"] = "0"
     from seminspect.data.synth import FabConfig, generate_dataset
 
@@ -112,13 +121,8 @@ def main() -> None:
         print(json.dumps(results[-1]), flush=True)
         if name == "patchcore difference + centre prior, registration on":
             per_type_best = rep
-    lines = [
-        "# Anomaly detection on the virtual fab (normal samples only)",
-        "",
-        "- date: 2026-11-22; machine: 2-core CPU, no GPU, torch 1 thread, `nice -n 10`; other helpers' jobs were "
-        "running at the same time (load average ~10), so times are pessimistic.",
-        f"- command: `nice -n 10 python benchmarks/anomaly_fab.py --n {args.n} --size {args.size} "
-        f"--bank {args.bank} --stpm-epochs {args.stpm_epochs}`",
+    lines = head[:-1] + [
+        f"- torch 1 thread; wall {time.perf_counter() - t_start:.0f} s; load average at the end {load()}",
         f"- data: `generate_dataset(n={args.n}, FabConfig(image_size={args.size}, n_angles=1, n_references=1), "
         "abnormal_fraction=0.5, seed=0, splits train 0.4 / calib 0.2 / test 0.4)` (generated in "
         f"{gen_s:.0f} s); fitted on the {n_train_normal} normal train samples, threshold "
@@ -143,8 +147,7 @@ def main() -> None:
                 continue
             pix = m.get("pixel_auroc", float("nan"))
             lines.append(f"| {t} | {m['n_abnormal']} | {m['image_auroc']:.3f} | {pix:.3f} |")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    atomic_write_text(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -34,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from longtail_common import cached_anomaly_scores, first_of_each_family  # noqa: E402
+from predict_common import machine, now  # noqa: E402
 
 from seminspect.data.dataset import SampleDataset
 from seminspect.decision import TriagePolicy
@@ -206,13 +206,9 @@ def write_report(args, held, gen_s, enc_s, head_s, pc_fit_s, pc_pred_s, total_s,
     lines = [
         "# Unseen defect types: ADC triage with and without the anomaly rule (virtual fab)",
         "",
-        f"- date: 2026-11-23; machine: {platform.machine()} 2-core CPU, no GPU, torch 1 thread, `nice -n 10`; "
-        f"load average at start {load_start[0]:.2f} / end {load_end[0]:.2f} (1 min; the lead's depth training "
-        "and the ADC helper were running at the same time).",
-        f"- command: `nice -n 10 python benchmarks/anomaly_unseen_types.py --n {args.n} --size {args.size} "
-        f"--crop {args.crop} --miss-rate {args.miss_rate} --coverages {args.coverages} --far {args.far} "
-        f"--epochs {args.epochs} "
-        f"--bank {args.bank}`; wall time {total_s:.0f} s, peak RSS {peak:.0f} MiB.",
+        f"- date: {now()}; machine: {machine()}, torch 1 thread; "
+        f"load average at start {load_start[0]:.2f} / end {load_end[0]:.2f} (1 min).",
+        f"- command: `python {' '.join(sys.argv)}`; wall time {total_s:.0f} s, peak RSS {peak:.0f} MiB.",
         f"- data: `generate_dataset(n={args.n}, FabConfig(image_size={args.size}, n_angles=1, n_references=1), "
         f"abnormal_fraction=0.5, seed=1, splits train 0.4 / calib 0.3 / test 0.3)`, default difficulty (medium); "
         f"generated in {gen_s:.0f} s.",

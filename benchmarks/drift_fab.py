@@ -7,6 +7,7 @@ false-positive rate over repeated random splits of one set.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import numpy as np
 import torch
 
 from seminspect.drift import dataset_embeddings, drift_test
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from predict_common import load, machine, now  # noqa: E402
 
 
 def main() -> None:
@@ -27,6 +31,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/drift_fab.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
+    load_start = load()
     from seminspect.data.synth import FabConfig, generate_dataset
 
     base = dict(image_size=args.size, n_angles=1, n_references=0)
@@ -61,10 +66,9 @@ def main() -> None:
     lines = [
         "# Drift detection on the virtual fab (sliced Wasserstein + permutation test)",
         "",
-        "- date: 2026-11-22; machine: 2-core CPU, no GPU, torch 1 thread, `nice -n 10`; other helpers' jobs were "
-        "running at the same time.",
-        f"- command: `nice -n 10 python benchmarks/drift_fab.py --n {args.n} --size {args.size} --splits "
-        f"{args.splits} --alpha {args.alpha} --perms {args.perms}`",
+        f"- date: {now()}; machine: {machine()}, torch 1 thread; load average at start {load_start}, "
+        f"at the end {load()}",
+        f"- command: `python {' '.join(sys.argv)}`",
         f"- data: {args.n} normal samples per set, `FabConfig(image_size={args.size}, n_angles=1, n_references=0)`, "
         "difficulty medium; embeddings = MobileNetV2 ImageNet maps (reductions 4, 8, 16) global-average-pooled and "
         "concatenated (152-D), standardised on the pooled set; SWD with 64 projections (seed 0).",

@@ -14,7 +14,6 @@ Writes benchmarks/results/adc_elpv.md.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_common import machine, now  # noqa: E402
+from predict_common import load, machine, now  # noqa: E402
 
 from seminspect.training.adc_trainer import (
     _stratified_holdout,
@@ -34,11 +33,6 @@ from seminspect.training.adc_trainer import (
 from seminspect.training.config import ADCConfig
 from seminspect.training.sampler import class_keys
 from seminspect.workflow import train_and_evaluate as train
-
-
-def load() -> str:
-    a, b, c = os.getloadavg()
-    return f"{a:.2f}/{b:.2f}/{c:.2f}"
 
 
 def confusion(y: np.ndarray, yhat: np.ndarray) -> tuple[int, int, int, int]:

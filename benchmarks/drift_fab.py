@@ -17,7 +17,7 @@ import torch
 from seminspect.drift import dataset_embeddings, drift_test
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from predict_common import load, machine, now  # noqa: E402
+from predict_common import header, load  # noqa: E402
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/drift_fab.md"))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    load_start = load()
+    head = header("Drift detection on the virtual fab (sliced Wasserstein + permutation test)", sys.argv)
     from seminspect.data.synth import FabConfig, generate_dataset
 
     base = dict(image_size=args.size, n_angles=1, n_references=0)
@@ -63,12 +63,8 @@ def main() -> None:
     test_s = time.perf_counter() - t0
     pvals = np.array(pvals)
     fpr = float(np.mean(pvals < args.alpha))
-    lines = [
-        "# Drift detection on the virtual fab (sliced Wasserstein + permutation test)",
-        "",
-        f"- date: {now()}; machine: {machine()}, torch 1 thread; load average at start {load_start}, "
-        f"at the end {load()}",
-        f"- command: `python {' '.join(sys.argv)}`",
+    lines = head[:-1] + [
+        f"- torch 1 thread; load average at the end {load()}",
         f"- data: {args.n} normal samples per set, `FabConfig(image_size={args.size}, n_angles=1, n_references=0)`, "
         "difficulty medium; embeddings = MobileNetV2 ImageNet maps (reductions 4, 8, 16) global-average-pooled and "
         "concatenated (152-D), standardised on the pooled set; SWD with 64 projections (seed 0).",

@@ -247,3 +247,15 @@ def test_error_line_prints_brackets_as_written(tmp_path, capsys, monkeypatch):
     assert code == 2
     (line,) = error_lines(stderr)
     assert str(cfg) in line  # not read as rich markup ("[x]" used to vanish)
+
+
+def test_shipped_anomaly_configs_load():
+    """Every configs/anomaly*.yaml passes the strict check (a key renamed in AnomalyConfig breaks it here)."""
+    from pathlib import Path
+
+    from seminspect.models.anomaly.config import load_anomaly_config
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "configs").glob("anomaly*.yaml"))
+    assert len(paths) >= 6
+    models = {load_anomaly_config(p).model for p in paths}
+    assert {"patchcore", "stpm", "draem"} <= models

@@ -12,10 +12,10 @@ other long-tail benchmarks in ``longtail_common.py``) is trained on the rest, on
 held-out types at each auto-normal miss-rate target (``--miss-rates``; the main job's is 0.01).
 Reported on the test split: the share of unseen-type defects routed auto-normal (missed) with its
 95 % Clopper-Pearson upper bound, beside the share of normals routed auto-normal, and per held-out
-type. A fixed auto-normal coverage of calib normals (``--coverages``, not certified) is shown for
-comparison with ``anomaly_unseen_types.md``. With ``--anomaly CONFIG`` (an ``AnomalyConfig`` YAML, e.g.
-configs/anomaly_fab.yaml; ``--anomaly-set key=value`` overrides) an anomaly model is fitted on
-``--anomaly-fit`` normal train sites and scores the calib and test sites (scores cached under
+type. A fixed auto-normal coverage of calib normals (``--coverages``, not certified: the product's
+``triage.normal_coverage``, ``TriagePolicy(normal_coverage=q)``) is shown beside it. With ``--anomaly CONFIG``
+(an ``AnomalyConfig`` YAML, e.g. configs/anomaly_fab.yaml; ``--anomaly-set key=value`` overrides) an anomaly
+model is fitted on ``--anomaly-fit`` normal train sites and scores the calib and test sites (scores cached under
 ``--work`` by content); its threshold comes from the calib normals' scores alone
 (``NormalQuantileThreshold`` at each ``--far`` false-alarm target), and every variant is repeated
 with the rule: a site above it is never auto-normal. Nothing is chosen on the test split.
@@ -155,12 +155,14 @@ def main() -> None:
                 variants.append((f"TriagePolicy, auto-normal miss rate <= {miss:g} (certified){with_rule}", route,
                                  float(pol.normal_threshold_)))
             for q in [float(x) for x in args.coverages.split(",") if x]:
-                thr = float(np.quantile(p_cal["abnormal"][y_cal == 0], q))
-                keep = p_te["abnormal"] <= thr
-                if rule is not None:
-                    keep &= rule["test"] <= rule["threshold"]
+                # the product's route: triage.normal_coverage (TriagePolicy(normal_coverage=q))
+                pol = TriagePolicy(abnormal_precision=0.99, normal_miss_rate=0.01, confidence=0.95,
+                                   min_train_samples=MIN_TRAIN, normal_coverage=q, **extra).fit(
+                    p_cal["abnormal"], y_cal, anomaly_scores=None if rule is None else rule["calib"])
+                route = pol.predict(p_te["abnormal"], anomaly_scores=None if rule is None else rule["test"]).route
                 variants.append((f"auto-normal below the {q:.0%} quantile of calib-normal scores (not certified)"
-                                 f"{with_rule}", np.where(keep, AUTO_NORMAL, "review"), thr))
+                                 f"{with_rule}", np.where(route == AUTO_NORMAL, AUTO_NORMAL, "review"),
+                                 float(pol.normal_threshold_)))
         for name, route, thr in variants:
             row = {"variant": name, "seed": seed, "normal_threshold": thr, "auroc": sep,
                    **{g: shares(route, s) for g, s in groups.items()},

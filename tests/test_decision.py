@@ -139,6 +139,18 @@ def test_negative_predictive_threshold_infeasible():
     assert not m.feasible_ and m.threshold_ == -np.inf and not m.predict([-1e9]).any()
 
 
+def test_negative_predictive_threshold_at_a_given_threshold_counts_by_hand():
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.9])
+    y = np.array([0, 0, 1, 0, 0, 1])
+    m = NegativePredictiveThreshold(0.05, 0.95).fit_at(s, y, 0.4)  # selects 0.1-0.4: 4 sites, 1 defect
+    assert m.threshold_ == 0.4 and m.n_selected_ == 4 and m.miss_rate_ == 0.25
+    assert m.miss_rate_upper_bound_ == pytest.approx(stats.beta.ppf(0.95, 2, 3))
+    assert m.normal_coverage_ == 0.75 and not m.feasible_ and "upper bound" in m.reason_
+    np.testing.assert_array_equal(m.predict([0.4, 0.41]), [True, False])
+    clean = NegativePredictiveThreshold(0.9).fit_at(s, y, 0.2)
+    assert clean.feasible_ and clean.miss_rate_ == 0.0 and clean.reason_ == ""
+
+
 # ----- NormalQuantileThreshold -----------------------------------------------------------------
 def test_normal_quantile_threshold_order_statistic():
     x = np.arange(1, 1001, dtype=float)  # scores 1..1000

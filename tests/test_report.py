@@ -224,6 +224,28 @@ def test_why_sentences_when_automation_is_certified():
     assert said == ["Nothing is automated: x.json: no policy; every site goes to review."]
 
 
+def test_fixed_coverage_route_is_said_to_be_uncertified_in_report_and_reasons():
+    """triage.normal_coverage reaches the policy; the report and each site's reason say it is not certified."""
+    from seminspect.decision import AUTO_NORMAL
+    from seminspect.inference.reasons import route_reasons
+    from seminspect.training.calibration import make_policy
+    from seminspect.training.config import ADCConfig
+
+    cfg = ADCConfig.model_validate({"data": {"path": "x"}, "triage": {"normal_coverage": 0.55}})
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(600, int), np.zeros(600, int)]
+    s = np.r_[rng.uniform(0.3, 1.0, 600), rng.uniform(0.0, 0.5, 600)]
+    pol = make_policy(cfg).fit(s, y)
+    assert pol.normal_coverage == 0.55 and pol.normal_threshold_ == pytest.approx(np.quantile(s[y == 0], 0.55))
+    art = SimpleNamespace(policy=pol, taxonomy=SimpleNamespace(leaves=["a", "b"]), notes=[])
+    no = why_automated(art, calib_sites=1200)[2]
+    assert no.startswith("Auto-normal is on at a fixed coverage, not certified") and "55 % quantile" in no
+    res = pol.predict(s)
+    reasons = route_reasons(art, res, None)
+    normal = [r for r, route in zip(reasons, res.route, strict=True) if route == AUTO_NORMAL]
+    assert normal and all("55% quantile of calibration normals (fixed coverage, not certified)" in r for r in normal)
+
+
 def test_evaluate_writes_the_report(run, tmp_path):
     evaluate_artefact(run.inspector, run.root / "ds", split="test", report=tmp_path / "eval.html")
     assert Path(tmp_path / "eval.html").read_text(encoding="utf-8").count('<div class="card">') == 12

@@ -171,3 +171,31 @@ def test_errors():
         policy = TriagePolicy().fit(s, y, p, lab)
     with pytest.raises(DecisionError, match="fitted with 5"):
         policy.predict(s, p[:, :3])
+
+
+def test_normal_coverage_sets_the_quantile_of_calib_normals_and_reports_its_bound(tmp_path):
+    """A fixed auto-normal coverage (for types the calibration lacks): the threshold is the quantile of the
+    calib normals' scores, the anomaly rule still blocks, and the miss rate there is computed by hand."""
+    s, y, p, lab = _synthetic(8, n=2000)
+    anomaly = np.zeros(len(s))
+    anomaly[:40] = 5.0
+    pol = TriagePolicy(normal_coverage=0.55, anomaly_threshold=1.0).fit(s, y, anomaly_scores=anomaly)
+    assert pol.normal_threshold_ == pytest.approx(np.quantile(s[~y], 0.55))
+    passes = anomaly <= 1.0
+    sel = (s <= pol.normal_threshold_) & passes
+    b = pol.normal_thresholder_
+    assert b.n_selected_ == sel.sum() and b.miss_rate_ == pytest.approx(y[sel].mean())
+    assert b.miss_rate_upper_bound_ > b.miss_rate_ and b.feasible_ == (b.miss_rate_upper_bound_ <= 0.005)
+    route = pol.predict(s, anomaly_scores=anomaly).route
+    np.testing.assert_array_equal(route == AUTO_NORMAL, sel & (s < pol.abnormal_threshold_))
+    assert "not certified" in pol.describe()["normal_route"]
+    # the certified policy on the same data picks its own threshold; the saved policy keeps the coverage
+    cert = TriagePolicy(anomaly_threshold=1.0).fit(s, y, anomaly_scores=anomaly)
+    assert cert.normal_coverage is None and cert.describe()["normal_route"] == "certified"
+    loaded = TriagePolicy.load(pol.save(tmp_path / "t.json"))
+    assert loaded.normal_coverage == 0.55 and loaded.normal_threshold_ == pol.normal_threshold_
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(DecisionError, match="normal_coverage"):
+            TriagePolicy(normal_coverage=bad).fit(s, y)
+    with pytest.raises(DecisionError, match="needs normal samples"):
+        TriagePolicy(normal_coverage=0.5).fit(s[y], y[y])

@@ -207,6 +207,27 @@ class NegativePredictiveThreshold(DecisionEstimator):
         self.reason_ = ""
         return self
 
+    def fit_at(self, scores: Any, labels: Any, threshold: float) -> NegativePredictiveThreshold:
+        """The fitted state at a ``threshold`` chosen elsewhere (e.g. a fixed share of normal scores): the
+        missed-defect rate there and its upper bound; ``feasible_`` says whether the bound meets
+        ``max_miss_rate`` (the threshold is kept either way)."""
+        self._validate_params()
+        owner = type(self).__name__
+        s = check_scores(scores, "scores", owner)
+        y = check_binary(labels, s.size, "labels", owner)
+        sel = s <= threshold
+        n_sel, misses, n_normal = int(sel.sum()), int(y[sel].sum()), int((~y).sum())
+        self.threshold_ = float(threshold)
+        self.n_selected_ = n_sel
+        self.miss_rate_ = misses / n_sel if n_sel else float("nan")
+        self.miss_rate_upper_bound_ = float(clopper_pearson_upper(misses, n_sel, self.confidence))
+        self.normal_coverage_ = (n_sel - misses) / n_normal if n_normal else 0.0
+        self.feasible_ = self.miss_rate_upper_bound_ <= self.max_miss_rate
+        self.reason_ = "" if self.feasible_ else (
+            f"at threshold {threshold:.4g} the {self.confidence:.0%} upper bound of missed defects is "
+            f"{self.miss_rate_upper_bound_:.3g} > {self.max_miss_rate:g}")
+        return self
+
     def predict(self, scores: Any) -> np.ndarray:
         """``(N,)`` bool: True = auto-normal (``score <= threshold_``)."""
         self._check_fitted()

@@ -141,6 +141,10 @@ class TriagePolicy(DecisionEstimator):
     top_k: type suggestions kept for review.
     anomaly_threshold: optional rule; a sample whose anomaly score exceeds it is never auto-normal
         (e.g. ``NormalQuantileThreshold(...).fit(normal_anomaly_scores).threshold_``).
+    normal_coverage: optional; the auto-normal threshold is the ``normal_coverage`` quantile of the
+        calibration normals' scores instead of the certified one (not certified: the missed-defect rate
+        there and its bound are still computed, ``normal_thresholder_.feasible_`` says whether the bound meets
+        ``normal_miss_rate``). For defect types the calibration split lacks, which no bound covers.
 
     Fitted attributes: ``abnormal_threshold_``, ``normal_threshold_`` (floats; +inf / -inf when
     a route is infeasible), ``abnormal_thresholder_`` (:class:`PrecisionThreshold`),
@@ -158,6 +162,7 @@ class TriagePolicy(DecisionEstimator):
         "min_train_samples": Interval(int, 0, None, "left"),
         "top_k": Interval(int, 1, None, "left"),
         "anomaly_threshold": Optional_(Interval(float, None, None)),
+        "normal_coverage": Optional_(Interval(float, 0.0, 1.0, "neither")),
     }
     _fitted_attributes = (
         "abnormal_threshold_", "normal_threshold_", "abnormal_thresholder_", "normal_thresholder_",
@@ -174,6 +179,7 @@ class TriagePolicy(DecisionEstimator):
         min_train_samples: int = 80,
         top_k: int = 3,
         anomaly_threshold: float | None = None,
+        normal_coverage: float | None = None,
     ) -> None:
         self.abnormal_precision = abnormal_precision
         self.normal_miss_rate = normal_miss_rate
@@ -182,6 +188,7 @@ class TriagePolicy(DecisionEstimator):
         self.min_train_samples = min_train_samples
         self.top_k = top_k
         self.anomaly_threshold = anomaly_threshold
+        self.normal_coverage = normal_coverage
 
     # ------------------------------------------------------------------------------------------
     def fit(
@@ -209,9 +216,14 @@ class TriagePolicy(DecisionEstimator):
         passes_rule = ~self._anomaly_flag(anomaly_scores, s.size)
 
         self.abnormal_thresholder_ = PrecisionThreshold(self.abnormal_precision, self.confidence).fit(s, y)
-        self.normal_thresholder_ = NegativePredictiveThreshold(self.normal_miss_rate, self.confidence).fit(
-            s[passes_rule], y[passes_rule]
-        )
+        npv = NegativePredictiveThreshold(self.normal_miss_rate, self.confidence)
+        if self.normal_coverage is None:
+            self.normal_thresholder_ = npv.fit(s[passes_rule], y[passes_rule])
+        elif not (~y).any():
+            raise DecisionError(f"{owner}: normal_coverage needs normal samples in the calibration split")
+        else:
+            thr = float(np.quantile(s[~y], self.normal_coverage))
+            self.normal_thresholder_ = npv.fit_at(s[passes_rule], y[passes_rule], thr)
         self.abnormal_threshold_ = float(self.abnormal_thresholder_.threshold_)
         self.normal_threshold_ = float(self.normal_thresholder_.threshold_)
         self._fit_types(s.size, y, type_probs, type_labels, type_train_counts, type_names)
@@ -341,6 +353,8 @@ class TriagePolicy(DecisionEstimator):
             "normal_miss_rate_calib": b.miss_rate_,
             "normal_miss_rate_upper_bound": b.miss_rate_upper_bound_,
             "normal_coverage_calib": b.normal_coverage_,
+            "normal_route": ("certified" if self.normal_coverage is None
+                             else f"fixed coverage {self.normal_coverage:g} of calibration normals (not certified)"),
         }
         if self.n_types_:
             names = self.type_names_ or [str(i) for i in range(self.n_types_)]

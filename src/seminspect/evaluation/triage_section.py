@@ -83,6 +83,14 @@ def _normal_sentence(pol: Any, calib: str, calib_sites: int | None) -> str:
     rule = pol.anomaly_threshold
     rule_text = "" if rule is None else (f" A site whose anomaly score exceeds {prob(rule)} is never auto-normal "
                                          "(the calibration used only the sites below that rule).")
+    cover = getattr(pol, "normal_coverage", None)
+    if cover is not None:
+        return (f"Auto-normal is on at a fixed coverage, not certified: a site with p(abnormal) <= "
+                f"{prob(pol.normal_threshold_)} (the {pct(cover, 0)} quantile of the calibration normals) is called "
+                f"normal without review. On the calibration split {count(th.n_selected_)} sites scored that low, "
+                f"{pct(th.miss_rate_)} of them defects (the {pct(conf, 0)} upper bound, "
+                f"{pct(th.miss_rate_upper_bound_)}, {'meets' if th.feasible_ else 'misses'} the {pct(target)} "
+                f"target).{rule_text}")
     if np.isfinite(pol.normal_threshold_):
         return (f"Auto-normal is on: a site with p(abnormal) <= {prob(pol.normal_threshold_)} is called normal "
                 f"without review. On the calibration split {count(th.n_selected_)} sites scored that low, "

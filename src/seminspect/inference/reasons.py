@@ -40,8 +40,13 @@ def route_reasons(art: Any, triage: TriageResult, anomaly: np.ndarray | None) ->
                        f"{pol.abnormal_precision:.0%} at {conf:.0%} confidence")
         elif route == AUTO_NORMAL:
             extra = "" if rule is None else f"; anomaly score {anomaly[i]:.4g} <= rule {rule:.4g}"
-            out.append(f"p(abnormal) {p:.4f} <= {n_thr:.4f}, the threshold calibrated for missed defects <= "
-                       f"{pol.normal_miss_rate:.1%} at {conf:.0%} confidence{extra}")
+            cover = getattr(pol, "normal_coverage", None)
+            if cover is None:
+                out.append(f"p(abnormal) {p:.4f} <= {n_thr:.4f}, the threshold calibrated for missed defects <= "
+                           f"{pol.normal_miss_rate:.1%} at {conf:.0%} confidence{extra}")
+            else:
+                out.append(f"p(abnormal) {p:.4f} <= {n_thr:.4f}, the {cover:.0%} quantile of calibration normals "
+                           f"(fixed coverage, not certified){extra}")
         elif rule is not None and anomaly is not None and anomaly[i] > rule and n_ok and p <= n_thr:
             out.append(f"anomaly score {anomaly[i]:.4g} > rule {rule:.4g}: an anomalous site is never auto-normal "
                        f"(p(abnormal) {p:.4f} alone would have been)")

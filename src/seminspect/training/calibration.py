@@ -78,4 +78,5 @@ def make_policy(cfg: ADCConfig) -> TriagePolicy:
     """The unfitted triage policy the config's ``triage`` section asks for."""
     tri = cfg.triage
     return TriagePolicy(abnormal_precision=tri.target_precision, confidence=tri.confidence,
-                        min_train_samples=tri.min_train_samples, normal_miss_rate=tri.normal_error)
+                        min_train_samples=tri.min_train_samples, normal_miss_rate=tri.normal_error,
+                        normal_coverage=tri.normal_coverage)

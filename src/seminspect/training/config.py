@@ -105,6 +105,9 @@ class TriageConfig(_Strict):
     target_precision: float = Field(0.99, gt=0, lt=1)
     confidence: float = Field(0.95, gt=0, lt=1)
     normal_error: float = Field(0.01, gt=0, lt=1)  # auto-normal route: error (missed defects) target
+    # auto-normal below this quantile of the calib normals' p(abnormal) instead of the certified threshold (not
+    # certified; for defect types the calib split lacks: docs/anomaly.md, "unseen types"); None = certified
+    normal_coverage: float | None = Field(None, gt=0, lt=1)
     min_train_samples: int = Field(80, ge=0)
     # "none of the known types" -> review (decision.OpenSetTypeRule), fitted on the calib split's
     # defects of trained types, giving up ``open_set_rejection`` of them; None = off

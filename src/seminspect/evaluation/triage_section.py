@@ -89,8 +89,8 @@ def _normal_sentence(pol: Any, calib: str, calib_sites: int | None) -> str:
                 f"{prob(pol.normal_threshold_)} (the {pct(cover, 0)} quantile of the calibration normals) is called "
                 f"normal without review. On the calibration split {count(th.n_selected_)} sites scored that low, "
                 f"{pct(th.miss_rate_)} of them defects (the {pct(conf, 0)} upper bound, "
-                f"{pct(th.miss_rate_upper_bound_)}, {'meets' if th.feasible_ else 'misses'} the {pct(target)} "
-                f"target).{rule_text}")
+                f"{pct(th.miss_rate_upper_bound_, 3)}, {'meets' if th.feasible_ else 'misses'} the "
+                f"{pct(target)} target).{rule_text}")
     if np.isfinite(pol.normal_threshold_):
         return (f"Auto-normal is on: a site with p(abnormal) <= {prob(pol.normal_threshold_)} is called normal "
                 f"without review. On the calibration split {count(th.n_selected_)} sites scored that low, "

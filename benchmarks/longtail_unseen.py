@@ -61,6 +61,20 @@ def shares(route: np.ndarray, sel: np.ndarray) -> dict[str, float]:
             "upper": float(clopper_pearson_upper(k, n, 0.95)) if n else float("nan")}
 
 
+def route_test_split(fit: tuple, p_te: dict, rule: dict | None, **params: float) -> tuple[np.ndarray, float]:
+    """``TriagePolicy(**params)`` (99 % precision, 95 % confidence, the anomaly rule when given) fitted on the
+    calib split ``fit`` = (probabilities, is_abnormal, type index, training counts per type, type names): the
+    test split's routes and the auto-normal threshold."""
+    p_cal, y_cal, t_cal, counts, names = fit
+    pol = TriagePolicy(abnormal_precision=0.99, confidence=0.95, min_train_samples=MIN_TRAIN,
+                       anomaly_threshold=None if rule is None else rule["threshold"], **params).fit(
+        p_cal["abnormal"], y_cal, type_probs=p_cal["types"], type_labels=t_cal, type_train_counts=counts,
+        type_names=names, anomaly_scores=None if rule is None else rule["calib"])
+    route = pol.predict(p_te["abnormal"], type_probs=p_te["types"],
+                        anomaly_scores=None if rule is None else rule["test"]).route
+    return route, float(pol.normal_threshold_)
+
+
 def anomaly_rules(args: argparse.Namespace, ds, tr, cal, te) -> list[tuple[float, dict]]:  # noqa: ANN001
     """Fit the anomaly model on normal train sites (of the kept types' split), score calib and test
     (cached by content), and one threshold per ``--far`` from the calib normals' scores alone."""
@@ -141,28 +155,16 @@ def main() -> None:
         sep = {g: float(roc_auc_score(np.r_[np.ones(s.sum()), np.zeros(groups["normals"].sum())],
                                       np.r_[p_te["abnormal"][s], p_te["abnormal"][groups["normals"]]]))
                for g, s in groups.items() if g != "normals"}
-        variants = []
+        variants, fit = [], (p_cal, y_cal, t_cal, counts, list(tax.leaves))
         for far, rule in [(None, None), *rules]:
             with_rule = "" if rule is None else f" + anomaly rule (false alarms <= {far:g})"
-            extra = {} if rule is None else {"anomaly_threshold": rule["threshold"]}
             for miss in [float(x) for x in args.miss_rates.split(",") if x]:
-                pol = TriagePolicy(abnormal_precision=0.99, normal_miss_rate=miss, confidence=0.95,
-                                   min_train_samples=MIN_TRAIN, **extra).fit(
-                    p_cal["abnormal"], y_cal, type_probs=p_cal["types"], type_labels=t_cal, type_train_counts=counts,
-                    type_names=list(tax.leaves), anomaly_scores=None if rule is None else rule["calib"])
-                route = pol.predict(p_te["abnormal"], type_probs=p_te["types"],
-                                    anomaly_scores=None if rule is None else rule["test"]).route
-                variants.append((f"TriagePolicy, auto-normal miss rate <= {miss:g} (certified){with_rule}", route,
-                                 float(pol.normal_threshold_)))
-            for q in [float(x) for x in args.coverages.split(",") if x]:
-                # the product's route: triage.normal_coverage (TriagePolicy(normal_coverage=q))
-                pol = TriagePolicy(abnormal_precision=0.99, normal_miss_rate=0.01, confidence=0.95,
-                                   min_train_samples=MIN_TRAIN, normal_coverage=q, **extra).fit(
-                    p_cal["abnormal"], y_cal, anomaly_scores=None if rule is None else rule["calib"])
-                route = pol.predict(p_te["abnormal"], anomaly_scores=None if rule is None else rule["test"]).route
+                variants.append((f"TriagePolicy, auto-normal miss rate <= {miss:g} (certified){with_rule}",
+                                 *route_test_split(fit, p_te, rule, normal_miss_rate=miss)))
+            for q in [float(x) for x in args.coverages.split(",") if x]:  # the product's triage.normal_coverage
                 variants.append((f"auto-normal below the {q:.0%} quantile of calib-normal scores (not certified)"
-                                 f"{with_rule}", np.where(route == AUTO_NORMAL, AUTO_NORMAL, "review"),
-                                 float(pol.normal_threshold_)))
+                                 f"{with_rule}",
+                                 *route_test_split(fit, p_te, rule, normal_miss_rate=0.01, normal_coverage=q)))
         for name, route, thr in variants:
             row = {"variant": name, "seed": seed, "normal_threshold": thr, "auroc": sep,
                    **{g: shares(route, s) for g, s in groups.items()},

@@ -83,7 +83,7 @@ def _normal_sentence(pol: Any, calib: str, calib_sites: int | None) -> str:
     rule = pol.anomaly_threshold
     rule_text = "" if rule is None else (f" A site whose anomaly score exceeds {prob(rule)} is never auto-normal "
                                          "(the calibration used only the sites below that rule).")
-    cover = getattr(pol, "normal_coverage", None)
+    cover = pol.normal_coverage
     if cover is not None:
         return (f"Auto-normal is on at a fixed coverage, not certified: a site with p(abnormal) <= "
                 f"{prob(pol.normal_threshold_)} (the {pct(cover, 0)} quantile of the calibration normals) is called "

@@ -31,7 +31,7 @@ def route_reasons(art: Any, triage: TriageResult, anomaly: np.ndarray | None) ->
         return [f"review: {note}"] * len(s)
     a_thr, n_thr, conf = pol.abnormal_threshold_, pol.normal_threshold_, pol.confidence
     a_ok, n_ok = np.isfinite(a_thr), np.isfinite(n_thr)
-    rule = pol.anomaly_threshold
+    rule, cover = pol.anomaly_threshold, pol.normal_coverage
     out = []
     for i, route in enumerate(triage.route):
         p = float(s[i])
@@ -40,7 +40,6 @@ def route_reasons(art: Any, triage: TriageResult, anomaly: np.ndarray | None) ->
                        f"{pol.abnormal_precision:.0%} at {conf:.0%} confidence")
         elif route == AUTO_NORMAL:
             extra = "" if rule is None else f"; anomaly score {anomaly[i]:.4g} <= rule {rule:.4g}"
-            cover = getattr(pol, "normal_coverage", None)
             if cover is None:
                 out.append(f"p(abnormal) {p:.4f} <= {n_thr:.4f}, the threshold calibrated for missed defects <= "
                            f"{pol.normal_miss_rate:.1%} at {conf:.0%} confidence{extra}")

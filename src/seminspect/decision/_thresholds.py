@@ -197,15 +197,7 @@ class NegativePredictiveThreshold(DecisionEstimator):
             self.threshold_, self.miss_rate_, self.miss_rate_upper_bound_ = float("-inf"), float("nan"), 1.0
             self.n_selected_, self.normal_coverage_, self.feasible_ = 0, 0.0, False
             return self
-        n_normal = int((~y).sum())
-        self.threshold_ = float(thr[i])
-        self.miss_rate_ = float(misses[i] / n_sel[i])
-        self.miss_rate_upper_bound_ = float(upper[i])
-        self.n_selected_ = int(n_sel[i])
-        self.normal_coverage_ = float((n_sel[i] - misses[i]) / n_normal) if n_normal else 0.0
-        self.feasible_ = True
-        self.reason_ = ""
-        return self
+        return self.fit_at(s, y, float(thr[i]))  # the counts and bound there (feasible by construction)
 
     def fit_at(self, scores: Any, labels: Any, threshold: float) -> NegativePredictiveThreshold:
         """The fitted state at a ``threshold`` chosen elsewhere (e.g. a fixed share of normal scores): the

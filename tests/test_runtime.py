@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -121,6 +123,9 @@ def test_int8_needs_optimise_first_then_runs(trained, tmp_path):
                               "--check", "12"])
     assert res.exit_code == 0, res.output
     assert "top type agrees" in " ".join(res.output.split())
+    report = json.loads(next((art / "runtime").glob("adc-*-int8.json")).read_text())
+    assert 0.0 <= report["route_agreement"] <= 1.0 and 0.0 <= report["type_decision_agreement"] <= 1.0
+    assert report["check_sites"] == 12
     res = runner.invoke(app, ["predict", str(art), str(ds), "-o", str(out), "--precision", "int8"])
     assert res.exit_code == 0, res.output
     assert "ADC on onnxruntime (int8" in " ".join(res.output.split())
@@ -153,3 +158,36 @@ def test_a_read_only_artefact_exports_to_the_user_cache(trained, tmp_path, monke
     assert list((tmp_path / "cache" / "seminspect" / "runtime").glob("adc-*-fp32.onnx"))
     assert len(insp.inspect(list(SampleDataset(ds))[:3])) == 3
     assert Inspector.load(ro, backend="onnxruntime").runtime.session(48, 48)  # found in the cache next time
+
+
+def test_int8_and_bf16_are_checked_in_fp32_near_a_threshold(trained):
+    """The plumbing (test_guard.py checks the decisions: this tiny artefact automates nothing)."""
+    from seminspect.export._openvino import cpu_offers
+    from seminspect.inference.guard import CheckedRuntime, check_report_path
+
+    ds, art = trained
+    samples = list(SampleDataset(ds))
+    if not any((art / "runtime").glob("adc-*-int8.json")):
+        runner.invoke(app, ["optimise", str(art), "--data", str(ds), "--split", "all", "--sites", "24",
+                            "--check", "12"])
+    ref = Inspector.load(art).inspect(samples)
+    checked = Inspector.load(art, precision="int8")
+    assert isinstance(checked.runtime, CheckedRuntime)  # optimise measured the margins: checked by default
+    got = checked.inspect(samples)
+    assert (got.route == ref.route).all() and (got.triage.type_decision == ref.triage.type_decision).all()
+    assert checked.runtime.judged == len(samples) and "fp32 check:" in checked.runtime_note()
+    assert not isinstance(Inspector.load(art, precision="int8", fp32_check=False).runtime, CheckedRuntime)
+    if not cpu_offers("BF16"):
+        pytest.skip("this CPU has no bf16: the bf16 half of the check cannot run")
+    loaded = checked.artefact
+    size = loaded.image.resize or loaded.image.crop
+    report = check_report_path(loaded, size, size, "bf16")
+    report.unlink(missing_ok=True)
+    with pytest.raises(BackendError, match="optimise .*--precision bf16"):
+        Inspector.load(art, backend="openvino", precision="bf16", fp32_check=True)
+    assert not isinstance(Inspector.load(art, backend="openvino", precision="bf16").runtime, CheckedRuntime)
+    res = runner.invoke(app, ["optimise", str(art), "--data", str(ds), "--split", "all", "--check", "12",
+                              "--precision", "bf16"])
+    assert res.exit_code == 0, res.output
+    bf = Inspector.load(art, backend="openvino", precision="bf16")
+    assert isinstance(bf.runtime, CheckedRuntime) and (bf.inspect(samples).route == ref.route).all()

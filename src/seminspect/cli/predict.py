@@ -29,6 +29,9 @@ def predict(
                                        "SEMINSPECT_BACKEND sets the default."),
     precision: str = typer.Option("fp32", help="fp32; bf16 (openvino, where the CPU has it); int8 (needs "
                                   "`seminspect optimise` first)."),
+    fp32_check: bool | None = typer.Option(None, "--fp32-check/--no-fp32-check", help="bf16/int8: judge again in "
+                                           "fp32 the sites near a threshold, so routes stay fp32's (default: "
+                                           "wherever `seminspect optimise --precision` measured the margins)."),
     db: str | None = typer.Option(None, "--db", help="Also store the decisions in this review database (SQLite "
                                   "file or PostgreSQL URL; needs seminspect[serve]); sites routed to review "
                                   "join the review queue."),
@@ -56,7 +59,7 @@ def predict(
 
             summary = run_predict(artefact, data, out, maps=maps, part_size=part_size, overwrite=overwrite,
                                   threads=threads, log=console.print, progress=tick, backend=backend,
-                                  precision=precision, prefetch=prefetch)
+                                  precision=precision, prefetch=prefetch, fp32_check=fp32_check)
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     r = summary.routes
@@ -100,12 +103,14 @@ def optimise(
     check: int = typer.Option(100, min=0, help="Other sites on which int8 is compared with fp32."),
     seed: int = typer.Option(0, help="Random seed of the draw."),
     threads: int | None = typer.Option(None, help="ONNX Runtime threads (default: all cores)."),
+    precision: str = typer.Option("int8", help="int8: make the int8 graph; bf16: only compare OpenVINO bf16 "
+                                  "with fp32 (sets the margins of predict's fp32 check)."),
 ) -> None:
-    """Make the int8 graph that `predict --precision int8` runs: calibrated on real sites, checked against fp32."""
+    """Make the int8 graph that `predict --precision int8` runs (or take bf16), checked against fp32 on real sites."""
     from seminspect.inference.optimise import optimise as run_optimise
 
     run_optimise(artefact, data, split=None if split == "all" else split, n_sites=sites, n_check=check, seed=seed,
-                 threads=threads, log=lambda m: console.print(m, highlight=False))
+                 threads=threads, log=lambda m: console.print(m, highlight=False), precision=precision)
 
 
 def register(app: typer.Typer) -> None:

@@ -30,6 +30,7 @@ from seminspect.data.prepare import Alignment
 from seminspect.data.sample import Sample
 from seminspect.decision import AUTO_ABNORMAL, AUTO_NORMAL, TriageResult
 from seminspect.inference.artefact import LoadedArtefact, load_artefact
+from seminspect.inference.guard import CheckedRuntime, checked_runtime
 from seminspect.inference.reasons import route_reasons, type_reasons, unknown_types
 from seminspect.inference.runtime import make_runtime, site_inputs
 from seminspect.utils.progress import track
@@ -87,13 +88,15 @@ class Inspector:
     """Judge sites with an inspection artefact (see the module docstring)."""
 
     def __init__(self, artefact: LoadedArtefact, threads: int | None = None, backend: str | None = None,
-                 precision: str = "fp32") -> None:
+                 precision: str = "fp32", fp32_check: bool | None = None) -> None:
         self.artefact = artefact
         self.prepare = artefact.prepare
         if threads:
             torch.set_num_threads(threads)
         self.runtime = make_runtime(artefact, backend, precision, threads or torch.get_num_threads())
         size = artefact.image.resize or artefact.image.crop
+        if precision != "fp32":
+            self.runtime = checked_runtime(artefact, self.runtime, size, fp32_check, threads or torch.get_num_threads())
         if size is not None:
             self.runtime.warm(size, size)  # export / open the graph now: errors before any site is read
         self.anomaly_runtime = None
@@ -114,9 +117,9 @@ class Inspector:
 
     @classmethod
     def load(cls, path: str | Path, threads: int | None = None, with_anomaly: bool = True, backend: str | None = None,
-             precision: str = "fp32") -> Inspector:
+             precision: str = "fp32", fp32_check: bool | None = None) -> Inspector:
         return cls(load_artefact(path, with_anomaly=with_anomaly), threads=threads, backend=backend,
-                   precision=precision)
+                   precision=precision, fp32_check=fp32_check)
 
     @property
     def has_anomaly(self) -> bool:
@@ -126,6 +129,8 @@ class Inspector:
         """One line: where the judges ran, e.g. ``ADC on onnxruntime (fp32, 2 threads)``."""
         n = torch.get_num_threads()
         note = f"ADC on {self.runtime.name} ({self.runtime.precision}, {threads or f'{n} thread' + 's' * (n > 1)})"
+        if isinstance(self.runtime, CheckedRuntime):
+            note += f"; {self.runtime.note()}"
         return note if self.anomaly_runtime is None else f"{note}; anomaly model on {self.anomaly_runtime}"
 
     @property

@@ -251,11 +251,13 @@ def start_run(inspector: Inspector, data: Path, out: str | Path, maps: str | Pat
 def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path, maps: str | Path | None = None,
             part_size: int = 64, overwrite: bool = False, threads: int | None = None,
             log: Callable[[str], None] | None = print, progress: Any = None, backend: str | None = None,
-            precision: str = "fp32", prefetch: int | None = None) -> PredictSummary:
+            precision: str = "fp32", prefetch: int | None = None, fp32_check: bool | None = None) -> PredictSummary:
     """Judge every site of ``data`` with ``artefact``; see the module docstring for files and resume.
 
     ``progress``: optional ``callable(done, total, rate)`` called after each site (the CLI's bar).
-    ``backend`` / ``precision``: where the ADC runs (:mod:`seminspect.inference.runtime`).
+    ``backend`` / ``precision``: where the ADC runs (:mod:`seminspect.inference.runtime`); ``fp32_check``:
+    bf16 / int8 sites near a threshold judged again in fp32 (:mod:`seminspect.inference.guard`; None: where
+    measured).
     ``prefetch``: threads that read and align the next sites while one is judged (0: none; default:
     one per core, at most 4, for a graph runtime, 0 for torch). Decisions do not depend on it.
     """
@@ -268,7 +270,8 @@ def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path,
         inspector, prefetch = artefact, _workers(artefact.runtime.name, prefetch)
     else:
         prefetch = _workers(backend, prefetch)
-        inspector = Inspector.load(artefact, threads=threads, backend=backend, precision=precision)
+        inspector = Inspector.load(artefact, threads=threads, backend=backend, precision=precision,
+                                   fp32_check=fp32_check)
     run = start_run(inspector, data, out, maps, part_size, overwrite, log)
     if run.finished is not None:
         return run.finished

@@ -9,7 +9,8 @@ OpenVINO bf16 as well (where the CPU offers it). Per row: image
 AUROC, recall at 99 % precision (threshold chosen on the set itself: the usual optimistic figure)
 with its 95 % interval, type macro-F1, the share of sites the artefact's calibrated triage
 automates and the precision of its automatic decisions; for int8, the share of sites whose route
-is the same as fp32's. No setting is chosen here: each artefact was trained and calibrated on its
+is the same as fp32's (with ``--checked``, also with the fp32 check of sites near a threshold).
+No setting is chosen here: each artefact was trained and calibrated on its
 own training and calibration splits. Writes ``benchmarks/results/fov_recall.md`` (or ``--result``).
 The two fresh sets come from ``python benchmarks/fov_recall.py --make ROOT`` (seed 5000, 600 sites
 each, ``site_offset`` 0.08 as the main job and 0.4: anywhere in the inner 80 % of the field).
@@ -38,8 +39,9 @@ def make_sets(root: Path, n: int = 600, seed: int = 5000) -> None:
         generate_dataset(root / name, n, fab, abnormal_fraction=0.5, seed=seed, workers=None, splits={"test": 1.0})
 
 
-def judge(artefact: Path, data: str, precision: str) -> tuple[object, np.ndarray, np.ndarray]:
-    """The inspector's judgement of ``data`` (``FOLDER[:SPLIT]``), with abnormal and type labels."""
+def judge(artefact: Path, data: str, precision: str, check: bool = False) -> tuple[object, np.ndarray, np.ndarray]:
+    """The inspector's judgement of ``data`` (``FOLDER[:SPLIT]``), with abnormal and type labels; ``check``:
+    bf16 / int8 sites near a threshold judged again in fp32 (the margins of `seminspect optimise --precision`)."""
     from seminspect.data.dataset import SampleDataset
     from seminspect.inference.inspector import Inspector
 
@@ -47,12 +49,16 @@ def judge(artefact: Path, data: str, precision: str) -> tuple[object, np.ndarray
     ds = SampleDataset(root)
     if split:
         ds = ds.split(split)
-    insp = Inspector.load(artefact, backend="openvino" if precision == "bf16" else "onnxruntime", precision=precision)
+    insp = Inspector.load(artefact, backend="openvino" if precision == "bf16" else "onnxruntime", precision=precision,
+                          fp32_check=check if precision != "fp32" else None)
     tax = insp.artefact.taxonomy
     samples = list(ds)
     y = np.array([int(bool(s.is_abnormal)) for s in samples])
     ti = np.array([tax.leaf_index(s.defect_type) if s.is_abnormal and s.defect_type in tax else -1 for s in samples])
-    return insp.inspect(samples, progress=f"{artefact.name} {precision} {Path(root).name}"), y, ti
+    res = insp.inspect(samples, progress=f"{artefact.name} {precision} {Path(root).name}")
+    if check:
+        res.check_note = insp.runtime.note()  # type: ignore[attr-defined]
+    return res, y, ti
 
 
 def row(name: str, data: str, precision: str, res, y: np.ndarray, ti: np.ndarray, same: float | None) -> str:
@@ -81,6 +87,8 @@ def main() -> None:
     ap.add_argument("--data", action="append", default=[], help="NAME=FOLDER[:SPLIT]")
     ap.add_argument("--result", type=Path, default=Path(__file__).parent / "results" / "fov_recall.md")
     ap.add_argument("--bf16", action="store_true", help="also OpenVINO bf16 (needs seminspect[openvino])")
+    ap.add_argument("--checked", action="store_true", help="also int8 / bf16 with the fp32 check near a threshold "
+                    "(needs `seminspect optimise --precision` first)")
     a = ap.parse_args()
     if a.make:
         make_sets(a.make)
@@ -99,10 +107,13 @@ def main() -> None:
             lines.append(row(name, dname, "fp32", fp, y, ti, None))
             print(lines[-1], flush=True)
             for low in (["int8"] if has_int8 else []) + (["bf16"] if a.bf16 else []):
-                q, _, _ = judge(art, data, low)
-                label = "bf16 (OpenVINO)" if low == "bf16" else low
-                lines.append(row(name, dname, label, q, y, ti, float((q.route == fp.route).mean())))
-                print(lines[-1], flush=True)
+                checks = [False, True] if a.checked else [False]
+                for check in checks:
+                    q, _, _ = judge(art, data, low, check)
+                    label = ("bf16 (OpenVINO)" if low == "bf16" else low) + (
+                        f", {q.check_note.split(' (')[0]}" if check else "")
+                    lines.append(row(name, dname, label, q, y, ti, float((q.route == fp.route).mean())))
+                    print(lines[-1], flush=True)
     lines += ["", f"Load average at the end: {load()}; whole run {time.perf_counter() - t0:.0f} s."]
     atomic_write_text(a.result, "\n".join(lines) + "\n")
     print(f"-> {a.result}")

@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from predict_common import header, load  # noqa: E402
 
+from seminspect.inference.guard import decide  # noqa: E402
 from seminspect.utils.io import atomic_write_text  # noqa: E402
 
 EPS = (1e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -51,14 +52,14 @@ def judge(art, runtime, sites: list[tuple]) -> tuple[np.ndarray, np.ndarray, obj
     ps = [runtime.probabilities(*x) for x in sites]
     ms = 1000 * (time.perf_counter() - t) / len(sites)
     ab, ty = np.concatenate([p["abnormal"] for p in ps]), np.concatenate([p["types"] for p in ps])
-    return ab, ty, art.policy.predict(ab, type_probs=ty if art.policy.n_types_ else None), ms
+    return ab, ty, decide(art.policy, ab, ty), ms
 
 
 def moved(art, ab: np.ndarray, ty: np.ndarray, route: np.ndarray, eps: float) -> int:
     """Sites whose route changes when p(abnormal) moves by +eps or -eps."""
-    pol, out = art.policy, np.zeros(len(ab), bool)
+    out = np.zeros(len(ab), bool)
     for sign in (-1.0, 1.0):
-        out |= pol.predict(np.clip(ab + sign * eps, 0.0, 1.0), type_probs=ty if pol.n_types_ else None).route != route
+        out |= decide(art.policy, np.clip(ab + sign * eps, 0.0, 1.0), ty).route != route
     return int(out.sum())
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from seminspect.decision import TriagePolicy
-from seminspect.inference.guard import CheckedRuntime, Margins, near_a_threshold
+from seminspect.inference.guard import CheckedRuntime, Margins, decide, near_a_threshold
 
 N_TYPES = 4
 
@@ -96,3 +96,15 @@ def test_checked_runtime_keeps_every_fp32_decision_and_rejudges_few(noise):
     assert (unchecked.route != want.route).any()  # without the check the noise does move routes
     assert rt.judged == ab.size and 0 < rt.checked == exact.calls < 0.5 * ab.size
     assert rt.name == "table" and rt.precision == "int8" and f"{rt.checked} of {ab.size}" in rt.note()
+
+
+def test_a_policy_with_an_anomaly_rule_is_checked_without_anomaly_scores():
+    policy, (ab, y, ty, lab) = _policy_and_sites(seed=3)
+    anomaly = np.random.default_rng(4).random(ab.size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ruled = TriagePolicy(min_train_samples=0, anomaly_threshold=0.9).fit(ab, y, ty, lab, anomaly_scores=anomaly)
+    got = decide(ruled, ab, ty)  # the rule flags nothing here: what the ADC alone decides
+    assert (got.route == ruled.predict(ab, ty, anomaly_scores=np.zeros(ab.size)).route).all()
+    m = Margins(abnormal=0.01, types=0.01)
+    assert near_a_threshold(ruled, ruled.abnormal_threshold_ - 0.005, ty[0], m)

@@ -54,16 +54,20 @@ def read_margins(artefact: LoadedArtefact, height: int, width: int, precision: s
     return Margins(abnormal=SAFETY * float(d_ab), types=SAFETY * float(d_ty))
 
 
+def decide(policy: Any, abnormal: np.ndarray, types: np.ndarray | None) -> Any:
+    """The policy's routes and type decisions from the ADC's outputs alone (an anomaly rule, which does not
+    depend on the ADC's precision, flags nothing here)."""
+    n = len(abnormal)
+    flags = None if policy.anomaly_threshold is None else np.full(n, float(policy.anomaly_threshold))
+    return policy.predict(abnormal, type_probs=types if policy.n_types_ else None, anomaly_scores=flags)
+
+
 def near_a_threshold(policy: Any, abnormal: float, types: np.ndarray, margins: Margins) -> bool:
     """Whether moving ``abnormal`` by +-margins.abnormal, or ``types`` by margins.types (the top one down
     and the second up, or the top one up), changes the policy's route or type decision."""
     s = np.array([abnormal, abnormal - margins.abnormal, abnormal + margins.abnormal]).clip(0.0, 1.0)
-
-    def no_flag(n: int) -> np.ndarray | None:  # the anomaly rule does not depend on the ADC's precision
-        return None if policy.anomaly_threshold is None else np.full(n, float(policy.anomaly_threshold))
-
     if not policy.n_types_:
-        return bool(len(set(policy.predict(s, anomaly_scores=no_flag(3)).route)) > 1)
+        return bool(len(set(decide(policy, s, None).route)) > 1)
     top = np.argsort(-types, kind="stable")[:2]
     swapped, raised = types.copy(), types.copy()
     swapped[top[0]] -= margins.types
@@ -71,7 +75,7 @@ def near_a_threshold(policy: Any, abnormal: float, types: np.ndarray, margins: M
         swapped[top[1]] += margins.types
     raised[top[0]] += margins.types
     variants = np.stack([types, swapped.clip(0.0, 1.0), raised.clip(0.0, 1.0)])
-    res = policy.predict(np.repeat(s, 3), type_probs=np.tile(variants, (3, 1)), anomaly_scores=no_flag(9))
+    res = decide(policy, np.repeat(s, 3), np.tile(variants, (3, 1)))
     return bool(len(set(res.route)) > 1 or len(set(res.type_decision.tolist())) > 1)
 
 
@@ -121,4 +125,5 @@ def checked_runtime(artefact: LoadedArtefact, fast: Any, size: int | None, want:
     return CheckedRuntime(fast, OrtRuntime(artefact, "fp32", threads), artefact.policy, margins)
 
 
-__all__ = ["CheckedRuntime", "checked_runtime", "Margins", "check_report_path", "near_a_threshold", "read_margins"]
+__all__ = ["CheckedRuntime", "Margins", "check_report_path", "checked_runtime", "decide", "near_a_threshold",
+           "read_margins"]

@@ -26,6 +26,7 @@ import numpy as np
 from seminspect.data.dataset import SampleDataset
 from seminspect.data.sample import Sample
 from seminspect.inference.artefact import LoadedArtefact, load_artefact
+from seminspect.inference.guard import decide
 from seminspect.inference.runtime import BackendError, OrtRuntime, graph_path, make_runtime, site_inputs, writable_graph
 from seminspect.models.adc_features import dihedral
 from seminspect.utils.io import atomic_write_json
@@ -51,11 +52,10 @@ def _same_decisions(art: LoadedArtefact, pa: list[dict[str, Any]], pb: list[dict
     if pol is None or not pa:
         return {"route_agreement": None, "type_decision_agreement": None}
 
-    def decide(ps: list[dict[str, Any]]) -> Any:
-        types = np.concatenate([p["types"] for p in ps])
-        return pol.predict(np.concatenate([p["abnormal"] for p in ps]), type_probs=types if pol.n_types_ else None)
+    def decided(ps: list[dict[str, Any]]) -> Any:
+        return decide(pol, np.concatenate([p["abnormal"] for p in ps]), np.concatenate([p["types"] for p in ps]))
 
-    a, b = decide(pa), decide(pb)
+    a, b = decided(pa), decided(pb)
     return {"route_agreement": float(np.mean(a.route == b.route)),
             "type_decision_agreement": float(np.mean(a.type_decision == b.type_decision))}
 

@@ -52,6 +52,7 @@ ROWS: dict[str, tuple[str, dict]] = {  # row -> (outer split, config changes; "e
     "width8-group": ("group", {"model.width": 8}),  # smaller
     "wd05-group": ("group", {"optim.weight_decay": 0.05}),  # regularised (the recipe's is 0.01)
     "levels3-group": ("group", {"model.levels": 3}),  # one more level: a wider view of the structure
+    "floor-group": ("group", {"model.floor_head": True}),  # an explicit floor-depth head (UNet floor_head)
 }
 DEFAULT_ROWS = ["recipe-group", "recipe-random", "aug-group", "sitenorm-group"]
 

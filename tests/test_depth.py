@@ -472,3 +472,21 @@ def test_init_from_starts_at_the_saved_model(tmp_path: Path) -> None:
     with pytest.raises(DepthConfigError, match="architecture"):
         train_depth(_cfg(model={"width": 6}, init_from=str(tmp_path / "a" / "best.pt")), tmp_path / "c",
                     data=(train, val), verbose=False)
+
+
+def test_floor_head_gives_gated_pixels_one_site_wide_depth_and_survives_save_and_load(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = UNet(2, 1, 1, 4, global_context=True, floor_head=True).eval()
+    x = torch.rand(2, 2, 12, 9)
+    with torch.no_grad():
+        net.head.bias[1] = 50.0  # gate fully open: every pixel is floor
+        y = net(x)
+    # with the gate open everywhere, each site's map is one constant: its floor depth
+    assert torch.allclose(y, y[..., :1, :1].expand_as(y), atol=1e-5)
+    assert not torch.allclose(y[0], y[1])  # and that depth is per site
+    p = DepthPredictor(net, Normaliser(0.5, 0.2, 100.0, 30.0))
+    p.save(tmp_path / "m.pt")
+    q = DepthPredictor.load(tmp_path / "m.pt")
+    assert q.generator.hparams()["floor_head"] and q.generator.hparams() == net.hparams()
+    np.testing.assert_allclose(q.predict(x), p.predict(x), atol=1e-5)
+    assert not UNet(2, 1, 1, 4).hparams()["floor_head"]

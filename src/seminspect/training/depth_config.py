@@ -56,6 +56,7 @@ class ModelSection(_Strict):
     width: int = Field(32, ge=1)
     norm: Literal["batch", "instance", "group", "none"] = "batch"
     global_context: bool = False  # site-wide context vector at the bottleneck (see UNet)
+    floor_head: bool = False  # one site-wide floor depth, gated per pixel into the map (see UNet)
 
 
 class LossSection(_Strict):

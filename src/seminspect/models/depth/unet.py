@@ -59,10 +59,15 @@ class UNet(nn.Module):
             window, but the depth of a hole floor is a property of the whole site, and a per-site
             offset of the floor dominates its errors. On the Samsung sites this lowered the
             validation RMSE (docs/depth.md), though that offset is still the largest error left.
+        floor_head: an explicit floor-depth head: one value per site and output channel from the
+            pooled bottleneck (a linear layer), and a second decoder channel that gates it in per
+            pixel: ``map = free + sigmoid(gate) * (floor - free)``. Pixels the gate assigns to the
+            hole floor all take the one site-wide floor depth instead of each being regressed.
     """
 
     def __init__(self, in_channels: int = 4, out_channels: int = 1, levels: int = 2, width: int = 32,
-                 norm: str = "batch", max_width: int = 512, global_context: bool = False) -> None:
+                 norm: str = "batch", max_width: int = 512, global_context: bool = False,
+                 floor_head: bool = False) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1 or levels < 0 or width < 1:
             raise ValueError("UNet needs in_channels, out_channels, width >= 1 and levels >= 0")
@@ -83,7 +88,9 @@ class UNet(nn.Module):
         for i in reversed(range(levels)):
             self.up.append(nn.ConvTranspose2d(chs[i + 1], chs[i], 2, stride=2))
             self.dec.append(ConvBlock(2 * chs[i], chs[i], norm))
-        self.head = nn.Conv2d(chs[0], out_channels, 1)
+        self.floor_head = floor_head
+        self.floor = nn.Linear(chs[-1], out_channels) if floor_head else None
+        self.head = nn.Conv2d(chs[0], out_channels * (2 if floor_head else 1), 1)
 
     @property
     def multiple(self) -> int:
@@ -93,7 +100,7 @@ class UNet(nn.Module):
         """The constructor arguments: ``UNet(**net.hparams())`` builds the same architecture."""
         return {"in_channels": self.in_channels, "out_channels": self.out_channels, "levels": self.levels,
                 "width": self.width, "norm": self.norm, "max_width": self.max_width,
-                "global_context": self.global_context}
+                "global_context": self.global_context, "floor_head": self.floor_head}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` -> ``(N, out_channels, H, W)``."""
@@ -109,9 +116,14 @@ class UNet(nn.Module):
         x = self.bottleneck(x)
         if self.context is not None:
             x = x + self.context(x.mean(dim=(2, 3), keepdim=True))
+        floor = self.floor(x.mean(dim=(2, 3))) if self.floor is not None else None
         for up, dec in zip(self.up, self.dec, strict=True):
             x = dec(torch.cat([up(x), skips.pop()], dim=1))
-        return self.head(x)[..., :h, :w]
+        y = self.head(x)
+        if floor is not None:
+            free, gate = y[:, :self.out_channels], torch.sigmoid(y[:, self.out_channels:])
+            y = free + gate * (floor[..., None, None] - free)
+        return y[..., :h, :w]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, minimum: int = 1) -> torch.Tensor:

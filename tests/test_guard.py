@@ -108,3 +108,21 @@ def test_a_policy_with_an_anomaly_rule_is_checked_without_anomaly_scores():
     assert (got.route == ruled.predict(ab, ty, anomaly_scores=np.zeros(ab.size)).route).all()
     m = Margins(abnormal=0.01, types=0.01)
     assert near_a_threshold(ruled, ruled.abnormal_threshold_ - 0.005, ty[0], m)
+
+
+def test_a_third_type_that_could_overtake_the_top_one_counts_as_near():
+    policy, _ = _policy_and_sites()
+    bars = policy.type_thresholds_
+    j = int(np.argmin(bars))  # the type with the lowest bar
+    k, second = [t for t in range(N_TYPES) if t != j][:2]
+    m = Margins(abnormal=0.01, types=0.02)
+    p = np.zeros(N_TYPES)
+    # top and second type undecidable even raised by the margin; the third, raised, would overtake the
+    # top one (lowered) and clear its own bar
+    p[k] = min(bars[k], bars[second]) - 0.05
+    p[second], p[j] = p[k] - 0.005, p[k] - 0.02
+    assert bars[j] <= p[j] + m.types, "the synthetic policy's lowest bar should sit near its type's score"
+    s = min(1.0, policy.abnormal_threshold_ + 0.1)
+    assert near_a_threshold(policy, s, p, m)
+    p[j] = p[k] - 0.1  # too far behind to overtake
+    assert not near_a_threshold(policy, s, p, m)

@@ -63,19 +63,25 @@ def decide(policy: Any, abnormal: np.ndarray, types: np.ndarray | None) -> Any:
 
 
 def near_a_threshold(policy: Any, abnormal: float, types: np.ndarray, margins: Margins) -> bool:
-    """Whether moving ``abnormal`` by +-margins.abnormal, or ``types`` by margins.types (the top one down
-    and the second up, or the top one up), changes the policy's route or type decision."""
+    """Whether moving ``abnormal`` by +-margins.abnormal, or ``types`` by margins.types (the top one up or
+    down; or down while a type that could then overtake it goes up), changes the policy's route or
+    type decision. Routes and type bars are monotone in these scores, so the ends of each range suffice."""
     s = np.array([abnormal, abnormal - margins.abnormal, abnormal + margins.abnormal]).clip(0.0, 1.0)
     if not policy.n_types_:
         return bool(len(set(decide(policy, s, None).route)) > 1)
-    top = np.argsort(-types, kind="stable")[:2]
-    swapped, raised = types.copy(), types.copy()
-    swapped[top[0]] -= margins.types
-    if len(top) > 1:
-        swapped[top[1]] += margins.types
-    raised[top[0]] += margins.types
-    variants = np.stack([types, swapped.clip(0.0, 1.0), raised.clip(0.0, 1.0)])
-    res = decide(policy, np.repeat(s, 3), np.tile(variants, (3, 1)))
+    top = int(np.argmax(types))
+    raised, lowered = types.copy(), types.copy()
+    raised[top] += margins.types
+    lowered[top] -= margins.types
+    variants = [types, raised, lowered]
+    for j in np.flatnonzero(types + 2 * margins.types >= types[top]):
+        if j != top:
+            swapped = types.copy()
+            swapped[top] -= margins.types
+            swapped[j] += margins.types
+            variants.append(swapped)
+    v = np.stack(variants).clip(0.0, 1.0)
+    res = decide(policy, np.repeat(s, len(v)), np.tile(v, (3, 1)))
     return bool(len(set(res.route)) > 1 or len(set(res.type_decision.tolist())) > 1)
 
 

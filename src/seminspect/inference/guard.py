@@ -124,6 +124,8 @@ def checked_runtime(artefact: LoadedArtefact, fast: Any, size: int | None, want:
     if artefact.policy is None or margins is None:
         if want:
             why = ("the artefact has no calibrated policy" if artefact.policy is None else
+                   "its views have no fixed size (no crop or resize), so no graph of one size was compared"
+                   if size is None else
                    f"{fast.precision} was never compared with fp32 on real sites; run `seminspect optimise "
                    f"{artefact.path} --data DATASET --precision {fast.precision}`")
             raise BackendError(f"{artefact.path}: no fp32 check possible: {why}")

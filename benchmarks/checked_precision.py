@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fast_predict import make_sites  # noqa: E402
-from predict_common import header, load, run_child  # noqa: E402
+from predict_common import header, load, predict_child, run_child  # noqa: E402
 
 from seminspect.utils.io import atomic_write_text  # noqa: E402
 
@@ -71,11 +71,8 @@ def speed(artefact: Path, sites: Path, root: Path, repeats: int) -> list[str]:
             out = root / f"d_{backend}_{precision}_{check}.parquet"
             flag = [] if check is None else ["--fp32-check" if check else "--no-fp32-check"]
             before = load()
-            code, wall, _ = run_child(["predict", str(artefact), str(sites), "--out", str(out), "--overwrite",
-                                       "--backend", backend, "--precision", precision, *flag])
-            if code not in (0, 1):
-                raise SystemExit(f"predict {backend} {precision} {flag} exited {code}")
-            summary = json.loads(out.with_suffix(".summary.json").read_text())
+            summary, wall, _ = predict_child(artefact, sites, out, ["--backend", backend, "--precision", precision,
+                                                                  *flag], f"predict {backend} {precision} {flag}")
             note = next((n for n in summary["notes"] if n.startswith("ADC on")), "")
             seen[i].append((wall, summary["sites_per_second"], before, note))
             print(backend, precision, check, seen[i][-1], flush=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import re
 import shutil
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from predict_common import header, load, run_child  # noqa: E402
+from predict_common import header, load, predict_child  # noqa: E402
 from predict_throughput import gemm_gflops  # noqa: E402
 
 from seminspect.utils.io import atomic_write_text, read_yaml_mapping  # noqa: E402
@@ -165,11 +164,8 @@ def predict_rows(a: argparse.Namespace, data: Path, data_whole: Path, whole: Pat
             before = load()
             sites = data if art == a.artefact else data_whole
             extra = [] if prefetch is None else ["--prefetch", str(prefetch)]
-            code, wall, peak = run_child(["predict", str(art), str(sites), "--out", str(out), "--overwrite",
-                                          "--backend", backend, "--precision", precision, *extra])
-            if code not in (0, 1):
-                raise SystemExit(f"{name} {backend} {precision} exited {code}")
-            summary = json.loads(out.with_suffix(".summary.json").read_text())
+            summary, wall, peak = predict_child(art, sites, out, ["--backend", backend, "--precision", precision,
+                                                                  *extra], f"{name} {backend} {precision}")
             found = re.search(r"ahead by (\d+) thread", summary["notes"][-1])
             seen[i].append((wall, summary["sites_per_second"], peak, before, found.group(1) if found else "0"))
             print(name, backend, precision, prefetch, seen[i][-1], flush=True)

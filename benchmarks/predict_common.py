@@ -5,6 +5,7 @@ Used by predict_memory.py, predict_resume.py and predict_parity.py (one script p
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -92,6 +93,16 @@ def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[int, 
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, wall, usage.ru_maxrss / 1024.0
+
+
+def predict_child(artefact: Path, data: Path, out: Path, extra: list[str], label: str) -> tuple[dict, float, float]:
+    """``seminspect predict ARTEFACT DATA --out OUT --overwrite *extra`` in a child process: its summary
+    (``OUT``'s ``.summary.json``), wall s and peak RSS MiB; exits naming ``label`` unless every site or some
+    (status 0 or 1) were judged."""
+    code, wall, peak = run_child(["predict", str(artefact), str(data), "--out", str(out), "--overwrite", *extra])
+    if code not in (0, 1):
+        raise SystemExit(f"{label} exited {code}")
+    return json.loads(out.with_suffix(".summary.json").read_text()), wall, peak
 
 
 def self_peak_mib() -> float:

@@ -15,13 +15,12 @@ in the same run gives the machine's speed. Writes ``benchmarks/results/predict_t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from predict_common import header, load, run_child  # noqa: E402
+from predict_common import header, load, predict_child  # noqa: E402
 
 from seminspect.utils.io import atomic_write_text  # noqa: E402
 
@@ -71,11 +70,7 @@ def main() -> None:
     for name, extra in runs:
         out = a.data_root / f"decisions{'_ray' if extra else ''}.parquet"
         before = load()
-        code, wall, peak = run_child(["predict", str(a.artefact), str(data), "--out", str(out), "--overwrite",
-                                      *extra])
-        if code not in (0, 1):
-            raise SystemExit(f"{name} exited {code}")
-        summary = json.loads(out.with_suffix(".summary.json").read_text())
+        summary, wall, peak = predict_child(a.artefact, data, out, extra, name)
         lines.append(f"| {name} | {wall:.1f} | {a.n / wall:.2f} | {summary['sites_per_second']:.2f} | {peak:.0f} | "
                      f"{before} |")
         print(lines[-1], flush=True)

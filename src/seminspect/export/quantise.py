@@ -44,20 +44,23 @@ class _Feeds:
         raise ExportError("calibration inputs can be read once only")
 
 
-def kept_fp32(path: str | Path) -> list[str]:
-    """Names of the convolutions left in fp32: the first one (the stem) and every depthwise one."""
+def _convs(path: str | Path) -> list:
+    """The convolution nodes of the graph at ``path``, in graph order."""
     import onnx
 
-    convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    return [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+
+
+def kept_fp32(path: str | Path) -> list[str]:
+    """Names of the convolutions left in fp32: the first one (the stem) and every depthwise one."""
+    convs = _convs(path)
     depthwise = [n.name for n in convs if any(a.name == "group" and a.i > 1 for a in n.attribute)]
     return ([convs[0].name] if convs else []) + depthwise
 
 
 def conv_names(path: str | Path) -> list[str]:
     """Names of every convolution of the graph at ``path``, in graph order."""
-    import onnx
-
-    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    return [n.name for n in _convs(path)]
 
 
 def preprocess(src: str | Path, dst: str | Path) -> Path:

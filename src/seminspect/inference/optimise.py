@@ -26,7 +26,7 @@ import numpy as np
 from seminspect.data.dataset import SampleDataset
 from seminspect.data.sample import Sample
 from seminspect.inference.artefact import LoadedArtefact, load_artefact
-from seminspect.inference.guard import decide
+from seminspect.inference.guard import SAFETY, check_report_path, decide
 from seminspect.inference.runtime import BackendError, OrtRuntime, graph_path, make_runtime, site_inputs, writable_graph
 from seminspect.models.adc_features import dihedral
 from seminspect.utils.io import atomic_write_json
@@ -104,7 +104,7 @@ def optimise(artefact: str | Path, data: str | Path, split: str | None = "calib"
               "mean_abs_diff_p_abnormal": float(np.mean(d_ab)) if d_ab else None,
               "max_abs_diff_p_type": max(d_ty, default=None),
               "top_type_agreement": float(np.mean(same_type)) if same_type else None, **routes}
-    atomic_write_json(dst.with_suffix(".json"), report)
+    atomic_write_json(writable_graph(check_report_path(art, *size, precision)), report)  # what predict reads
     if log:
         made = (f"int8 graph {dst} from {len(calib)} sites of {data} ({split or 'all'})" if precision == "int8"
                 else f"bf16 on {low.name} against fp32, on sites of {data} ({split or 'all'})")
@@ -116,6 +116,6 @@ def optimise(artefact: str | Path, data: str | Path, split: str | None = "calib"
                f", routes as fp32 on {100 * routes['route_agreement']:.1f} % and type decisions on "
                f"{100 * routes['type_decision_agreement']:.1f} % (bar: 99.5 %)"))
         if d_ab and routes["route_agreement"] is not None:
-            log(f"`predict --precision {precision}` judges again in fp32 every site within twice these largest "
+            log(f"`predict --precision {precision}` judges again in fp32 every site within {SAFETY:g}x these largest "
                 "differences of a threshold (--no-fp32-check: never)")
     return report

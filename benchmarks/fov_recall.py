@@ -39,9 +39,11 @@ def make_sets(root: Path, n: int = 600, seed: int = 5000) -> None:
         generate_dataset(root / name, n, fab, abnormal_fraction=0.5, seed=seed, workers=None, splits={"test": 1.0})
 
 
-def judge(artefact: Path, data: str, precision: str, check: bool = False) -> tuple[object, np.ndarray, np.ndarray]:
+def judge(artefact: Path, data: str, precision: str,
+          check: bool = False) -> tuple[object, np.ndarray, np.ndarray, str]:
     """The inspector's judgement of ``data`` (``FOLDER[:SPLIT]``), with abnormal and type labels; ``check``:
-    bf16 / int8 sites near a threshold judged again in fp32 (the margins of `seminspect optimise --precision`)."""
+    bf16 / int8 sites near a threshold judged again in fp32 (the margins of `seminspect optimise --precision`),
+    whose note comes last (empty without it)."""
     from seminspect.data.dataset import SampleDataset
     from seminspect.inference.inspector import Inspector
 
@@ -56,9 +58,7 @@ def judge(artefact: Path, data: str, precision: str, check: bool = False) -> tup
     y = np.array([int(bool(s.is_abnormal)) for s in samples])
     ti = np.array([tax.leaf_index(s.defect_type) if s.is_abnormal and s.defect_type in tax else -1 for s in samples])
     res = insp.inspect(samples, progress=f"{artefact.name} {precision} {Path(root).name}")
-    if check:
-        res.check_note = insp.runtime.note()  # type: ignore[attr-defined]
-    return res, y, ti
+    return res, y, ti, insp.runtime.note() if check else ""
 
 
 def row(name: str, data: str, precision: str, res, y: np.ndarray, ti: np.ndarray, same: float | None) -> str:
@@ -103,15 +103,15 @@ def main() -> None:
         has_int8 = any((art / "runtime").glob("*-int8.onnx"))
         for dspec in a.data:
             dname, _, data = dspec.partition("=")
-            fp, y, ti = judge(art, data, "fp32")
+            fp, y, ti, _ = judge(art, data, "fp32")
             lines.append(row(name, dname, "fp32", fp, y, ti, None))
             print(lines[-1], flush=True)
             for low in (["int8"] if has_int8 else []) + (["bf16"] if a.bf16 else []):
                 checks = [False, True] if a.checked else [False]
                 for check in checks:
-                    q, _, _ = judge(art, data, low, check)
+                    q, _, _, note = judge(art, data, low, check)
                     label = ("bf16 (OpenVINO)" if low == "bf16" else low) + (
-                        f", {q.check_note.split(' (')[0]}" if check else "")
+                        f", {note.split(' (')[0]}" if check else "")
                     lines.append(row(name, dname, label, q, y, ti, float((q.route == fp.route).mean())))
                     print(lines[-1], flush=True)
     lines += ["", f"Load average at the end: {load()}; whole run {time.perf_counter() - t0:.0f} s."]

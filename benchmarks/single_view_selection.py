@@ -22,13 +22,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from single_view_common import LOADERS, fit_and_score, result_header, start_run  # noqa: E402
 
 from seminspect.evaluation.anomaly_select import select_config  # noqa: E402
-from seminspect.models.anomaly.presets import SINGLE_VIEW  # noqa: E402
+from seminspect.models.anomaly.presets import choose  # noqa: E402
 from seminspect.utils.io import atomic_write_text  # noqa: E402
 
-CANDIDATES = {  # each overrides the single-view preset; accuracy and speed side by side in one run
-    "layers r8+r16 (preset)": {},
+CANDIDATES = {  # each overrides the single-view preset chosen for the train set (native size); one run
+    "layers r8+r16, native size (preset)": {},
+    "layers r8+r16, 256 px": {"image_size": 256},
     "layers r4+r8+r16": {"layers": [0, 1, 2]},
-    "layers r8+r16, 320 px": {"image_size": 320},
     "layers r8+r16, sigma 8": {"sigma": 8.0},
     "layers r8+r16, bank 4096": {"max_bank_patches": 4096},
     "layers r8+r16, projected to 64 dims": {"embed_dim": 64},
@@ -47,7 +47,8 @@ def main() -> None:
     train, test = LOADERS[args.set](args.root)
     names = list(CANDIDATES)
     picked = sorted({0, *(int(x) for x in args.candidates.split(",") if x)}) if args.candidates else range(len(names))
-    cands = {names[i]: {**SINGLE_VIEW, **CANDIDATES[names[i]]} for i in picked}
+    preset = choose(train)[1]
+    cands = {names[i]: {**preset, **CANDIDATES[names[i]]} for i in picked}
     chosen, rows = select_config(train, cands, seed=0)
     for row in rows:
         real = fit_and_score(cands[row["candidate"]], train, test)
@@ -63,7 +64,8 @@ def main() -> None:
              "- fit s / predict img/s: the real fit (every train normal) and the test scoring, one process, "
              "candidates one after another",
              "- proxy gain: proxy image AUROC minus the preset's, with the 5 % quantile of its paired bootstrap "
-             "(> 0: significant, the only way to leave the preset)", "",
+             "(> 0: significant, the only way to leave the preset)",
+             f"- the preset for this train set: `{json.dumps(preset)}`", "",
              "| candidate | proxy image AUROC | proxy pixel AUROC | proxy gain (5 % q.) | real image AUROC | "
              "real pixel AUROC | fit s | predict img/s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -8,7 +8,7 @@ import pytest
 from seminspect.data.sample import Sample, View
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics
 from seminspect.models.anomaly import AnomalyConfig, AnomalyDetector
-from seminspect.models.anomaly.presets import choose, resolve
+from seminspect.models.anomaly.presets import MAX_NATIVE, choose, native_size, resolve
 from seminspect.models.anomaly.views import letterbox, unletterbox
 
 TINY = {"backbone": "tiny", "pretrained": False, "calib_fraction": 0.0, "max_bank_patches": 256,
@@ -90,6 +90,15 @@ def test_auto_preset_chooses_single_view_and_your_keys_win(tmp_path) -> None:
     det.save(tmp_path / "m")
     again = AnomalyDetector.load(tmp_path / "m")
     np.testing.assert_allclose(again.score(singles).scores, det.score(singles).scores, rtol=1e-5)
+
+
+def test_auto_preset_keeps_single_view_images_at_native_resolution() -> None:
+    rng = np.random.default_rng(3)
+    mixed = [_single("a", _texture(rng, 40, 80)), _single("b", _texture(rng, 60, 50))]
+    assert choose(mixed)[1]["image_size"] == 80  # the largest long side: nothing is shrunk
+    out, info = resolve(AnomalyConfig.model_validate({"preset": "auto"}), mixed)
+    assert out.image_size == 80 and info["applied"]["image_size"] == 80 and info["seen"]["long_side"] == 80
+    assert native_size(640) == 640 and native_size(5000) == MAX_NATIVE and native_size(8) == 32
 
 
 def test_single_view_config_file_loads() -> None:

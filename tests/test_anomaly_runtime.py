@@ -77,6 +77,31 @@ def test_embedding_graph_scores_as_torch(tmp_path, fab, backend: str, conditioni
     assert len(list((folder / "runtime").glob("patchcore-embed-*-fp32.onnx"))) == 1
 
 
+def test_single_view_at_native_odd_sizes_scores_as_torch(tmp_path) -> None:
+    """The single-view preset keeps images at their native long side (here 75 px, not a multiple of the
+    backbone's stride): the graph exported at 64 x 64 gives torch's scores and native-size maps."""
+    from seminspect.data.sample import Sample, View
+
+    rng = np.random.default_rng(4)
+    y, x = np.mgrid[0:75, 0:75]
+    base = (0.5 + 0.2 * np.sin(x / 3.0) * np.cos(y / 5.0)).astype(np.float32)
+    shapes = [(75, 53), (61, 75), (75, 75)]
+    samples = [Sample(f"s{i}", [View("target", 0, np.clip(base[:h, :w] + rng.normal(0, 0.02, (h, w)), 0, 1)
+                                     .astype(np.float32))], is_abnormal=False) for i, (h, w) in enumerate(shapes * 3)]
+    cfg = {"preset": "auto", "backbone": "tiny", "pretrained": False, "out_indices": [0, 1, 2],
+           "max_bank_patches": 300, "calib_fraction": 0.0}
+    det = AnomalyDetector(cfg).fit(samples[:6])
+    assert det.config.image_size == 75 and det.config.resize == "keep_aspect"
+    det.save(tmp_path / "sv")
+    ref = AnomalyDetector.load(tmp_path / "sv").score(samples[6:], progress=False)
+    fast = AnomalyDetector.load(tmp_path / "sv")
+    use_runtime(fast, tmp_path / "sv", "onnxruntime", "fp32", 1)
+    got = fast.score(samples[6:], progress=False)
+    np.testing.assert_allclose(got.scores, ref.scores, rtol=1e-4, atol=1e-5)
+    assert [m.shape for m in got.maps] == shapes
+    assert max(float(np.abs(a - b).max()) for a, b in zip(got.maps, ref.maps, strict=True)) < 1e-3
+
+
 @pytest.mark.skipif(not bf16_is_fast(), reason="this CPU has no native bf16 (AVX512-BF16 or AMX)")
 def test_bf16_search_keeps_the_ranking(tmp_path, fab) -> None:
     folder, test = _fitted(tmp_path, fab, "reference")

@@ -14,6 +14,9 @@ table. Rows:
 * ``recipe24-group``: the recipe with 24 epochs (twice ``--epochs`` = 12) on the group split;
 * ``l1-group`` / ``pix2pix-group``: the recipe's U-Net trained with L1 only / as pix2pix (L1 + 0.01 GAN),
   ``--epochs`` each;
+* ``folds3-group``: an ensemble across inner group folds: three U-Nets of the recipe (``--epochs`` each, seeds
+  0-2), each choosing its epoch on a different inner group split (inner seeds 1-3), so together they train
+  on every outer training group; the reported prediction is their mean;
 * ``full-group``: the recommended config exactly as shipped (``configs/depth_samsung.yaml``: two members
   of 90 epochs in a 60-minute budget), only ``--threads`` and the data path replaced.
 
@@ -53,6 +56,7 @@ ROWS: dict[str, tuple[str, dict]] = {  # row -> (outer split, config changes; "e
     "wd05-group": ("group", {"optim.weight_decay": 0.05}),  # regularised (the recipe's is 0.01)
     "levels3-group": ("group", {"model.levels": 3}),  # one more level: a wider view of the structure
     "floor-group": ("group", {"model.floor_head": True}),  # an explicit floor-depth head (UNet floor_head)
+    "folds3-group": ("group", {"fold_members": 3}),  # an ensemble across inner group folds
 }
 DEFAULT_ROWS = ["recipe-group", "recipe-random", "aug-group", "sitenorm-group"]
 
@@ -73,12 +77,13 @@ def leak_parts(test_y: np.ndarray, train_y: np.ndarray, pred: np.ndarray) -> dic
 def run_row(row: str, data: str, out: Path, epochs: int, threads: int) -> None:
     import torch
 
-    from seminspect.training.depth import DepthConfig, train_depth
+    from seminspect.training.depth import DepthConfig, DepthPredictor, train_depth
     from seminspect.training.depth_eval import mean_map, score_depth
 
     outer, changes = ROWS[row]
     changes = dict(changes)
     epochs *= changes.pop("epochs_factor", 1)
+    folds = changes.pop("fold_members", 1)  # > 1: an ensemble across inner group folds
     shipped = DepthConfig.load(ROOT / "configs/depth_samsung.yaml")
     if changes.pop("as_shipped", False):
         cfg = shipped.with_options("benchmark", **{"data.path": data, "threads": threads})
@@ -89,18 +94,28 @@ def run_row(row: str, data: str, out: Path, epochs: int, threads: int) -> None:
                             "loss.mse_epochs": epochs - max(1, round(epochs / 9)), "optim.max_minutes": None,
                             **changes})
     torch.set_num_threads(threads)
-    inner_train, inner_val, outer_train, test = honest_sets(data, outer, cfg.data.val_fraction, cfg.data.split_seed)
-    load0, t0 = machine(), time.time()
-    r = train_depth(cfg, out / row, data=(inner_train, inner_val), verbose=True)
-    wall = time.time() - t0
-    from seminspect.training.depth import DepthPredictor
 
-    pred = DepthPredictor.load(out / row / "best.pt").predict(test.x)
+    load0, t0 = machine(), time.time()
+    preds, inner_rmse, best_epoch, runs = [], [], -1, []
+    for k in range(folds):
+        inner_train, inner_val, outer_train, test = honest_sets(data, outer, cfg.data.val_fraction,
+                                                                cfg.data.split_seed, inner_seed=1 + k)
+        member = cfg.with_options("fold member", seed=cfg.seed + k) if folds > 1 else cfg
+        where = out / row / f"fold{k}" if folds > 1 else out / row
+        r = train_depth(member, where, data=(inner_train, inner_val), verbose=True)
+        preds.append(DepthPredictor.load(where / "best.pt").predict(test.x))
+        inner_rmse.append(r.best_rmse)
+        runs.append(r.epochs_run)
+        best_epoch = r.best_epoch if folds == 1 else -1
+    wall = time.time() - t0
+    pred = np.mean(preds, axis=0)
     s = score_depth(pred, test.y.numpy(), row)
     base = score_depth(np.broadcast_to(mean_map(outer_train.y.numpy()), test.y.shape), test.y.numpy(), "mean map")
-    result = {"row": row, "config": cfg.model_dump(), "outer_split": outer, "changes": changes, "epochs": epochs,
+    result = {"row": row, "config": cfg.model_dump(), "outer_split": outer, "changes": changes, "fold_members": folds,
+              "epochs": epochs,
               "n_inner_train": len(inner_train), "n_inner_val": len(inner_val), "n_test": len(test),
-              "inner_val_rmse": r.best_rmse, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+              "inner_val_rmse": float(np.mean(inner_rmse)), "members_inner_val_rmse": inner_rmse,
+              "best_epoch": best_epoch, "epochs_run": runs if folds > 1 else runs[0],
               "test": s.row(), "mean_map": base.row(),
               "wall_s": wall, "machine_start": load0, "machine_end": machine(), "threads": threads,
               "leak": leak_parts(test.y.numpy(), outer_train.y.numpy(), pred)}

@@ -1,10 +1,10 @@
 """PatchCore prediction per runtime (issue [fast]): img/s and AUROC on torch / ONNX Runtime / OpenVINO, fp32 / bf16.
 
     python benchmarks/patchcore_runtime.py --elpv runs/elpv --deeppcb ../shared/data/deeppcb \
-        --threads 2 --out benchmarks/results/patchcore_runtime.md
+        --threads 2 --settings '{"preset": "auto", "image_size": 256}' --out benchmarks/results/patchcore_runtime.md
 
-Per set, one detector is fitted with ``preset: auto`` on the training normals (the single-view
-benchmark's splits and settings, benchmarks/single_view_common.py; nothing chosen on a test split)
+Per set, one detector is fitted with ``--settings`` (default ``preset: auto``: native size) on the
+training normals (the single-view benchmark's splits, benchmarks/single_view_common.py; nothing chosen on a test split)
 and saved; every row loads it, is set to its runtime (seminspect.inference.anomaly_runtime), scores
 a few test images to warm up, then scores the whole test split once, alone in this process. The
 first row is the search as it was before blocking (one 4,096 x 65,536 distance block, torch fp32),
@@ -53,11 +53,11 @@ def score_row(folder: Path, test: list, label: str, backend: str, precision: str
             "pixel_auroc": m.get("pixel_auroc"), "scores": res.scores}
 
 
-def run(name: str, root: str, threads: int | None) -> list[dict]:
+def run(name: str, root: str, threads: int | None, settings: dict) -> list[dict]:
     train, test = LOADERS[name](root)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
-        det = AnomalyDetector({"preset": "auto", "calib_fraction": 0.0})
+        det = AnomalyDetector({**settings, "calib_fraction": 0.0})
         t0 = time.perf_counter()
         det.fit(train)
         fit_s = time.perf_counter() - t0
@@ -77,11 +77,15 @@ def main() -> None:
     ap.add_argument("--elpv", help="imported ELPV folder (seminspect import elpv - OUT)")
     ap.add_argument("--deeppcb", help="DeepPCB root (trainval.txt)")
     ap.add_argument("--fab", help="generated virtual-fab folder (references dropped)")
+    ap.add_argument("--settings", default='{"preset": "auto"}',
+                    help="AnomalyConfig fields as JSON (default: preset auto, which keeps native size; the 256 px "
+                    'table: \'{"preset": "auto", "image_size": 256}\')')
     args, machine, start = start_run(ap)
+    settings = json.loads(args.settings)
     rows = [r for name in ("elpv", "deeppcb", "fab") if getattr(args, name)
-            for r in run(name, getattr(args, name), args.threads)]
+            for r in run(name, getattr(args, name), args.threads, settings)]
     lines = [*result_header("PatchCore prediction per runtime: speed and AUROC", machine, start),
-             f"- peak RSS of the run: {peak_rss_mib():.0f} MiB", "",
+             f"- settings: `{json.dumps(settings)}`; peak RSS of the run: {peak_rss_mib():.0f} MiB", "",
              "| set | runtime (embedding, search) | predict img/s | image AUROC | pixel AUROC | "
              "max abs score difference from torch fp32 (largest score) |", "|---|---|---|---|---|---|"]
     for r in rows:

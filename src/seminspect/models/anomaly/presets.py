@@ -9,9 +9,10 @@ sizes and aspect ratios. It fills in every setting the user did not give explici
   reference conditioning, registration, fill_border; the image kept at native size up to 256 px);
 - no reference -> the single-view configuration (``configs/anomaly_single_view.yaml``): no
   conditioning, no crop, the images kept at their **native resolution** (``image_size`` = the largest
-  long side seen, at most ``MAX_NATIVE`` px; the aspect kept, the short side padded by reflection), and
-  layers 1, 2 of ``out_indices`` [1, 2, 3] -- reductions 8 and 16 on MobileNetV2, anomalib's choice,
-  which beat reductions 4 and 8 by 0.08 image AUROC on a real single-view set (issue [single-view]).
+  long side among the ``PROBE`` samples looked at, at most ``MAX_NATIVE`` px; the aspect kept, the
+  short side padded by reflection), and layers 1, 2 of ``out_indices`` [1, 2, 3] -- reductions 8 and
+  16 on MobileNetV2, anomalib's choice, which beat reductions 4 and 8 by 0.08 image AUROC on a real
+  single-view set (issue [single-view]).
   Shrinking DeepPCB's 640 px boards to 256 px cost 24 image-AUROC points (0.671 vs 0.915): a defect of
   a few pixels is gone before the backbone sees it.
 

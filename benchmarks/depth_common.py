@@ -114,8 +114,14 @@ def honest_sets(data_path: str, outer: str, val_fraction: float = 0.1, seed: int
 
     everything = read_npz_sites(data_path)
     outer_train, test = split_data(everything, outer, val_fraction, seed)
-    inner_train, inner_val = split_data(outer_train, "group", val_fraction, inner_seed)
-    return inner_train, inner_val, outer_train, test
+    return (*inner_sets(outer_train, val_fraction, inner_seed), outer_train, test)
+
+
+def inner_sets(outer_train, val_fraction: float = 0.1, inner_seed: int = 1):
+    """``(inner_train, inner_val)``: the group split of the outer training sites that chooses (see honest_sets)."""
+    from seminspect.training.depth import split_data
+
+    return split_data(outer_train, "group", val_fraction, inner_seed)
 
 
 def family_sets(data: Path, holdout: str, channels: int | None = None, crop: int | None = None):

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from depth_common import honest_sets, machine  # noqa: E402
+from depth_common import honest_sets, inner_sets, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS: dict[str, tuple[str, dict]] = {  # row -> (outer split, config changes; "epochs_factor" scales --epochs)
@@ -95,18 +95,18 @@ def run_row(row: str, data: str, out: Path, epochs: int, threads: int) -> None:
                             **changes})
     torch.set_num_threads(threads)
 
+    _, _, outer_train, test = honest_sets(data, outer, cfg.data.val_fraction, cfg.data.split_seed)
     load0, t0 = machine(), time.time()
-    preds, inner_rmse, best_epoch, runs = [], [], -1, []
-    for k in range(folds):
-        inner_train, inner_val, outer_train, test = honest_sets(data, outer, cfg.data.val_fraction,
-                                                                cfg.data.split_seed, inner_seed=1 + k)
+    preds, inner_rmse, runs = [], [], []
+    for k in range(folds):  # member k chooses its epoch on inner split 1 + k (one member: the usual inner split)
+        inner_train, inner_val = inner_sets(outer_train, cfg.data.val_fraction, 1 + k)
         member = cfg.with_options("fold member", seed=cfg.seed + k) if folds > 1 else cfg
         where = out / row / f"fold{k}" if folds > 1 else out / row
         r = train_depth(member, where, data=(inner_train, inner_val), verbose=True)
         preds.append(DepthPredictor.load(where / "best.pt").predict(test.x))
         inner_rmse.append(r.best_rmse)
         runs.append(r.epochs_run)
-        best_epoch = r.best_epoch if folds == 1 else -1
+    best_epoch = r.best_epoch if folds == 1 else -1  # a fold ensemble: each member's own best epoch
     wall = time.time() - t0
     pred = np.mean(preds, axis=0)
     s = score_depth(pred, test.y.numpy(), row)

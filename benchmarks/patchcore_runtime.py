@@ -69,11 +69,10 @@ def run(name: str, root: str, threads: int | None, settings: dict) -> list[dict]
             try:
                 rows.append(score_row(folder, test, label, backend, precision, threads))
             except BackendError as err:  # bf16 on a CPU without it: said in the result, not a crash
-                refused.append({"set": name, "row": f"{backend} {precision}", "refused": str(err)})
+                refused.append({"set": name, "row": f"{backend} {precision}", "refused": str(err),
+                                "n_test": len(test), "fit_s": fit_s, "bank": bank})
                 print(json.dumps(refused[-1]), flush=True)
     ref = next(r["scores"] for r in rows if r["row"] == "torch" and r["where"].startswith("torch (fp32"))
-    for r in refused:
-        r.update(n_test=len(test), fit_s=fit_s, bank=bank)
     for r in rows:
         r.update(set=name, n_test=len(test), fit_s=fit_s, bank=bank,
                  max_score_diff=float(np.abs(r.pop("scores") - ref).max()), ref_scale=float(np.abs(ref).max()))

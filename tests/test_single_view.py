@@ -8,7 +8,7 @@ import pytest
 from seminspect.data.sample import Sample, View
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics
 from seminspect.models.anomaly import AnomalyConfig, AnomalyDetector
-from seminspect.models.anomaly.presets import MAX_NATIVE, choose, native_size, resolve
+from seminspect.models.anomaly.presets import MAX_NATIVE, TRAINED_MAX, choose, native_size, resolve
 from seminspect.models.anomaly.views import letterbox, unletterbox
 
 TINY = {"backbone": "tiny", "pretrained": False, "calib_fraction": 0.0, "max_bank_patches": 256,
@@ -99,6 +99,18 @@ def test_auto_preset_keeps_single_view_images_at_native_resolution() -> None:
     out, info = resolve(AnomalyConfig.model_validate({"preset": "auto"}), mixed)
     assert out.image_size == 80 and info["applied"]["image_size"] == 80 and info["seen"]["long_side"] == 80
     assert native_size(640) == 640 and native_size(5000) == MAX_NATIVE and native_size(8) == 32
+    assert native_size(640, "draem") == TRAINED_MAX == 256 and native_size(80, "stpm") == 80
+
+
+def test_auto_preset_keeps_trained_detectors_at_most_256_px() -> None:
+    rng = np.random.default_rng(4)
+    big = [_single("a", _texture(rng, 300, 400))]
+    for model in ("stpm", "draem", "diffusion"):
+        out, info = resolve(AnomalyConfig.model_validate({"preset": "auto", "model": model}), big)
+        assert out.image_size == 256 and info["applied"]["image_size"] == 256, model
+    out, _ = resolve(AnomalyConfig.model_validate({"preset": "auto", "model": "draem", "image_size": 400}), big)
+    assert out.image_size == 400  # the user's key wins
+    assert resolve(AnomalyConfig.model_validate({"preset": "auto"}), big)[0].image_size == 400  # PatchCore: native
 
 
 def test_single_view_config_file_loads() -> None:

@@ -55,6 +55,7 @@ ROWS: dict[str, tuple[str, dict]] = {  # row -> (outer split, config changes; "e
     "width8-group": ("group", {"model.width": 8}),  # smaller
     "wd05-group": ("group", {"optim.weight_decay": 0.05}),  # regularised (the recipe's is 0.01)
     "levels3-group": ("group", {"model.levels": 3}),  # one more level: a wider view of the structure
+    "width32-group": ("group", {"model.width": 32}),  # larger: twice the recipe's width (about 4x the work)
     "floor-group": ("group", {"model.floor_head": True}),  # an explicit floor-depth head (UNet floor_head)
     "folds3-group": ("group", {"fold_members": 3}),  # an ensemble across inner group folds
 }

@@ -51,7 +51,9 @@ def main() -> None:
     for r in rows:
         a = ANOMALIB[r["set"]]
         px = "-" if r["pixel_auroc"] is None else f"{r['pixel_auroc']:.3f}"
-        lines.append(f"| {r['set']} | {r['n_train']} / {r['n_test']} ({r['n_abnormal']}) | {r['image_auroc']:.3f} | "
+        raw = r.get("image_auroc_raw")  # score_groups: the same model's scores before per-group normalisation
+        img = f"{r['image_auroc']:.3f}" + ("" if raw is None else f" (unnormalised {raw:.3f})")
+        lines.append(f"| {r['set']} | {r['n_train']} / {r['n_test']} ({r['n_abnormal']}) | {img} | "
                      f"{px} | {a[0] or '-'} / {a[1] or '-'} | {r['fit_s']:.0f} | {r['predict_img_s']:.1f} | "
                      f"{r['peak_rss_mib']:.0f} |")
     lines += ["", "```json", json.dumps(rows, indent=1, default=str), "```", ""]

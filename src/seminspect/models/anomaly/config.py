@@ -198,6 +198,12 @@ class AnomalyConfig(BaseModel):
         description="share of the fit split's normals held out for "
         "the threshold; 0 = no threshold (predict then flags nothing and says so)",
     )
+    score_groups: str | None = Field(
+        None,
+        description="metadata key (e.g. product, cell_type) whose groups get their own score scale: image scores "
+        "become (score - median) / IQR of the group's held-out normal scores, so one threshold serves every group "
+        "(needs calib_fraction > 0; models/anomaly/score_groups.py)",
+    )
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="before")

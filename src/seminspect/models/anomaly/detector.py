@@ -41,6 +41,7 @@ from seminspect.models.anomaly.memory import MemoryPlan, item_bytes, plan_memory
 from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
 from seminspect.models.anomaly.persistence import read_meta, read_weights, write_model
 from seminspect.models.anomaly.result import AnomalyResult, MapCollector
+from seminspect.models.anomaly.score_groups import fit_groups, normalise
 from seminspect.models.anomaly.stpm import STPMModel, mixed_student
 from seminspect.models.anomaly.stpm_fit import train_student
 from seminspect.models.anomaly.teacher_tune import tune_teacher
@@ -59,6 +60,7 @@ class AnomalyDetector:
         self.model: PatchCoreModel | STPMModel | DRAEMModel | DiffusionModel = self._build()
         self.threshold: dict[str, Any] | None = None
         self.normal_score_range: tuple[float, float] | None = None
+        self.score_groups: dict[str, Any] | None = None  # per-group median / IQR (config.score_groups)
         self.history: dict[str, Any] = {}
 
     # ----- construction ---------------------------------------------------------------------
@@ -210,8 +212,15 @@ class AnomalyDetector:
             self._fit_trained(fit_samples, checkpoint_dir)
         self.history["fit_seconds"] = time.perf_counter() - start
         self.history["n_fit_samples"] = len(fit_samples)
+        self.score_groups = None
+        if self.config.score_groups and not cal_samples:
+            raise AnomalyConfigError("score_groups needs held-out normal samples: set calib_fraction > 0 or pass calib")
         if cal_samples:
-            scores, _ = self.predict(cal_samples)
+            res = self.score(cal_samples)
+            scores = res.scores
+            if self.config.score_groups:
+                self.score_groups = fit_groups(scores, res.metadata, self.config.score_groups, res.sample_ids)
+                scores = normalise(scores, res.metadata, self.score_groups, res.sample_ids)
             self.fit_threshold(scores)
         return self
 
@@ -340,7 +349,11 @@ class AnomalyDetector:
                     si = unletterbox(si, it.box, it.native) if separate else mi
                     image = None if image is None else unletterbox(image, it.box, it.native)
                 collector.add(it.sample_index, mi, si if separate else None, it.mask, image)
-        return collector.result()
+        res = collector.result()
+        if self.score_groups is not None:  # comparable across groups (score_groups.py); raw kept beside
+            res.raw_scores = res.scores
+            res.scores = normalise(res.scores, res.metadata, self.score_groups, res.sample_ids)
+        return res
 
     @property
     def separate_score_maps(self) -> bool:
@@ -365,7 +378,8 @@ class AnomalyDetector:
         """Write ``config.json`` and ``weights.safetensors`` (atomically) into ``directory``."""
         return write_model(directory, self.model, {
             "config": self.config.model_dump(), "threshold": self.threshold,
-            "normal_score_range": self.normal_score_range, "history": self.history,
+            "normal_score_range": self.normal_score_range, "score_groups": self.score_groups,
+            "history": self.history,
             "custom_backbone": self._custom_backbone is not None})
 
     @classmethod
@@ -386,5 +400,6 @@ class AnomalyDetector:
         det.threshold = meta.get("threshold")
         rng = meta.get("normal_score_range")
         det.normal_score_range = None if rng is None else (float(rng[0]), float(rng[1]))
+        det.score_groups = meta.get("score_groups")
         det.history = meta.get("history", {})
         return det

@@ -31,6 +31,7 @@ class AnomalyResult:
     masks: np.ndarray | list[np.ndarray] | None = None
     images: np.ndarray | list[np.ndarray] | None = None
     metadata: list[dict[str, str]] = field(default_factory=list)
+    raw_scores: np.ndarray | None = None  # with score_groups: the scores before per-group normalisation
 
 
 class MapCollector:

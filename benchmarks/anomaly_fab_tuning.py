@@ -66,6 +66,7 @@ from seminspect.evaluation.anomaly_metrics import anomaly_metrics
 from seminspect.evaluation.pixel_metrics import pixel_auroc
 from seminspect.models.anomaly import AnomalyDetector
 from seminspect.models.anomaly.features import centre_prior, dilate_map, gaussian_blur
+from seminspect.models.anomaly.score_groups import fit_groups, normalise
 from seminspect.models.anomaly.threshold import fit_normal_threshold
 from seminspect.utils.io import atomic_write_json
 
@@ -167,6 +168,15 @@ def assess(raw_cal: np.ndarray, raw_te: np.ndarray, ev: SimpleNamespace) -> tupl
                                        "recall")}
         g["calib_threshold"] = {k: v for k, v in thr.items() if k != "decision"}
         g["test_per_type_image_auroc"] = per_type
+        if ev.score_groups:  # the same scores on one scale per group (score_groups.py), scaled on calib normals
+            normal = np.flatnonzero(ev.y_cal == 0)
+            fitted = fit_groups(mc.reshape(len(mc), -1).max(1)[normal], [ev.meta_cal[i] for i in normal],
+                                ev.score_groups)
+            sg = normalise(st, ev.meta_te, fitted)
+            of = {t: (np.array(ev.types_te) == t) | (ev.y_te == 0) for t in per_type}
+            g["test_score_groups"] = {"image_auroc": anomaly_metrics(sg, ev.y_te)["image_auroc"], "groups": fitted,
+                                      "per_type": {t: anomaly_metrics(sg[m], ev.y_te[m])["image_auroc"]
+                                                   for t, m in of.items()}}
     return best, wanted, grid
 
 
@@ -186,6 +196,8 @@ def main() -> None:
     ap.add_argument("--pixel-select", action="store_true",
                     help="select on calib: the highest calib pixel AUROC among settings whose calib image AUROC "
                          "is within 0.005 of the best (default: the highest calib image AUROC)")
+    ap.add_argument("--score-groups", default=None, help="also report the scores on one scale per value of this "
+                    "metadata key (e.g. product), from the calib normals (seminspect.models.anomaly.score_groups)")
     ap.add_argument("--save-raw", type=Path, default=None, help="save raw calib/test view maps (float16 .npy) here")
     ap.add_argument("--splits", default="0.45,0.2,0.35", help="train,calib,test fractions for generate_dataset")
     ap.add_argument("--crop", type=int, default=0,
@@ -306,7 +318,8 @@ def main() -> None:
     dilations = [int(x) for x in args.dilations.split(",")]
     ev = SimpleNamespace(y_cal=y_cal, y_te=y_te, masks_te=masks_te, masks_cal=masks_cal, types_te=types_te,
                          side=side, angles=args.angles, sigmas=sigmas, centres=centres, dilations=dilations,
-                         pixel_select=args.pixel_select)
+                         pixel_select=args.pixel_select, score_groups=args.score_groups,
+                         meta_cal=[s.metadata for s in calib], meta_te=[s.metadata for s in test])
     ensembles = [e.split("+") for e in args.ensemble.split(",") if e]
     keep, kept = {k for e in ensembles for k in e}, {}
     results = []

@@ -43,12 +43,15 @@ def main() -> None:
     ap.add_argument("--root", required=True)
     ap.add_argument("--candidates", default="", help="comma list of candidate numbers (0 = the preset, always "
                     "run; default: all): " + "; ".join(f"{i} {k}" for i, k in enumerate(CANDIDATES)))
+    ap.add_argument("--settings", default="{}", help="AnomalyConfig fields as JSON added to every candidate, "
+                    'e.g. \'{"score_groups": "cell_type", "calib_fraction": 0.2}\' (fixed in advance)')
     args, header, start = start_run(ap)
+    common = json.loads(args.settings)
     train, test = LOADERS[args.set](args.root)
     names = list(CANDIDATES)
     picked = sorted({0, *(int(x) for x in args.candidates.split(",") if x)}) if args.candidates else range(len(names))
     preset = choose(train)[1]
-    cands = {names[i]: {**preset, **CANDIDATES[names[i]]} for i in picked}
+    cands = {names[i]: {**preset, **common, **CANDIDATES[names[i]]} for i in picked}
     chosen, rows = select_config(train, cands, seed=0)
     for row in rows:
         real = fit_and_score(cands[row["candidate"]], train, test)
@@ -65,7 +68,9 @@ def main() -> None:
              "candidates one after another",
              "- proxy gain: proxy image AUROC minus the preset's, with the 5 % quantile of its paired bootstrap "
              "(> 0: significant, the only way to leave the preset)",
-             f"- the preset for this train set: `{json.dumps(preset)}`", "",
+             f"- the preset for this train set: `{json.dumps(preset)}`; added to every candidate: "
+             f"`{json.dumps(common)}`",
+             "",
              "| candidate | proxy image AUROC | proxy pixel AUROC | proxy gain (5 % q.) | real image AUROC | "
              "real pixel AUROC | fit s | predict img/s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:

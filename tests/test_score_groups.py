@@ -76,3 +76,34 @@ def test_detector_on_two_products_ranks_better_with_groups_and_round_trips(tmp_p
 def test_score_groups_without_held_out_normals_is_refused() -> None:
     with pytest.raises(AnomalyConfigError, match="score_groups needs held-out normal samples"):
         AnomalyDetector({**TINY, "calib_fraction": 0.0, "score_groups": "product"}).fit(_products(1, 6))
+
+
+def test_cli_fit_and_predict_with_score_groups(tmp_path) -> None:
+    """Through `anomaly fit --set score_groups=...` and `anomaly predict`: a raw_score column beside the
+    scaled score; too few held-out normals of a group are refused in one line."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from seminspect.cli import app
+
+    synth = pytest.importorskip("seminspect.data.synth")
+    fab = tmp_path / "ds"
+    synth.generate_dataset(fab, 48, synth.FabConfig(image_size=64, n_angles=1, n_references=1),
+                           abnormal_fraction=0.5, seed=0, workers=1, splits={"train": 1.0})
+    sets = ["backbone=tiny", "pretrained=false", "out_indices=[0,1,2]", "layers=[0,1]", "conditioning=reference",
+            "max_bank_patches=300", "calib_fraction=0.5"]
+    args = ["anomaly", "fit", str(fab), "-o", str(tmp_path / "m"), *[x for s in sets for x in ("--set", s)]]
+    runner = CliRunner()
+    res = runner.invoke(app, [*args, "--set", "score_groups=difficulty"])
+    assert res.exit_code == 0, res.output
+    groups = json.loads((tmp_path / "m" / "config.json").read_text())["score_groups"]
+    assert groups["key"] == "difficulty" and groups["groups"]["medium"]["n"] >= 10
+    res = runner.invoke(app, ["anomaly", "predict", str(tmp_path / "m"), str(fab), "-o", str(tmp_path / "s.csv")])
+    assert res.exit_code == 0, res.output
+    df = pd.read_csv(tmp_path / "s.csv")
+    g = groups["groups"]["medium"]
+    np.testing.assert_allclose(df["score"], (df["raw_score"] - g["median"]) / g["iqr"], rtol=1e-6)
+    res = runner.invoke(app, [*args, "--set", "score_groups=lot"])  # 12 lots: a few normals each
+    assert res.exit_code != 0 and "held-out normal samples, at least 10 are needed" in str(res.exception)

@@ -131,6 +131,8 @@ def predict(
     # No threshold: 'flagged' is null (not False) in every row -- "not decided", not "normal".
     flagged = pd.array(res.scores > thr if thr is not None else [None] * len(res.scores), dtype="boolean")
     df = pd.DataFrame({"sample_id": res.sample_ids, "score": res.scores, "flagged": flagged})
+    if res.raw_scores is not None:  # score_groups: the score before its group's scaling
+        df.insert(2, "raw_score", res.raw_scores)
     write_table(df, out, "--out")
     if maps_out is not None:
         from seminspect.utils.io import atomic_path

@@ -94,7 +94,7 @@ def select_config(samples: Sequence[Sample], candidates: Mapping[str, Mapping[st
     rows = []
     base_scores: np.ndarray | None = None
     for name, settings in candidates.items():
-        det = AnomalyDetector({**settings, "calib_fraction": 0.0}).fit(fit)
+        det = AnomalyDetector({"calib_fraction": 0.0, **settings}).fit(fit)  # held-out normals only if asked
         res = det.score(test, progress=False)
         m = anomaly_metrics(res.scores, res.labels, res.maps, res.masks)
         row = {"candidate": name, "proxy_image_auroc": m["image_auroc"], "proxy_pixel_auroc": m.get("pixel_auroc"),

@@ -73,9 +73,15 @@ def test_detector_on_two_products_ranks_better_with_groups_and_round_trips(tmp_p
     np.testing.assert_allclose(again.score(test, progress=False).scores, res.scores, rtol=1e-5)
 
 
-def test_score_groups_without_held_out_normals_is_refused() -> None:
+def test_score_groups_without_held_out_normals_is_refused_before_fitting(monkeypatch) -> None:
+    def no_fit(*_a: object, **_k: object) -> None:
+        raise AssertionError("fitted before the refusal")
+
+    monkeypatch.setattr(AnomalyDetector, "_fit_patchcore", no_fit)
     with pytest.raises(AnomalyConfigError, match="score_groups needs held-out normal samples"):
         AnomalyDetector({**TINY, "calib_fraction": 0.0, "score_groups": "product"}).fit(_products(1, 6))
+    with pytest.raises(AnomalyConfigError, match="has no metadata 'line'"):
+        AnomalyDetector({**TINY, "calib_fraction": 0.5, "score_groups": "line"}).fit(_products(1, 20))
 
 
 def test_cli_fit_and_predict_with_score_groups(tmp_path) -> None:
@@ -98,6 +104,7 @@ def test_cli_fit_and_predict_with_score_groups(tmp_path) -> None:
     runner = CliRunner()
     res = runner.invoke(app, [*args, "--set", "score_groups=difficulty"])
     assert res.exit_code == 0, res.output
+    assert "scores scaled per difficulty: medium (median" in res.output
     groups = json.loads((tmp_path / "m" / "config.json").read_text())["score_groups"]
     assert groups["key"] == "difficulty" and groups["groups"]["medium"]["n"] >= 10
     res = runner.invoke(app, ["anomaly", "predict", str(tmp_path / "m"), str(fab), "-o", str(tmp_path / "s.csv")])

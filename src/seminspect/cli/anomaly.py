@@ -76,6 +76,10 @@ def fit(
                       f"{thr['false_alarm_upper_bound']:.3g} at {thr['confidence']:.0%} confidence)")
         if "warning" in thr:
             console.print(f"[yellow]warning:[/] {thr['warning']}")
+        if det.score_groups:
+            console.print(f"scores scaled per {det.score_groups['key']}: " + ", ".join(
+                f"{g} (median {v['median']:.4g}, IQR {v['iqr']:.3g}, {v['n']} normals)"
+                for g, v in det.score_groups["groups"].items()), highlight=False, soft_wrap=True)
     else:
         err_console.print("[yellow]warning:[/] no threshold fitted (no held-out normal samples: calib_fraction 0 "
                           "and no --calib-split); `anomaly predict` will give scores but flag nothing",

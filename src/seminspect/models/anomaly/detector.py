@@ -41,7 +41,7 @@ from seminspect.models.anomaly.memory import MemoryPlan, item_bytes, plan_memory
 from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
 from seminspect.models.anomaly.persistence import read_meta, read_weights, write_model
 from seminspect.models.anomaly.result import AnomalyResult, MapCollector
-from seminspect.models.anomaly.score_groups import fit_groups, normalise
+from seminspect.models.anomaly.score_groups import check_held_out, fit_groups, normalise
 from seminspect.models.anomaly.stpm import STPMModel, mixed_student
 from seminspect.models.anomaly.stpm_fit import train_student
 from seminspect.models.anomaly.teacher_tune import tune_teacher
@@ -200,6 +200,9 @@ class AnomalyDetector:
         else:
             fit_samples = [s for _, s in samples_of(normal) if s.is_abnormal is not True]
             cal_samples = [s for _, s in samples_of(calib) if s.is_abnormal is not True]
+        self.score_groups = None
+        if self.config.score_groups:  # at the door: a missing column must not cost a whole fit
+            check_held_out(self.config.score_groups, cal_samples)
         if self.config.preset == "auto" and fit_samples:
             from seminspect.models.anomaly.presets import resolve
 
@@ -212,9 +215,6 @@ class AnomalyDetector:
             self._fit_trained(fit_samples, checkpoint_dir)
         self.history["fit_seconds"] = time.perf_counter() - start
         self.history["n_fit_samples"] = len(fit_samples)
-        self.score_groups = None
-        if self.config.score_groups and not cal_samples:
-            raise AnomalyConfigError("score_groups needs held-out normal samples: set calib_fraction > 0 or pass calib")
         if cal_samples:
             res = self.score(cal_samples)
             scores = res.scores

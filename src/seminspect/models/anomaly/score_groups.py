@@ -22,7 +22,7 @@ import numpy as np
 
 from seminspect.models.anomaly.features import AnomalyConfigError
 
-__all__ = ["MIN_NORMALS", "fit_groups", "group_of", "normalise"]
+__all__ = ["MIN_NORMALS", "check_groups", "check_held_out", "fit_groups", "group_of", "normalise"]
 
 MIN_NORMALS = 10  # held-out normal scores a group needs for its median and interquartile range
 
@@ -35,19 +35,38 @@ def group_of(metadata: Mapping[str, Any], key: str, sample_id: str = "") -> str:
     return str(value)
 
 
+def check_groups(metadata: Sequence[Mapping[str, Any]], key: str, sample_ids: Sequence[str] | None = None,
+                 min_normals: int = MIN_NORMALS) -> np.ndarray:
+    """The group of each held-out normal sample; refused (one line) when one lacks ``key`` or a group is too small.
+
+    Called before fitting too, so that a fit of an hour is not lost to a missing column.
+    """
+    ids = list(sample_ids) if sample_ids is not None else [""] * len(metadata)
+    labels = np.array([group_of(m, key, i) for m, i in zip(metadata, ids, strict=True)])
+    for g in sorted(set(labels.tolist())):
+        n = int((labels == g).sum())
+        if n < min_normals:
+            raise AnomalyConfigError(
+                f"score_groups: group {key}={g!r} has {n} held-out normal samples, at least {min_normals} "
+                "are needed for its scale (raise calib_fraction, give more normals of it, or drop score_groups)")
+    return labels
+
+
+def check_held_out(key: str, samples: Sequence[Any]) -> None:
+    """Refuse, before any fitting, held-out normal ``samples`` that cannot give every group a scale."""
+    if not samples:
+        raise AnomalyConfigError("score_groups needs held-out normal samples: set calib_fraction > 0 or pass calib")
+    check_groups([s.metadata for s in samples], key, [s.sample_id for s in samples])
+
+
 def fit_groups(scores: np.ndarray, metadata: Sequence[Mapping[str, Any]], key: str,
                sample_ids: Sequence[str] | None = None, min_normals: int = MIN_NORMALS) -> dict[str, Any]:
     """Per-group median and interquartile range of held-out normal ``scores`` (JSON-ready)."""
     scores = np.asarray(scores, dtype=np.float64)
-    ids = list(sample_ids) if sample_ids is not None else [""] * len(scores)
-    labels = np.array([group_of(m, key, i) for m, i in zip(metadata, ids, strict=True)])
+    labels = check_groups(metadata, key, sample_ids, min_normals)
     groups: dict[str, dict[str, float]] = {}
     for g in sorted(set(labels.tolist())):
         s = scores[labels == g]
-        if len(s) < min_normals:
-            raise AnomalyConfigError(
-                f"score_groups: group {key}={g!r} has {len(s)} held-out normal samples, at least {min_normals} "
-                "are needed for its scale (raise calib_fraction, give more normals of it, or drop score_groups)")
         q25, median, q75 = np.percentile(s, [25, 50, 75])
         spread = float(q75 - q25)
         if not spread > 0:  # all alike: fall back to the standard deviation, then to 1

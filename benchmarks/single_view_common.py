@@ -106,8 +106,6 @@ LOADERS: dict[str, Callable[[str], tuple[list[Sample], list[Sample]]]] = {
 
 def fit_and_score(settings: dict[str, Any], train: list[Sample], test: list[Sample]) -> dict[str, Any]:
     """Fit an anomaly detector with ``settings`` on ``train``, score ``test``: metrics, times, the preset chosen."""
-    from sklearn.metrics import roc_auc_score
-
     from seminspect.evaluation.anomaly_metrics import anomaly_metrics
     from seminspect.models.anomaly import AnomalyDetector
 
@@ -122,7 +120,8 @@ def fit_and_score(settings: dict[str, Any], train: list[Sample], test: list[Samp
     m = anomaly_metrics(res.scores, res.labels, res.maps if has_masks else None, res.masks if has_masks else None)
     return {"n_train": len(train), "n_test": len(test), "n_abnormal": int(res.labels.sum()),
             "preset": det.history.get("preset"), "image_auroc": m["image_auroc"], "pixel_auroc": m.get("pixel_auroc"),
-            "image_auroc_raw": None if res.raw_scores is None else float(roc_auc_score(res.labels, res.raw_scores)),
+            "image_auroc_raw": None if res.raw_scores is None
+            else anomaly_metrics(res.raw_scores, res.labels)["image_auroc"],
             "score_groups": det.score_groups,
             "fit_s": fit_s, "predict_img_s": len(test) / pred_s, "bank": det.history.get("bank_patches")}
 

@@ -82,21 +82,40 @@ def crops(pairs, crop: int, rng: np.random.Generator, abnormal: bool, tag: str) 
 
 
 def fit_and_test_crops(pairs, train_pairs: int, test_pairs: int, crop: int, max_test: int,
-                       rng: np.random.Generator) -> tuple[list[Sample], list[Sample]]:
+                       rng: np.random.Generator, normals: str = "random") -> tuple[list[Sample], list[Sample]]:
     """Box-free fit crops of the first ``train_pairs`` pairs; ``max_test`` test crops (half around boxes, half
     box-free) of the next ``test_pairs``. One place, so every DeepPCB anomaly script measures the same crops."""
     train = crops(pairs[:train_pairs], crop, rng, abnormal=False, tag="tr")
     test = crops(pairs[train_pairs: train_pairs + test_pairs], crop, rng, True, "te")
-    return train, balanced_selection(test, max_test, rng)
+    return train, balanced_selection(test, max_test, rng, normals)
 
 
-def balanced_selection(samples: list[Sample], n: int, rng: np.random.Generator) -> list[Sample]:
-    """``n // 2`` abnormal crops drawn at random (kept in order) followed by the first ``n // 2`` normal ones."""
+NORMAL_DRAWS = ("random", "first")
+
+
+def balanced_selection(samples: list[Sample], n: int, rng: np.random.Generator,
+                       normals: str = "random") -> list[Sample]:
+    """``n // 2`` abnormal crops drawn at random, then ``n // 2`` normal ones, each kept in order.
+
+    ``normals="random"`` draws the normal crops with ``rng`` too (after the abnormal draw, which is therefore the
+    same either way), so they come from every pair; ``"first"`` takes the first ``n // 2``, which come from the
+    first few pairs only: what the tables published before 2026-12-07 used (``--normal-draw first`` reproduces them).
+    """
+    if normals not in NORMAL_DRAWS:
+        raise ValueError(f"normals must be one of {NORMAL_DRAWS}, got {normals!r}")
     ab = [s for s in samples if s.is_abnormal]
     no = [s for s in samples if not s.is_abnormal]
     k = n // 2
     sel = rng.permutation(len(ab))[:k]
-    return [ab[i] for i in sorted(sel)] + no[:k]
+    picked = sorted(rng.permutation(len(no))[:k]) if normals == "random" else range(min(k, len(no)))
+    return [ab[i] for i in sorted(sel)] + [no[i] for i in picked]
+
+
+def add_normal_draw(ap: argparse.ArgumentParser) -> None:
+    """The ``--normal-draw`` option every DeepPCB anomaly script takes (see :func:`balanced_selection`)."""
+    ap.add_argument("--normal-draw", choices=NORMAL_DRAWS, default="random",
+                    help="how the normal test / validation crops are drawn (first: the tables published before "
+                         "2026-12-07)")
 
 
 def main() -> None:
@@ -110,6 +129,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", default="none,reference", help="comma list: none,reference,difference,stpm")
     ap.add_argument("--append", action="store_true", help="append rows to an existing --out table")
+    add_normal_draw(ap)
     ap.add_argument("--stpm-lr", type=float, default=1e-3)
     ap.add_argument("--date", default=time.strftime("%Y-%m-%d", time.gmtime()),
                     help="date written into the result (default: today, UTC)")
@@ -118,7 +138,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     pairs = load_pairs(args.data)
-    train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test, rng)
+    train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test, rng,
+                                     args.normal_draw)
     print(f"train normal crops {len(train)}, test {sum(s.is_abnormal for s in test)} abnormal + "
           f"{sum(not s.is_abnormal for s in test)} normal", flush=True)
     base = dict(backbone="mobilenetv2", out_indices=[1, 2, 3], layers=[0, 1], registration="phase", max_shift=4,

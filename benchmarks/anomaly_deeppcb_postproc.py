@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from anomaly_deeppcb import balanced_selection, crops, fit_and_test_crops, load_pairs  # noqa: E402
+from anomaly_deeppcb import add_normal_draw, balanced_selection, crops, fit_and_test_crops, load_pairs  # noqa: E402
 
 from seminspect.evaluation.anomaly_metrics import anomaly_metrics  # noqa: E402
 from seminspect.models.anomaly import AnomalyDetector  # noqa: E402
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--sigmas", default="0,2,4,8,12")
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many crops per set; 0 = all")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_deeppcb_postproc.json"))
+    add_normal_draw(ap)
     args = ap.parse_args()
     torch.set_num_threads(1)
     t_all = time.perf_counter()
@@ -71,13 +72,14 @@ def main() -> None:
     pairs = load_pairs(args.data)
     # train / test exactly as anomaly_deeppcb.py (same rng, same call order)
     rng = np.random.default_rng(0)
-    train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test, rng)
+    train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test, rng,
+                                     args.normal_draw)
     # validation: disjoint pairs, own seed
     v0, v1 = (int(x) for x in args.val_pairs.split(":"))
     assert v0 >= args.train_pairs + args.test_pairs, "validation pairs must be disjoint from fit and test pairs"
     vrng = np.random.default_rng(5)
     val = crops(pairs[v0:v1], args.crop, vrng, True, "va")
-    val = balanced_selection(val, args.max_test, vrng)
+    val = balanced_selection(val, args.max_test, vrng, args.normal_draw)
     if args.limit:
         h = args.limit // 2
         train = train[: args.limit]

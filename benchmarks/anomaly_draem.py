@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from anomaly_deeppcb import balanced_selection, crops, fit_and_test_crops, load_pairs  # noqa: E402
+from anomaly_deeppcb import add_normal_draw, balanced_selection, crops, fit_and_test_crops, load_pairs  # noqa: E402
 from anomaly_deeppcb_postproc import post  # noqa: E402
 from single_view_common import peak_rss_mib  # noqa: E402
 
@@ -137,14 +137,15 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="smoke test: this many crops per set; 0 = all")
     ap.add_argument("--checkpoints", type=Path, default=Path("runs/draem_deeppcb"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_draem.json"))
+    add_normal_draw(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t_all, load0 = time.perf_counter(), os.getloadavg()
     pairs = load_pairs(args.data)
     rng = np.random.default_rng(0)  # the same call order as anomaly_deeppcb.py: identical crops
-    train, test = fit_and_test_crops(pairs, 40, 30, 128, 300, rng)
+    train, test = fit_and_test_crops(pairs, 40, 30, 128, 300, rng, args.normal_draw)
     vrng = np.random.default_rng(5)
-    val = balanced_selection(crops(pairs[70:100], 128, vrng, True, "va"), 300, vrng)
+    val = balanced_selection(crops(pairs[70:100], 128, vrng, True, "va"), 300, vrng, args.normal_draw)
     if args.limit:
         h = args.limit // 2
         train = train[: args.limit]

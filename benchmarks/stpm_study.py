@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from anomaly_deeppcb import crops, fit_and_test_crops, load_pairs  # noqa: E402
+from anomaly_deeppcb import add_normal_draw, crops, fit_and_test_crops, load_pairs  # noqa: E402
 from anomaly_deeppcb_postproc import post  # noqa: E402
 from stpm_study_rows import BASE, ORDER, ROWS, verdict  # noqa: E402
 
@@ -197,7 +197,8 @@ def write_md(path: Path, rows: dict, meta: dict) -> None:
         f"{meta['epochs']}, or those in the row's label) and map post-processing (window, sigma) chosen per row on "
         "validation; lr 1e-3 unless the row says otherwise, batch 16." if meta.get("fab") else
         "- data: ../shared/data/deeppcb, pairs sorted by name. Test: the identical 300 crops (128 px) of "
-        "`anomaly_deeppcb.py` (pairs 40-69), PatchCore's split. Fit: box-free crops of pairs "
+        "`anomaly_deeppcb.py` (pairs 40-69), PatchCore's split; normal test crops drawn "
+        f"'{meta.get('normal_draw', 'first')}' (`--normal-draw`). Fit: box-free crops of pairs "
         f"0-{meta['fit_pairs'] - 1} ({meta['n_fit']} crops). Validation, drawn from the training pairs "
         f"{meta['fit_pairs']}-{meta['train_pairs'] - 1}: {meta['n_val_abnormal']} box crops + "
         f"{meta['n_val_normal']} box-free crops. Epoch (validation scored after epochs {meta['epochs']}, or "
@@ -274,6 +275,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="default: benchmarks/results/stpm_study.json (stpm_study_fab.json)")
     ap.add_argument("--md", type=Path, help="default: benchmarks/results/stpm_study.md (stpm_study_fab.md)")
     ap.add_argument("--render", action="store_true", help="only rewrite --md from --json (no training)")
+    add_normal_draw(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     stem = "stpm_study_fab" if args.fab else "stpm_study"
@@ -286,12 +288,16 @@ def main() -> None:
             ap.error("--root (the DeepPCB root) is needed without --fab")
         pairs = load_pairs(args.root)
         train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test,
-                                         np.random.default_rng(0))
+                                         np.random.default_rng(0), args.normal_draw)
         fit, val = split_train_val(train, pairs, args.fit_pairs, args.train_pairs, args.crop, seed=1)
     n_ab = sum(bool(s.is_abnormal) for s in val)
     print(f"fit {len(fit)}, val {n_ab} abnormal + {len(val) - n_ab} normal, test {len(test)}", flush=True)
     state = json.loads(args.json.read_text()) if args.json.is_file() else {"rows": {}, "wall_s": 0.0}
     state.setdefault("commands", [])
+    drawn = state.setdefault("normal_draw", "first" if state["rows"] and not args.fab else args.normal_draw)
+    if not args.fab and not args.render and drawn != args.normal_draw:  # rows of one table share one test set
+        ap.error(f"{args.json} holds rows whose normal test crops were drawn '{drawn}': pass --normal-draw {drawn} "
+                 "or a new --json")
     command = "python benchmarks/stpm_study.py " + " ".join(sys.argv[1:])
     if args.threads == 1:
         command = "OMP_NUM_THREADS=1 nice -n 15 " + command
@@ -300,7 +306,7 @@ def main() -> None:
     meta = {"commands": state["commands"], "machine": f"{platform.machine()} {os.cpu_count()}-core CPU, no GPU",
             "fit_pairs": args.fit_pairs, "train_pairs": args.train_pairs, "n_fit": len(fit),
             "n_val_abnormal": n_ab, "n_val_normal": len(val) - n_ab, "epochs": args.epochs,
-            "fab": str(args.fab) if args.fab else None, "n_test": len(test)}
+            "fab": str(args.fab) if args.fab else None, "n_test": len(test), "normal_draw": state["normal_draw"]}
     if args.render:
         write_md(args.md, state["rows"], {**meta, "wall_min": state["wall_s"] / 60})
         return

@@ -37,7 +37,7 @@ from seminspect.models.anomaly.diffusion_fit import distill_student, train_diffu
 from seminspect.models.anomaly.draem import DRAEMModel
 from seminspect.models.anomaly.draem_fit import train_draem
 from seminspect.models.anomaly.features import AnomalyConfigError, build_backbone
-from seminspect.models.anomaly.memory import MemoryPlan, item_bytes, plan_memory
+from seminspect.models.anomaly.memory import MemoryPlan, PlanCache
 from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
 from seminspect.models.anomaly.persistence import read_meta, read_weights, write_model
 from seminspect.models.anomaly.result import AnomalyResult, MapCollector
@@ -139,37 +139,14 @@ class AnomalyDetector:
                          alignment: dict[int, Alignment] | None = None) -> Iterator[Item]:
         return self.views.items(index, sample, alignment)
 
-    def _memory_plan(self, shape: tuple[int, int], bank_rows: int | None = None) -> MemoryPlan | None:
-        """The PatchCore settings ``memory_budget_mib`` allows for items of ``shape`` (None: no budget)."""
-        cfg = self.config
-        model = self.model
-        if cfg.memory_budget_mib is None or not isinstance(model, PatchCoreModel):
-            return None
-        key = (shape, bank_rows)
-        if getattr(self, "_plan_key", None) != key:
-            reduction = model.backbone.feature_info[model.layers[0]]["reduction"]
-            per_item = item_bytes(model.backbone, shape[0], shape[1],
-                                  images_per_item=2 if self.needs_reference else 1, raw_dim=model.raw_dim,
-                                  reduction=reduction)
-            self._plan = plan_memory(int(cfg.memory_budget_mib * 2**20), per_item_bytes=per_item, dim=model.dim,
-                                     proj_dim=min(cfg.coreset_proj_dim, model.dim), max_batch=cfg.batch_size,
-                                     max_pool=cfg.max_pool_patches, max_bank=cfg.max_bank_patches,
-                                     bank_rows=bank_rows)
-            self._plan_key = key
-        return self._plan
-
     def _planned(self, items: Iterator[Item], bank_rows: int | None = None
                  ) -> tuple[Iterator[Item], MemoryPlan | None]:
-        """Peek at the first item to size the memory plan; the items come back whole."""
-        import itertools
-
-        first = next(items, None)
-        if first is None:
-            return iter(()), None
-        plan = self._memory_plan(first.target.shape, bank_rows)
-        if plan is not None and isinstance(self.model, PatchCoreModel):
-            self.model.query_chunk = plan.query_chunk
-        return itertools.chain([first], items), plan
+        """The items back whole, and the PatchCore plan ``memory_budget_mib`` allows for them (None: no budget)."""
+        model = self.model
+        if self.config.memory_budget_mib is None or not isinstance(model, PatchCoreModel):
+            return items, None
+        plans: PlanCache = self.__dict__.setdefault("_plans", PlanCache())  # also on a loaded detector
+        return plans.planned(items, model, self.config, 2 if self.needs_reference else 1, bank_rows)
 
     def _normal_split(self, data: Any) -> tuple[list[Sample], list[Sample]]:
         """Normal samples of ``data`` (labelled abnormal ones dropped), split into fit / held-out."""

@@ -23,7 +23,10 @@ output for one probe image (an upper bound: inference frees most intermediates a
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -149,3 +152,38 @@ def plan_memory(budget_bytes: int, *, per_item_bytes: int, dim: int, proj_dim: i
         coreset_phase_bytes=int(per_patch_pool * pool + 4 * dim * bank + 4 * proj_dim * coreset_chunk),
         score_phase_bytes=int(embed_fixed + 2 * 4 * dim * rows + chunk * (3 * 4 * rows + 4 * dim)),
     )
+
+
+class PlanCache:
+    """The detector's plan for one (item shape, bank rows), made once and reused while they stay the same."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.plan: MemoryPlan | None = None
+
+    def get(self, model: Any, config: Any, shape: tuple[int, int], images_per_item: int,
+            bank_rows: int | None = None) -> MemoryPlan:
+        """``model``: a PatchCore model (``backbone``, ``layers``, ``raw_dim``, ``dim``); ``config``: its
+        ``AnomalyConfig`` (``memory_budget_mib`` set)."""
+        key = (tuple(shape), images_per_item, bank_rows)
+        if self.plan is None or self.key != key:
+            reduction = model.backbone.feature_info[model.layers[0]]["reduction"]
+            per_item = item_bytes(model.backbone, shape[0], shape[1], images_per_item=images_per_item,
+                                  raw_dim=model.raw_dim, reduction=reduction)
+            self.plan = plan_memory(int(config.memory_budget_mib * 2**20), per_item_bytes=per_item, dim=model.dim,
+                                    proj_dim=min(config.coreset_proj_dim, model.dim), max_batch=config.batch_size,
+                                    max_pool=config.max_pool_patches, max_bank=config.max_bank_patches,
+                                    bank_rows=bank_rows)
+            self.key = key
+        return self.plan
+
+    def planned(self, items: Iterator[Any], model: Any, config: Any, images_per_item: int,
+                bank_rows: int | None = None) -> tuple[Iterator[Any], MemoryPlan | None]:
+        """Peek at the first item (``.target``) to size the plan and set ``model.query_chunk``; the items come
+        back whole."""
+        first = next(items, None)
+        if first is None:
+            return iter(()), None
+        plan = self.get(model, config, first.target.shape, images_per_item, bank_rows)
+        model.query_chunk = plan.query_chunk
+        return itertools.chain([first], items), plan

@@ -135,6 +135,21 @@ def test_one_alignment_per_site_reused_by_the_anomaly_model(trained, tmp_path, m
     assert "shared alignment" in manifest["anomaly"]["source"]
     inspector = Inspector.load(tmp_path / "joined")
     assert inspector.artefact.policy.anomaly_threshold == manifest["anomaly"]["threshold"]
+    # the auto-normal route was calibrated again on the calib sites the rule lets through: the same policy as
+    # fitting the ADC's calibration from scratch with the rule (TriagePolicy.fit with anomaly scores)
+    route = manifest["anomaly"]["normal_route"]
+    calib = SampleDataset(ds).split("calib")
+    assert route["sites"] == len(calib) and route["defects"] == int((calib.is_abnormal == 1).sum())
+    scored = Inspector.load(tmp_path / "joined").inspect(calib, progress=None)
+    y = calib.is_abnormal == 1
+    from seminspect.decision import TriagePolicy
+
+    old = Inspector.load(art, with_anomaly=False).artefact.policy
+    fresh = TriagePolicy(**old.get_params()).set_params(anomaly_threshold=manifest["anomaly"]["threshold"])
+    fresh.fit(scored.abnormal, y, anomaly_scores=scored.anomaly_scores)
+    assert inspector.artefact.policy.normal_threshold_ == fresh.normal_threshold_
+    assert route["passed_by_rule"] == int((scored.anomaly_scores <= manifest["anomaly"]["threshold"]).sum())
+    assert inspector.artefact.policy.abnormal_threshold_ == old.abnormal_threshold_  # the other route untouched
     calls = {"align": 0, "register": 0}
     real_align = prepare.PrepareSample.align
 

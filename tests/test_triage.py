@@ -143,6 +143,31 @@ def test_anomaly_rule_blocks_auto_normal():
         policy.predict(s)
 
 
+def test_a_rule_added_after_calibration_recalibrates_the_normal_route():
+    """``seminspect join`` adds the rule to a policy fitted without it: the rule here takes the surest normal sites
+    out of the auto-normal route, so the defect share among the rest rises above what the old bound allowed."""
+    s, y, p, lab = _synthetic(6, n=20000, prevalence=0.1)
+    anomaly = np.zeros(len(s))
+    anomaly[np.argsort(s)[:4000]] = 5.0  # the 4,000 lowest abnormal scores, all normal sites, flagged
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        old = TriagePolicy(normal_miss_rate=0.002).fit(s, y)
+        fresh = TriagePolicy(normal_miss_rate=0.002, anomaly_threshold=1.0).fit(s, y, anomaly_scores=anomaly)
+        refit = TriagePolicy.from_dict(old.to_dict()).refit_normal_route(s, y, 1.0, anomaly)
+
+    def miss_rate(policy):
+        auto = policy.predict(s, anomaly_scores=anomaly).route == AUTO_NORMAL
+        return y[auto].mean()
+
+    assert refit.anomaly_threshold == 1.0 and refit.normal_threshold_ == fresh.normal_threshold_
+    assert refit.normal_threshold_ < old.normal_threshold_  # fewer sites auto-normal than before
+    assert refit.abnormal_threshold_ == old.abnormal_threshold_  # the other route untouched
+    assert miss_rate(refit) < miss_rate(TriagePolicy.from_dict({**old.to_dict()}).set_params(anomaly_threshold=1.0))
+    assert refit.normal_thresholder_.miss_rate_upper_bound_ <= 0.002
+    with pytest.raises(NotFittedError):
+        TriagePolicy().refit_normal_route(s, y, 1.0, anomaly)
+
+
 def test_json_round_trip_identical_predictions(fitted, tmp_path):
     s, y, p, lab = _synthetic(6)
     path = fitted.save(tmp_path / "sub" / "triage.json")

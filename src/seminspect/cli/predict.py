@@ -82,7 +82,9 @@ def join(
     anomaly: Path = typer.Argument(..., help="Anomaly model folder (written by `seminspect anomaly fit`)."),
     out: Path | None = typer.Option(None, "--out", "-o", help="New artefact folder (default: add to ADC in place)."),
     normals: Path | None = typer.Option(None, help="Dataset whose normal sites re-fit the anomaly rule through "
-                                        "the inspector's shared alignment (recommended)."),
+                                        "the inspector's shared alignment, and whose labelled sites calibrate the "
+                                        "auto-normal route again with the rule (recommended; not the ADC's train "
+                                        "split)."),
     split: str = typer.Option("calib", help="Split of --normals to use ('all' for every site)."),
 ) -> None:
     """Join an ADC artefact and an anomaly model into one inspection artefact (anomaly rule in the triage)."""

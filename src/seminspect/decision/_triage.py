@@ -216,17 +216,38 @@ class TriagePolicy(DecisionEstimator):
         passes_rule = ~self._anomaly_flag(anomaly_scores, s.size)
 
         self.abnormal_thresholder_ = PrecisionThreshold(self.abnormal_precision, self.confidence).fit(s, y)
+        self.abnormal_threshold_ = float(self.abnormal_thresholder_.threshold_)
+        self._fit_normal(s, y, passes_rule)
+        self._fit_types(s.size, y, type_probs, type_labels, type_train_counts, type_names)
+        return self
+
+    def _fit_normal(self, s: np.ndarray, y: np.ndarray, passes_rule: np.ndarray) -> None:
+        """The auto-normal route on the samples the anomaly rule lets through (all of them without a rule)."""
         npv = NegativePredictiveThreshold(self.normal_miss_rate, self.confidence)
         if self.normal_coverage is None:
             self.normal_thresholder_ = npv.fit(s[passes_rule], y[passes_rule])
         elif not (~y).any():
-            raise DecisionError(f"{owner}: normal_coverage needs normal samples in the calibration split")
+            raise DecisionError(f"{type(self).__name__}: normal_coverage needs normal samples in the calibration split")
         else:
             thr = float(np.quantile(s[~y], self.normal_coverage))
             self.normal_thresholder_ = npv.fit_at(s[passes_rule], y[passes_rule], thr)
-        self.abnormal_threshold_ = float(self.abnormal_thresholder_.threshold_)
         self.normal_threshold_ = float(self.normal_thresholder_.threshold_)
-        self._fit_types(s.size, y, type_probs, type_labels, type_train_counts, type_names)
+
+    def refit_normal_route(self, abnormal_scores: Any, is_abnormal: Any, anomaly_threshold: float | None,
+                           anomaly_scores: Any = None) -> TriagePolicy:
+        """Adopt a new anomaly rule and calibrate the auto-normal route again on the samples it lets through.
+
+        For a fitted policy that gains (or changes) its anomaly rule after calibration (``seminspect join``): the
+        rule removes samples from the auto-normal route, so the bound on the defect share among the rest is computed
+        again, on held-out samples scored like ``fit``'s. The auto-abnormal route and the type bars are unchanged.
+        """
+        self._check_fitted()
+        owner = type(self).__name__
+        s = check_scores(abnormal_scores, "abnormal_scores", owner)
+        y = check_binary(is_abnormal, s.size, "is_abnormal", owner)
+        self.anomaly_threshold = None if anomaly_threshold is None else float(anomaly_threshold)
+        self._validate_params()
+        self._fit_normal(s, y, ~self._anomaly_flag(anomaly_scores, s.size))
         return self
 
     def _anomaly_flag(self, anomaly_scores: Any, n: int) -> np.ndarray:

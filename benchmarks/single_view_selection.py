@@ -34,6 +34,8 @@ CANDIDATES = {  # each overrides the single-view preset chosen for the train set
     "layers r8+r16, projected to 64 dims": {"embed_dim": 64},
     "EfficientNet-Lite0, layers r8+r16": {"backbone": "efficientnet_lite0"},
     "EfficientNet-Lite2, layers r8+r16": {"backbone": "efficientnet_lite2"},
+    "layers r8+r16, position weight 1": {"position_weight": 1.0},
+    "layers r8+r16, position weight 3": {"position_weight": 3.0},
 }
 
 

@@ -86,6 +86,13 @@ class AnomalyConfig(BaseModel):
         description="search radius (feature cells) for the reference match; 0 after "
         "registration: a wider window lets a small defect match a neighbouring reference patch",
     )
+    position_weight: float = Field(
+        0.0,
+        ge=0,
+        description="PatchCore: append the patch's (y, x) position, each in [-1, 1] times this weight, to its "
+        "feature, so a patch is compared mainly with patches from the same place of the normal images (for "
+        "aligned images whose normal content depends on the place, such as solar cells' busbars); 0 = off",
+    )
     max_bank_patches: int = Field(16384, ge=1)
     max_bank_bytes: int | None = Field(None, ge=1)
     max_pool_patches: int = Field(200_000, ge=1)
@@ -229,6 +236,8 @@ class AnomalyConfig(BaseModel):
     def _budget_is_patchcore(self) -> AnomalyConfig:
         if self.memory_budget_mib is not None and self.model != "patchcore":
             raise ValueError("memory_budget_mib applies to model: patchcore (STPM's memory is set by batch_size)")
+        if self.position_weight and self.model != "patchcore":
+            raise ValueError(f"position_weight applies to model: patchcore ({self.model} has no memory bank)")
         if self.student_backbone is not None and self.model != "stpm":
             raise ValueError(f"student_backbone applies to model: stpm ({self.model} has no student)")
         if self.teacher_finetune_epochs and self.model != "stpm":

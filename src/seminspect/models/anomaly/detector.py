@@ -88,7 +88,8 @@ class AnomalyDetector:
             return PatchCoreModel(bb, layers=tuple(cfg.layers), pool=cfg.pool, embed_dim=cfg.embed_dim,
                                   conditioning=cfg.conditioning, reference_weight=cfg.reference_weight,
                                   match_radius=cfg.match_radius, sigma=cfg.sigma, top_k=cfg.top_k,
-                                  centre_sigma=cfg.centre_sigma, seed=cfg.seed, map_dilation=cfg.map_dilation)
+                                  centre_sigma=cfg.centre_sigma, seed=cfg.seed, map_dilation=cfg.map_dilation,
+                                  position_weight=cfg.position_weight)
         teacher = self._backbone(pretrained, cfg.seed)
         custom = self._custom_backbone is not None
         if cfg.student_backbone not in (None, cfg.backbone):  # a mixed pair: adapters where channels differ
@@ -240,7 +241,7 @@ class AnomalyDetector:
         pool = torch.empty(0)
         filled = 0
         for _, t, r in batches(items, cfg.batch_size if plan is None else plan.batch_size):
-            emb = model.embed(t, r)
+            emb = model.patch_features(t, r)
             n, d, h, w = emb.shape
             flat = emb.permute(0, 2, 3, 1).reshape(n, h * w, d)
             if h * w > per_image:  # bound the pool before the coreset: random patches per image

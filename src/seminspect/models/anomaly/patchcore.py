@@ -102,12 +102,14 @@ class PatchCoreModel(AnomalyMapModel):
         map_dilation: local-max window (image pixels) applied to the map before smoothing; 0/1 = off.
         top_k: image score = mean of the top-k map pixels (1 = max).
         centre_sigma: if > 0, multiply maps by a centre prior of this width (fraction of size).
+        position_weight: if > 0, each patch feature gets its (y, x) grid position in [-1, 1] times this weight
+            (two channels after any projection), so the bank's nearest patch tends to come from the same place.
     """
 
     def __init__(self, backbone: nn.Module, layers: tuple[int, ...] = (0, 1), pool: int = 3,
                  embed_dim: int | None = None, conditioning: str = "none", reference_weight: float = 1.0,
                  match_radius: int = 0, sigma: float = 4.0, top_k: int = 1, centre_sigma: float = 0.0,
-                 seed: int = 0, map_dilation: int = 0):
+                 seed: int = 0, map_dilation: int = 0, position_weight: float = 0.0):
         super().__init__()
         if conditioning not in CONDITIONINGS:
             raise ValueError(f"conditioning must be one of {CONDITIONINGS}, got {conditioning!r}")
@@ -121,6 +123,7 @@ class PatchCoreModel(AnomalyMapModel):
         self.map_dilation = map_dilation
         self.top_k = top_k
         self.centre_sigma = centre_sigma
+        self.position_weight = float(position_weight)
         self.query_chunk = QUERY_BLOCK  # query rows per nearest-bank distance block (a memory budget lowers it)
         # How prediction runs (set by seminspect.inference.anomaly_runtime; never saved): the nearest-bank
         # search in fp32 or bf16 (models/anomaly/search.py), and a replacement for :meth:`embed` (an
@@ -138,11 +141,12 @@ class PatchCoreModel(AnomalyMapModel):
         else:
             proj = torch.empty(0)
         self.register_buffer("projection", proj)
-        self.register_buffer("bank", torch.empty(0, embed_dim if proj.numel() else raw_dim))
+        self.register_buffer("bank", torch.empty(0, self.dim))
 
     @property
     def dim(self) -> int:
-        return self.projection.shape[1] if self.projection.numel() else self.raw_dim
+        """Bank columns: the (projected) feature, and two position channels when ``position_weight > 0``."""
+        return (self.projection.shape[1] if self.projection.numel() else self.raw_dim) + 2 * (self.position_weight > 0)
 
     def train(self, mode: bool = True) -> PatchCoreModel:  # the backbone stays frozen in eval mode
         super().train(mode)
@@ -167,11 +171,23 @@ class PatchCoreModel(AnomalyMapModel):
         return f_t
 
     @torch.no_grad()
+    def patch_features(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, dim, h, w)``: what the bank holds and is searched with -- :meth:`embed` (or the exported
+        ``embedder`` standing in for it), then the position channels when ``position_weight > 0``."""
+        emb = self.embed(target, reference) if self.embedder is None else self.embedder(target, reference)
+        if self.position_weight <= 0:
+            return emb
+        n, _, h, w = emb.shape
+        yy = torch.linspace(-1.0, 1.0, h, dtype=emb.dtype).view(1, 1, h, 1).expand(n, 1, h, w)
+        xx = torch.linspace(-1.0, 1.0, w, dtype=emb.dtype).view(1, 1, 1, w).expand(n, 1, h, w)
+        return torch.cat([emb, self.position_weight * yy, self.position_weight * xx], dim=1)
+
+    @torch.no_grad()
     def raw_maps(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """``(N, 1, H, W)`` nearest-bank distances upsampled to the image, before any post-processing."""
         if self.bank.numel() == 0:
             raise RuntimeError("PatchCore memory bank is empty: fit the model first")
-        emb = self.embed(target, reference) if self.embedder is None else self.embedder(target, reference)
+        emb = self.patch_features(target, reference)
         n, d, h, w = emb.shape
         flat = emb.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
         dist = min_distance(flat, self.bank, self.bank_blocks(), self.search, self.query_chunk).view(n, 1, h, w)

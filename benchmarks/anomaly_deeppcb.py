@@ -18,13 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from single_view_common import machine_line, result_header  # noqa: E402  (benchmarks/ is on sys.path)
 
 from seminspect.data.imageio import read_image
 from seminspect.data.sample import Sample, View
@@ -136,6 +137,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/anomaly_deeppcb.md"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    machine, t_start = machine_line(), time.perf_counter()
     rng = np.random.default_rng(0)
     pairs = load_pairs(args.data)
     train, test = fit_and_test_crops(pairs, args.train_pairs, args.test_pairs, args.crop, args.max_test, rng,
@@ -182,13 +184,8 @@ def main() -> None:
         return
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lines = [
-        "# Anomaly detection on DeepPCB (template-conditioned vs unconditioned)",
-        "",
-        f"- date: {args.date}; machine: {platform.machine()} 2-core CPU, no GPU, torch threads {args.threads}; "
-        "other helpers' jobs were running at the same time (load average ~10), so times are pessimistic.",
-        f"- command: `nice -n 10 python benchmarks/anomaly_deeppcb.py --train-pairs {args.train_pairs} "
-        f"--test-pairs {args.test_pairs} --crop {args.crop} --max-test {args.max_test} "
-        f"--stpm-epochs {args.stpm_epochs} --runs {args.runs}`",
+        *result_header("Anomaly detection on DeepPCB (template-conditioned vs unconditioned)", machine, t_start),
+        f"- date: {args.date}; no GPU, torch threads {args.threads}; normal test crops drawn '{args.normal_draw}'",
         f"- data: ../shared/data/deeppcb, pairs sorted by name; first {args.train_pairs} pairs -> "
         f"{len(train)} box-free normal crops of {args.crop} px (20 % held out for the threshold); next "
         f"{args.test_pairs} pairs -> {len(test)} test crops (abnormal = around a box, mask = boxes; normal = "
@@ -213,11 +210,8 @@ def _append_rows(args: argparse.Namespace, rows: list[dict], first: bool, done: 
     """Append rows to an existing table as each run finishes (a later failure keeps what was measured)."""
     text = args.out.read_text()
     if first:
-        text += (f"\nRows below added on {args.date} by: `nice -n 10 python benchmarks/anomaly_deeppcb.py "
-                 f"--train-pairs {args.train_pairs} --test-pairs {args.test_pairs} --crop {args.crop} "
-                 f"--max-test {args.max_test} --runs {args.runs} --stpm-epochs {args.stpm_epochs} "
-                 f"--stpm-lr {args.stpm_lr} --append` (same data and split; torch threads {args.threads}; "
-                 f"load average at start {os.getloadavg()[0]:.2f})\n\n"
+        text += (f"\nRows below added on {args.date} by: `python {' '.join(sys.argv)}` (same data and split; torch "
+                 f"threads {args.threads}; {machine_line()})\n\n"
                  "| run | image AUROC | image AP | pixel AUROC | AUPRO | false-alarm rate @thr | recall @thr | "
                  "fit s | predict img/s |\n|---|---|---|---|---|---|---|---|---|\n")
     for r in rows:

@@ -62,3 +62,19 @@ def test_stpm_skips_a_batch_of_one_flat_grey() -> None:
     det.fit(samples, calib=samples[:2])
     assert det.history["skipped_featureless_batches"] == 2
     assert np.isfinite(det.predict(samples[:2])[0]).all()
+
+
+def test_every_trained_model_refuses_a_step_on_a_non_finite_loss() -> None:
+    """``checked_step``: the DRAEM, diffusion (denoiser and student) and teacher fine-tuning loops' optimiser step."""
+    from seminspect.models.anomaly.features import AnomalyConfigError
+    from seminspect.models.anomaly.train_state import checked_step
+
+    lin = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1)
+    before = lin.weight.detach().clone()
+    with pytest.raises(AnomalyConfigError, match=r"^diffusion student training diverged \(non-finite loss\) in "
+                                                 r"epoch 3; lower lr$"):
+        checked_step(opt, lin(torch.full((2, 3), float("nan"))).sum(), "diffusion student training", 3)
+    assert torch.equal(lin.weight, before)  # no step taken
+    value = checked_step(opt, lin(torch.ones(2, 3)).sum(), "DRAEM training", 1)
+    assert np.isfinite(value) and not torch.equal(lin.weight, before)

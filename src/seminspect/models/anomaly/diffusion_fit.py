@@ -27,7 +27,7 @@ from seminspect.models.anomaly.diffusion import DiffusionModel
 from seminspect.models.anomaly.draem_fit import generator_of, pseudo_batch
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm_fit import stpm_batches
-from seminspect.models.anomaly.train_state import POSTPROCESSING, resume_state, write_checkpoint
+from seminspect.models.anomaly.train_state import POSTPROCESSING, checked_step, resume_state, write_checkpoint
 from seminspect.utils.progress import track
 
 # settings the denoiser's training does not depend on (the student's do: its labels are restorations)
@@ -72,13 +72,7 @@ def train_diffusion(model: DiffusionModel, targets: torch.Tensor, refs: torch.Te
             noise = torch.randn(x_aug.shape, generator=tgen)
             pred = model.predict_clean(model.noised(x_aug, t, noise), t, ref)
             loss = F.mse_loss(pred, x_clean)
-            if not torch.isfinite(loss):
-                raise AnomalyConfigError(f"diffusion training diverged (non-finite loss) in epoch {epoch + 1}; "
-                                         "lower lr")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += checked_step(opt, loss, "diffusion training", epoch + 1) * len(idx)
             count += len(idx)
         losses.append(total / max(count, 1))
         if ckpt is not None:
@@ -125,10 +119,7 @@ def distill_student(model: DiffusionModel, targets: torch.Tensor, refs: torch.Te
         for idx in track(stpm_batches(order, cfg.batch_size), f"student epoch {epoch + 1}/{epochs}"):
             pred = model.student_restore(inputs[idx], None if both is None else both[idx])
             loss = F.mse_loss(pred, labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += checked_step(opt, loss, "diffusion student training", epoch + 1) * len(idx)
             count += len(idx)
         losses.append(total / max(count, 1))
         if ckpt is not None:

@@ -20,7 +20,7 @@ from seminspect.models.anomaly.config import AnomalyConfig
 from seminspect.models.anomaly.draem import DRAEMModel, draem_loss
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm_fit import stpm_batches
-from seminspect.models.anomaly.train_state import POSTPROCESSING, resume_state, write_checkpoint
+from seminspect.models.anomaly.train_state import POSTPROCESSING, checked_step, resume_state, write_checkpoint
 from seminspect.utils.progress import track
 
 # settings that change only the map post-processing / threshold, not what is learnt
@@ -74,12 +74,7 @@ def train_draem(model: DRAEMModel, targets: torch.Tensor, refs: torch.Tensor | N
             aug, mask = pseudo_batch(clean, gen, cfg.draem_anomaly_prob, rng)
             loss, p = draem_loss(model, torch.from_numpy(aug)[:, None], torch.from_numpy(clean)[:, None],
                                  torch.from_numpy(mask)[:, None].float(), None if refs is None else refs[idx])
-            if not torch.isfinite(loss):
-                raise AnomalyConfigError(f"DRAEM training diverged (non-finite loss) in epoch {epoch + 1}; lower lr")
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += checked_step(opt, loss, "DRAEM training", epoch + 1) * len(idx)
             count += len(idx)
             for k, v in p.items():
                 parts[k] += v * len(idx)

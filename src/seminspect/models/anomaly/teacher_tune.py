@@ -29,7 +29,13 @@ from seminspect.models.anomaly.draem_fit import _NOT_TRAINING, generator_of, pse
 from seminspect.models.anomaly.features import AnomalyConfigError
 from seminspect.models.anomaly.stpm import STPMModel
 from seminspect.models.anomaly.stpm_fit import stpm_batches
-from seminspect.models.anomaly.train_state import read_checkpoint, read_meta, require_same_settings, write_checkpoint
+from seminspect.models.anomaly.train_state import (
+    checked_step,
+    read_checkpoint,
+    read_meta,
+    require_same_settings,
+    write_checkpoint,
+)
 from seminspect.utils.progress import track
 
 # settings that do not change the tuned teacher (the student's and the map's)
@@ -99,13 +105,7 @@ def tune_teacher(model: STPMModel, images: torch.Tensor, cfg: AnomalyConfig,
                 feats = teacher(torch.from_numpy(aug)[:, None])[keep:]
                 loss = sum(_balanced_bce(h(f), F.adaptive_max_pool2d(target, f.shape[-2:]))
                            for h, f in zip(heads, feats, strict=True)) / len(heads)
-                if not torch.isfinite(loss):
-                    raise AnomalyConfigError(f"STPM teacher fine-tuning diverged (non-finite loss) in epoch "
-                                             f"{epoch + 1}; lower teacher_lr")
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
+                total += checked_step(opt, loss, "STPM teacher fine-tuning", epoch + 1, "lower teacher_lr") * len(idx)
                 count += len(idx)
             losses.append(total / max(count, 1))
     finally:

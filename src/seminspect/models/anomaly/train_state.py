@@ -5,7 +5,8 @@ tensors) atomically; :func:`read_checkpoint` restores both after :func:`changed_
 checked that the checkpoint was written with the same training settings. A setting the checkpoint
 does not hold (added to the config after it was written) counts as its default, so a new field
 with a default that keeps the old behaviour never invalidates an old checkpoint.
-:func:`resume_state` does all three for one checkpoint: read, check, restore.
+:func:`resume_state` does all three for one checkpoint: read, check, restore. :func:`checked_step`
+is the training loops' optimiser step, refused on a non-finite loss.
 """
 
 from __future__ import annotations
@@ -99,3 +100,15 @@ def resume_state(directory: Path, stem: str, prefix: str, module: nn.Module, opt
     require_same_settings(directory, dict(meta.get("config", {})), cfg, ignore)
     read_checkpoint(directory, prefix, module, opt, what, stem=stem)
     return meta
+
+
+def checked_step(opt: torch.optim.Optimizer, loss: torch.Tensor, what: str, epoch: int,
+                 hint: str = "lower lr") -> float:
+    """One optimiser step on ``loss``; returns its value. A non-finite loss stops training with one line naming
+    ``what`` and the 1-based ``epoch`` (a step on it would make every weight NaN for good)."""
+    if not torch.isfinite(loss):
+        raise AnomalyConfigError(f"{what} diverged (non-finite loss) in epoch {epoch}; {hint}")
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return float(loss.detach())

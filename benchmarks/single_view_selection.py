@@ -36,6 +36,9 @@ CANDIDATES = {  # each overrides the single-view preset chosen for the train set
     "EfficientNet-Lite2, layers r8+r16": {"backbone": "efficientnet_lite2"},
     "layers r8+r16, position weight 1": {"position_weight": 1.0},
     "layers r8+r16, position weight 3": {"position_weight": 3.0},
+    "layers r16+r32": {"out_indices": [2, 3, 4], "layers": [1, 2]},
+    "layers r8+r16, image score = mean of the top 100 map pixels": {"top_k": 100},
+    "layers r8+r16, one memory bank per group (needs score_groups)": {"bank_per_group": True},
 }
 
 

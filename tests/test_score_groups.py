@@ -73,6 +73,40 @@ def test_detector_on_two_products_ranks_better_with_groups_and_round_trips(tmp_p
     np.testing.assert_allclose(again.score(test, progress=False).scores, res.scores, rtol=1e-5)
 
 
+def _grain_defect(sid: str, rng: np.random.Generator) -> Sample:
+    """A smooth-product site with a patch of the grainy product's noise: normal texture, wrong product."""
+    s = _site(sid, rng, 0.01, "smooth")
+    img = s.targets[0].image.copy()
+    img[10:22, 10:22] += rng.normal(0, 0.08, (12, 12)).astype(np.float32)
+    return Sample(sid, [View(Role.TARGET, 0, np.clip(img, 0, 1))], is_abnormal=True, metadata={"product": "smooth"})
+
+
+def test_one_bank_per_group_finds_another_groups_normal_texture_and_round_trips(tmp_path) -> None:
+    fit = _products(1, 30)
+    rng = np.random.default_rng(4)
+    test = [s for s in _products(2, 12) if s.metadata["product"] == "smooth"] + \
+        [_grain_defect(f"g{i}", rng) for i in range(12)]
+    y = np.array([s.is_abnormal for s in test])
+    settings = {**TINY, "calib_fraction": 0.4, "score_groups": "product"}
+    shared = AnomalyDetector(settings).fit(fit)
+    own = AnomalyDetector({**settings, "bank_per_group": True}).fit(fit)
+    assert own.bank_groups.names == ["grainy", "smooth"] and own.bank_groups.bounds[1][1] == len(own.model.bank)
+    auc_shared = roc_auc_score(y, shared.score(test, progress=False).scores)
+    res = own.score(test, progress=False)
+    auc_own = roc_auc_score(y, res.scores)
+    assert auc_own > 0.95 and auc_own > auc_shared + 0.1, (auc_shared, auc_own)
+    own.save(tmp_path / "m")
+    again = AnomalyDetector.load(tmp_path / "m")
+    assert again.bank_groups == own.bank_groups
+    np.testing.assert_allclose(again.score(test, progress=False).scores, res.scores, rtol=1e-5)
+    stranger = _site("x1", rng, 0.01, "shiny")
+    with pytest.raises(AnomalyConfigError, match=r"'x1': product='shiny' has no memory bank \(fitted: grainy, "
+                                                 r"smooth\)"):
+        own.score([stranger], progress=False)
+    with pytest.raises(ValueError, match="bank_per_group applies to model: patchcore with score_groups"):
+        AnomalyDetector({**TINY, "bank_per_group": True})
+
+
 def test_score_groups_without_held_out_normals_is_refused_before_fitting(monkeypatch) -> None:
     def no_fit(*_a: object, **_k: object) -> None:
         raise AssertionError("fitted before the refusal")

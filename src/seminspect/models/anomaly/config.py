@@ -211,6 +211,12 @@ class AnomalyConfig(BaseModel):
         "become (score - median) / IQR of the group's held-out normal scores, so one threshold serves every group "
         "(needs calib_fraction > 0; models/anomaly/score_groups.py)",
     )
+    bank_per_group: bool = Field(
+        False,
+        description="PatchCore with score_groups: one memory bank per group (each up to max_bank_patches), so an "
+        "image's patches are compared with its own group's normal patches only; a scored sample of a group "
+        "without a bank is refused in one line",
+    )
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="before")
@@ -236,6 +242,9 @@ class AnomalyConfig(BaseModel):
     def _budget_is_patchcore(self) -> AnomalyConfig:
         if self.memory_budget_mib is not None and self.model != "patchcore":
             raise ValueError("memory_budget_mib applies to model: patchcore (STPM's memory is set by batch_size)")
+        if self.bank_per_group and (self.model != "patchcore" or not self.score_groups):
+            raise ValueError("bank_per_group applies to model: patchcore with score_groups set (the metadata column "
+                             "that names each sample's group)")
         if self.position_weight and self.model != "patchcore":
             raise ValueError(f"position_weight applies to model: patchcore ({self.model} has no memory bank)")
         if self.student_backbone is not None and self.model != "stpm":

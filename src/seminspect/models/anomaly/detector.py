@@ -31,6 +31,7 @@ from torch import nn
 
 from seminspect.data.prepare import Alignment
 from seminspect.data.sample import Sample
+from seminspect.models.anomaly.bank import BankGroups, fill_bank, split_by_group
 from seminspect.models.anomaly.config import AnomalyConfig, validate_config
 from seminspect.models.anomaly.diffusion import DiffusionModel
 from seminspect.models.anomaly.diffusion_fit import distill_student, train_diffusion
@@ -38,7 +39,7 @@ from seminspect.models.anomaly.draem import DRAEMModel
 from seminspect.models.anomaly.draem_fit import train_draem
 from seminspect.models.anomaly.features import AnomalyConfigError, build_backbone
 from seminspect.models.anomaly.memory import MemoryPlan, PlanCache
-from seminspect.models.anomaly.patchcore import PatchCoreModel, greedy_coreset
+from seminspect.models.anomaly.patchcore import PatchCoreModel
 from seminspect.models.anomaly.persistence import read_meta, read_weights, write_model
 from seminspect.models.anomaly.result import AnomalyResult, MapCollector
 from seminspect.models.anomaly.score_groups import check_held_out, fit_groups, normalise
@@ -61,6 +62,7 @@ class AnomalyDetector:
         self.threshold: dict[str, Any] | None = None
         self.normal_score_range: tuple[float, float] | None = None
         self.score_groups: dict[str, Any] | None = None  # per-group median / IQR (config.score_groups)
+        self.bank_groups: BankGroups | None = None  # bank_per_group: which bank rows each group owns
         self.history: dict[str, Any] = {}
 
     # ----- construction ---------------------------------------------------------------------
@@ -225,45 +227,33 @@ class AnomalyDetector:
         return self.threshold
 
     def _fit_patchcore(self, samples: list[Sample]) -> None:
+        """One memory bank, or with ``bank_per_group`` one per group (concatenated; ``self.bank_groups`` says whose)."""
         cfg = self.config
         model = self.model
         assert isinstance(model, PatchCoreModel)
-        n_views = max(1, len(samples[0].targets))
-        items, plan = self._planned(it for i, s in track(list(enumerate(samples)), "patchcore features")
-                                    for it in self._items_of_sample(i, s))
-        max_pool = cfg.max_pool_patches if plan is None else plan.max_pool_patches
-        per_image = max(1, max_pool // max(1, len(samples) * n_views))
-        gen = torch.Generator().manual_seed(cfg.seed)
-        # One preallocated pool, filled in place: thousands of small per-batch tensors kept alive between the
-        # batches' large temporaries fragmented the C heap (glibc's adaptive mmap threshold), so the process
-        # grew ~0.1 MiB per batch beyond what it held (benchmarks/results/anomaly_speed.md, 2026-11-23).
-        n_items = sum(max(1, len(s.targets)) for s in samples)
-        pool = torch.empty(0)
-        filled = 0
-        for _, t, r in batches(items, cfg.batch_size if plan is None else plan.batch_size):
-            emb = model.patch_features(t, r)
-            n, d, h, w = emb.shape
-            flat = emb.permute(0, 2, 3, 1).reshape(n, h * w, d)
-            if h * w > per_image:  # bound the pool before the coreset: random patches per image
-                idx = torch.stack([torch.randperm(h * w, generator=gen)[:per_image] for _ in range(n)])
-                flat = torch.gather(flat, 1, idx[:, :, None].expand(-1, -1, d))
-            rows = flat.reshape(-1, d)
-            if filled + rows.shape[0] > pool.shape[0]:  # first batch, or items larger than the first
-                grown = torch.empty(max(filled + rows.shape[0], n_items * min(per_image, h * w)), d)
-                if filled:
-                    grown[:filled] = pool[:filled]
-                pool = grown
-            pool[filled:filled + rows.shape[0]] = rows
-            filled += rows.shape[0]
-        feats = pool[:filled]
-        limit = cfg.max_bank_patches if plan is None else plan.max_bank_patches
-        if cfg.max_bank_bytes is not None:
-            limit = min(limit, max(1, cfg.max_bank_bytes // (4 * feats.shape[1])))
-        idx = greedy_coreset(feats, min(limit, feats.shape[0]), proj_dim=cfg.coreset_proj_dim, seed=cfg.seed,
-                             progress=True, chunk=65536 if plan is None else plan.coreset_chunk)
-        model.bank = feats[idx]
-        self.history.update({"pool_patches": int(feats.shape[0]), "bank_patches": int(model.bank.shape[0]),
-                             "bank_bytes": int(model.bank.numel() * 4), "embed_dim": int(feats.shape[1])})
+        groups = split_by_group(samples, cfg.score_groups) if cfg.bank_per_group else {"": samples}
+        parts, bounds, pool_total, plan = [], [], 0, None
+        for name, members in groups.items():
+            what = f"patchcore features {name}".strip()
+            items, plan = self._planned(it for i, s in track(list(enumerate(members)), what)
+                                        for it in self._items_of_sample(i, s))
+            max_pool = cfg.max_pool_patches if plan is None else plan.max_pool_patches
+            limit = cfg.max_bank_patches if plan is None else plan.max_bank_patches
+            if cfg.max_bank_bytes is not None:
+                limit = min(limit, max(1, cfg.max_bank_bytes // (4 * model.dim)))
+            part, pooled = fill_bank(
+                model, batches(items, cfg.batch_size if plan is None else plan.batch_size),
+                n_items=sum(max(1, len(s.targets)) for s in members),
+                per_image=max(1, max_pool // max(1, len(members) * max(1, len(members[0].targets)))), limit=limit,
+                proj_dim=cfg.coreset_proj_dim, seed=cfg.seed, chunk=65536 if plan is None else plan.coreset_chunk)
+            bounds.append((sum(len(p) for p in parts), sum(len(p) for p in parts) + len(part)))
+            parts.append(part)
+            pool_total += pooled
+        model.bank = torch.cat(parts) if len(parts) > 1 else parts[0]
+        self.bank_groups = BankGroups(cfg.score_groups or "", list(groups), bounds) if cfg.bank_per_group else None
+        model.group_bounds = None if self.bank_groups is None else self.bank_groups.bounds
+        self.history.update({"pool_patches": pool_total, "bank_patches": int(model.bank.shape[0]),
+                             "bank_bytes": int(model.bank.numel() * 4), "embed_dim": int(model.bank.shape[1])})
         if plan is not None:
             self.history["memory_plan"] = plan.to_dict()
 
@@ -317,7 +307,13 @@ class AnomalyDetector:
         bank_rows = int(self.model.bank.shape[0]) if isinstance(self.model, PatchCoreModel) else None
         planned, plan = self._planned(items(), bank_rows)
         for batch_items, t, r in batches(planned, cfg.batch_size if plan is None else plan.batch_size):
-            raw = self.model.raw_maps(t, r)
+            if self.bank_groups is None:
+                raw = self.model.raw_maps(t, r)
+            else:  # each image searches its own group's bank
+                assert isinstance(self.model, PatchCoreModel)
+                raw = self.model.raw_maps(t, r, [self.bank_groups.index(samples_meta[it.sample_index].metadata,
+                                                                        samples_meta[it.sample_index].sample_id)
+                                                 for it in batch_items])
             m = self.model.postprocess(raw)[:, 0].numpy()
             sm = self.model.postprocess(raw, cfg.score_dilation, cfg.score_sigma)[:, 0].numpy() if separate else m
             for it, mi, si in zip(batch_items, m, sm, strict=True):
@@ -357,6 +353,7 @@ class AnomalyDetector:
         return write_model(directory, self.model, {
             "config": self.config.model_dump(), "threshold": self.threshold,
             "normal_score_range": self.normal_score_range, "score_groups": self.score_groups,
+            "bank_groups": None if self.bank_groups is None else self.bank_groups.to_dict(),
             "history": self.history,
             "custom_backbone": self._custom_backbone is not None})
 
@@ -379,5 +376,8 @@ class AnomalyDetector:
         rng = meta.get("normal_score_range")
         det.normal_score_range = None if rng is None else (float(rng[0]), float(rng[1]))
         det.score_groups = meta.get("score_groups")
+        det.bank_groups = BankGroups.from_dict(meta["bank_groups"]) if meta.get("bank_groups") else None
+        if det.bank_groups is not None and isinstance(det.model, PatchCoreModel):
+            det.model.group_bounds = det.bank_groups.bounds
         det.history = meta.get("history", {})
         return det

@@ -22,7 +22,7 @@ target's pattern is -- the classic die-to-die comparison, learned.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -130,7 +130,9 @@ class PatchCoreModel(AnomalyMapModel):
         # exported graph in ONNX Runtime / OpenVINO) taking and returning the same tensors.
         self.search = "fp32"
         self.embedder: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
-        self._blocks: tuple[tuple[int, int, int, str], Blocks] | None = None
+        self._blocks: dict[int | None, tuple[tuple[int, int, int, str], Blocks]] = {}
+        # bank_per_group (set by the detector, saved in its meta): group i owns bank[group_bounds[i][0]:[1]]
+        self.group_bounds: list[tuple[int, int]] | None = None
         raw_dim = sum(backbone.feature_info[i]["num_chs"] for i in self.layers)
         if conditioning == "reference":
             raw_dim *= 2  # [f_t, w (f_t - f_r)]
@@ -183,20 +185,39 @@ class PatchCoreModel(AnomalyMapModel):
         return torch.cat([emb, self.position_weight * yy, self.position_weight * xx], dim=1)
 
     @torch.no_grad()
-    def raw_maps(self, target: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-        """``(N, 1, H, W)`` nearest-bank distances upsampled to the image, before any post-processing."""
+    def raw_maps(self, target: torch.Tensor, reference: torch.Tensor | None = None,
+                 groups: Sequence[int] | None = None) -> torch.Tensor:
+        """``(N, 1, H, W)`` nearest-bank distances upsampled to the image, before any post-processing.
+
+        ``groups``: with one bank per group (``group_bounds``), each image's group index: it is compared with its
+        own group's normal patches only.
+        """
         if self.bank.numel() == 0:
             raise RuntimeError("PatchCore memory bank is empty: fit the model first")
         emb = self.patch_features(target, reference)
         n, d, h, w = emb.shape
-        flat = emb.permute(0, 2, 3, 1).reshape(-1, d).contiguous()
-        dist = min_distance(flat, self.bank, self.bank_blocks(), self.search, self.query_chunk).view(n, 1, h, w)
-        return F.interpolate(dist, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        flat = emb.permute(0, 2, 3, 1).reshape(n, h * w, d).contiguous()
+        if self.group_bounds is None:
+            dist = min_distance(flat.view(-1, d), self.bank, self.bank_blocks(), self.search, self.query_chunk)
+        else:
+            if groups is None or len(groups) != n:
+                raise ValueError("this PatchCore holds one memory bank per group: give each image's group index")
+            dist = torch.empty(n, h * w)
+            for g in sorted(set(groups)):
+                rows = [i for i, gi in enumerate(groups) if gi == g]
+                lo, hi = self.group_bounds[g]
+                dist[rows] = min_distance(flat[rows].reshape(-1, d), self.bank[lo:hi], self.bank_blocks(g),
+                                          self.search, self.query_chunk).view(len(rows), h * w)
+        return F.interpolate(dist.view(n, 1, h, w), size=target.shape[-2:], mode="bilinear", align_corners=False)
 
-    def bank_blocks(self) -> Blocks:
-        """The bank's search blocks for ``self.search``, made once per bank (refitting makes them again);
-        an unknown ``search`` is refused by :func:`~seminspect.models.anomaly.search.min_distance`."""
+    def bank_blocks(self, group: int | None = None) -> Blocks:
+        """The search blocks of the bank (or of one group's part of it) for ``self.search``, made once per bank
+        (refitting makes them again); an unknown ``search`` is refused by
+        :func:`~seminspect.models.anomaly.search.min_distance`."""
         key = (self.bank.data_ptr(), int(self.bank.shape[0]), self.bank._version, self.search)
-        if self._blocks is None or self._blocks[0] != key:
-            self._blocks = (key, bank_blocks(self.bank, self.search))
-        return self._blocks[1]
+        cached = self._blocks.get(group)
+        if cached is None or cached[0] != key:
+            part = self.bank if group is None or self.group_bounds is None else \
+                self.bank[self.group_bounds[group][0]:self.group_bounds[group][1]]
+            cached = self._blocks[group] = (key, bank_blocks(part, self.search))
+        return cached[1]

@@ -146,5 +146,8 @@ def test_cli_fit_and_predict_with_score_groups(tmp_path) -> None:
     df = pd.read_csv(tmp_path / "s.csv")
     g = groups["groups"]["medium"]
     np.testing.assert_allclose(df["score"], (df["raw_score"] - g["median"]) / g["iqr"], rtol=1e-6)
+    res = runner.invoke(app, [*args, "--set", "score_groups=difficulty", "--set", "bank_per_group=true"])
+    assert res.exit_code == 0, res.output
+    assert "one memory bank per difficulty: medium (" in res.output
     res = runner.invoke(app, [*args, "--set", "score_groups=lot"])  # 12 lots: a few normals each
     assert res.exit_code != 0 and "held-out normal samples, at least 10 are needed" in str(res.exception)

@@ -71,6 +71,10 @@ def fit(
     thr = det.threshold
     console.print(f"fitted {det.config.model} on {det.history.get('n_fit_samples')} normal samples in "
                   f"{det.history.get('fit_seconds', 0):.1f} s -> {out}")
+    if det.bank_groups is not None:
+        console.print(f"one memory bank per {det.bank_groups.key}: " + ", ".join(
+            f"{n} ({hi - lo} patches)" for n, (lo, hi) in zip(det.bank_groups.names, det.bank_groups.bounds,
+                                                               strict=True)), highlight=False, soft_wrap=True)
     if thr:
         console.print(f"threshold {thr['threshold']:.4g} (false-alarm upper bound "
                       f"{thr['false_alarm_upper_bound']:.3g} at {thr['confidence']:.0%} confidence)")

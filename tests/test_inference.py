@@ -174,6 +174,30 @@ def test_one_alignment_per_site_reused_by_the_anomaly_model(trained, tmp_path, m
     assert not (blocked & (df["route"] == "auto_normal")).any()
 
 
+def test_cli_join_says_whether_the_route_was_recalibrated(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from seminspect.cli import app
+    from seminspect.data.dataset import SampleDataset
+    from seminspect.models.anomaly import AnomalyConfig, AnomalyDetector
+
+    ds, art = trained
+    det = AnomalyDetector(AnomalyConfig(backbone="tiny", pretrained=False, out_indices=[0, 1, 2], layers=[0, 1],
+                                        conditioning="reference", sigma=2.0, max_bank_patches=200, batch_size=8))
+    det.fit(SampleDataset(ds).split("train"))
+    det.save(tmp_path / "anomaly")
+    runner = CliRunner()
+    plain = runner.invoke(app, ["join", str(art), str(tmp_path / "anomaly"), "-o", str(tmp_path / "j1")])
+    assert plain.exit_code == 0, plain.output
+    assert "keeps the bound calibrated without the anomaly rule" in " ".join(plain.output.split())
+    fitted = runner.invoke(app, ["join", str(art), str(tmp_path / "anomaly"), "-o", str(tmp_path / "j2"),
+                                 "--normals", str(ds)])
+    assert fitted.exit_code == 0, fitted.output
+    text = " ".join(fitted.output.split())
+    assert "auto-normal route re-calibrated with the rule on" in text and "keeps the bound" not in text
+    assert json.loads((tmp_path / "j2" / "inspection.json").read_text())["anomaly"]["normal_route"]["sites"] > 0
+
+
 def test_missing_or_mismatched_parts_are_one_line_errors(trained, tmp_path):
     _, art = trained
     broken = tmp_path / "broken"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from seminspect.cli._common import console
+from seminspect.cli._common import console, err_console
 
 
 def predict(
@@ -95,6 +95,10 @@ def join(
     rule = manifest["anomaly"]
     console.print(f"artefact {out or adc} (model version {manifest['model_version']}): anomaly rule "
                   f"{rule['threshold']:.4g} ({rule['source']})", highlight=False)
+    if normals is None:
+        err_console.print("[yellow]warning:[/] the auto-normal route keeps the bound calibrated without the anomaly "
+                          "rule; give --normals (e.g. the calib split) to fit the rule through the inspector and "
+                          "calibrate that route again with it", highlight=False, soft_wrap=True)
 
 
 def optimise(

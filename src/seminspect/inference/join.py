@@ -76,7 +76,8 @@ def _fit_rule(target: Path, det: Any, normals: str | Path, split: str | None,
     if not any(y == 0 for y in labels):
         raise ArtefactError(f"{normals}: no normal sites in split {split!r} to fit the anomaly rule on")
     y = np.array([int(v) for v in labels if v >= 0])
-    insp = Inspector.load(target).inspect(ds.subset(keep), progress="anomaly rule: scoring labelled sites")
+    inspector = Inspector.load(target)
+    insp = inspector.inspect(ds.subset(keep), progress="anomaly rule: scoring labelled sites")
     scores = np.asarray(insp.anomaly_scores)
     cfg = det.config
     thr = fit_normal_threshold(scores[y == 0], cfg.false_alarm_rate, cfg.confidence)
@@ -89,7 +90,7 @@ def _fit_rule(target: Path, det: Any, normals: str | Path, split: str | None,
     if log:
         log(f"anomaly rule: {thr['threshold']:.4g} from {n_normal} normal sites (false-alarm upper bound "
             f"{thr['false_alarm_upper_bound']:.3g} at {cfg.confidence:.0%})")
-    policy = Inspector.load(target, with_anomaly=False).artefact.policy
+    policy = inspector.artefact.policy  # loaded with the model's own rule; refit_normal_route replaces it
     if policy is None:  # no calibrated triage: every site goes to review, nothing to re-calibrate
         return rule
     before = float(policy.normal_threshold_)

@@ -246,7 +246,8 @@ class AnomalyDetector:
                 n_items=sum(max(1, len(s.targets)) for s in members),
                 per_image=max(1, max_pool // max(1, len(members) * max(1, len(members[0].targets)))), limit=limit,
                 proj_dim=cfg.coreset_proj_dim, seed=cfg.seed, chunk=65536 if plan is None else plan.coreset_chunk)
-            bounds.append((sum(len(p) for p in parts), sum(len(p) for p in parts) + len(part)))
+            start = bounds[-1][1] if bounds else 0
+            bounds.append((start, start + len(part)))
             parts.append(part)
             pool_total += pooled
         model.bank = torch.cat(parts) if len(parts) > 1 else parts[0]
@@ -305,15 +306,16 @@ class AnomalyDetector:
         collector = MapCollector(samples_meta, mean=cfg.view_combine == "mean", top_k=cfg.top_k,
                                  ragged=cfg.resize == "keep_aspect" and cfg.image_size is not None, separate=separate)
         bank_rows = int(self.model.bank.shape[0]) if isinstance(self.model, PatchCoreModel) else None
+        # bank_per_group: each sample's bank, found (or refused) before any image is scored
+        bank_of = None if self.bank_groups is None else {
+            i: self.bank_groups.index(s.metadata, s.sample_id) for i, s in samples_meta.items()}
         planned, plan = self._planned(items(), bank_rows)
         for batch_items, t, r in batches(planned, cfg.batch_size if plan is None else plan.batch_size):
-            if self.bank_groups is None:
+            if bank_of is None:
                 raw = self.model.raw_maps(t, r)
             else:  # each image searches its own group's bank
                 assert isinstance(self.model, PatchCoreModel)
-                raw = self.model.raw_maps(t, r, [self.bank_groups.index(samples_meta[it.sample_index].metadata,
-                                                                        samples_meta[it.sample_index].sample_id)
-                                                 for it in batch_items])
+                raw = self.model.raw_maps(t, r, [bank_of[it.sample_index] for it in batch_items])
             m = self.model.postprocess(raw)[:, 0].numpy()
             sm = self.model.postprocess(raw, cfg.score_dilation, cfg.score_sigma)[:, 0].numpy() if separate else m
             for it, mi, si in zip(batch_items, m, sm, strict=True):

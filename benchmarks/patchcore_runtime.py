@@ -1,4 +1,4 @@
-"""PatchCore prediction per runtime (issue [fast]): img/s and AUROC on torch / ONNX Runtime / OpenVINO, fp32 / bf16.
+"""PatchCore prediction per runtime (issue [fast]): img/s and AUROC on torch / ONNX Runtime / OpenVINO, fp32/bf16/int8.
 
     python benchmarks/patchcore_runtime.py --elpv runs/elpv --deeppcb ../shared/data/deeppcb \
         --threads 2 --settings '{"preset": "auto", "image_size": 256}' --out benchmarks/results/patchcore_runtime.md
@@ -34,7 +34,8 @@ from seminspect.utils.io import atomic_write_text  # noqa: E402
 
 ROWS = [("torch, one 4096 x 65536 block (before)", "torch", "fp32"), ("torch", "torch", "fp32"),
         ("torch", "torch", "bf16"), ("onnxruntime", "onnxruntime", "fp32"), ("onnxruntime", "onnxruntime", "bf16"),
-        ("openvino", "openvino", "fp32"), ("openvino", "openvino", "bf16")]
+        ("openvino", "openvino", "fp32"), ("openvino", "openvino", "bf16"), ("torch", "torch", "int8"),
+        ("onnxruntime", "onnxruntime", "int8")]
 
 
 def score_row(folder: Path, test: list, label: str, backend: str, precision: str, threads: int | None) -> dict:
@@ -54,7 +55,7 @@ def score_row(folder: Path, test: list, label: str, backend: str, precision: str
             "pixel_auroc": m.get("pixel_auroc"), "scores": res.scores}
 
 
-def run(name: str, root: str, threads: int | None, settings: dict) -> list[dict]:
+def run(name: str, root: str, threads: int | None, settings: dict, picked: list[int]) -> list[dict]:
     train, test = LOADERS[name](root)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
@@ -65,7 +66,7 @@ def run(name: str, root: str, threads: int | None, settings: dict) -> list[dict]
         det.save(folder)
         bank = tuple(det.model.bank.shape)
         rows, refused = [], []
-        for label, backend, precision in ROWS:
+        for label, backend, precision in (ROWS[i] for i in picked):
             try:
                 rows.append(score_row(folder, test, label, backend, precision, threads))
             except BackendError as err:  # bf16 on a CPU without it: said in the result, not a crash
@@ -88,10 +89,14 @@ def main() -> None:
     ap.add_argument("--settings", default='{"preset": "auto"}',
                     help="AnomalyConfig fields as JSON (default: preset auto, which keeps native size; the 256 px "
                     'table: \'{"preset": "auto", "image_size": 256}\')')
+    ap.add_argument("--rows", default="", help="comma list of row numbers (default: all; 1, torch fp32, is always "
+                    "run: the reference): " + "; ".join(f"{i} {b} {p}{' (before)' if 'before' in lab else ''}"
+                                                       for i, (lab, b, p) in enumerate(ROWS)))
     args, machine, start = start_run(ap)
     settings = json.loads(args.settings)
+    picked = sorted({1, *(int(x) for x in args.rows.split(",") if x)}) if args.rows else list(range(len(ROWS)))
     rows = [r for name in ("elpv", "deeppcb", "fab") if getattr(args, name)
-            for r in run(name, getattr(args, name), args.threads, settings)]
+            for r in run(name, getattr(args, name), args.threads, settings, picked)]
     lines = [*result_header("PatchCore prediction per runtime: speed and AUROC", machine, start),
              f"- settings: `{json.dumps(settings)}`; peak RSS of the run: {peak_rss_mib():.0f} MiB", "",
              "| set | runtime (embedding, search) | predict img/s | image AUROC | pixel AUROC | "

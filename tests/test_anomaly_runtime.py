@@ -1,4 +1,4 @@
-"""PatchCore on a runtime: blocked and bf16 bank search, the exported embedding equals torch, refusals are one line."""
+"""PatchCore on a runtime: blocked, bf16 and int8 bank search, the exported embedding equals torch, refusals."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from seminspect.inference.anomaly_runtime import use_runtime
 from seminspect.inference.runtime import BackendError
 from seminspect.models.anomaly import AnomalyDetector
-from seminspect.models.anomaly.search import bank_blocks, bf16_is_fast, min_distance
+from seminspect.models.anomaly.search import bank_blocks, bf16_is_fast, int8_is_fast, min_distance
 
 BACKENDS = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
 
@@ -37,7 +37,25 @@ def test_bf16_search_measures_a_real_row_in_fp32() -> None:
     a_query_on_a_row = min_distance(b[:5], b, search="bf16")
     assert torch.allclose(a_query_on_a_row, torch.zeros(5), atol=1e-3)
     with pytest.raises(ValueError, match="search must be one of"):
-        min_distance(q, b, search="int8")
+        min_distance(q, b, search="int4")
+
+
+@pytest.mark.parametrize(("chunk", "bank_chunk"), [(256, 512), (1024, 2048), (7, 5)])
+def test_int8_search_measures_a_real_row_in_fp32(chunk: int, bank_chunk: int) -> None:
+    g = torch.Generator().manual_seed(2)
+    centres = 3 * torch.randn(40, 64, generator=g)  # clustered, as patch features are: near-ties are common
+    b = centres[torch.randint(0, 40, (3000,), generator=g)] + torch.randn(3000, 64, generator=g)
+    q = centres[torch.randint(0, 40, (2000,), generator=g)] + torch.randn(2000, 64, generator=g)
+    exact = torch.cdist(q, b).min(1).values
+    got = min_distance(q, b, bank_blocks(b, "int8", bank_chunk), "int8", chunk)
+    assert (got >= exact - 1e-4).all()  # the distance to some bank row: never below the nearest
+    assert ((got - exact).abs() < 1e-4).float().mean() > 0.8  # and the nearest row itself most of the time
+    assert ((got - exact) / exact).max() < 0.05
+    far = b[:5] + 1.0  # a far query is exact: its block is not in doubt
+    assert torch.allclose(min_distance(b[:5], b, search="int8"), torch.zeros(5), atol=1e-3)
+    assert torch.allclose(min_distance(far * 10, b, search="int8"), torch.cdist(far * 10, b).min(1).values)
+    zero = torch.zeros(3, 64)  # int8 has no scale for them: the exact search answers
+    assert torch.allclose(min_distance(zero, b, search="int8"), torch.cdist(zero, b).min(1).values, atol=1e-4)
 
 
 # ----- PatchCore on a backend -----------------------------------------------------------------
@@ -112,10 +130,34 @@ def test_bf16_search_keeps_the_ranking(tmp_path, fab) -> None:
     assert (got >= ref - 1e-5).all() and np.abs(got - ref).max() < 0.02 * np.abs(ref).max()
 
 
+@pytest.mark.skipif(not int8_is_fast(), reason="this CPU has no int8 dot products (AVX512-VNNI or AVX-VNNI)")
+def test_int8_search_keeps_the_ranking(tmp_path, fab) -> None:
+    folder, test = _fitted(tmp_path, fab, "reference")
+    ref = AnomalyDetector.load(folder).score(test, progress=False)
+    det = AnomalyDetector.load(folder)
+    assert use_runtime(det, folder, "onnxruntime", "int8", 1).startswith("onnxruntime (int8 search")
+    got = det.score(test, progress=False)
+    assert (got.scores >= ref.scores - 1e-4).all()  # never below the exact distance
+    assert np.abs(got.scores - ref.scores).max() < 0.02 * np.abs(ref.scores).max()
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(got.labels, got.scores) == pytest.approx(roc_auc_score(ref.labels, ref.scores), abs=0.01)
+
+
+def test_int8_refused_without_vnni(tmp_path, fab, monkeypatch) -> None:
+    import seminspect.inference.anomaly_runtime as runtime
+
+    folder, _ = _fitted(tmp_path, fab, "none")
+    monkeypatch.setattr(runtime, "int8_is_fast", lambda: False)
+    with pytest.raises(BackendError, match="no int8 dot products") as err:
+        use_runtime(AnomalyDetector.load(folder), folder, "torch", "int8")
+    assert "\n" not in str(err.value)
+
+
 def test_refusals_and_stpm_stays_in_torch(tmp_path, fab) -> None:
     folder, _ = _fitted(tmp_path, fab, "none")
     det = AnomalyDetector.load(folder)
-    for backend, precision, says in [("onnxruntime", "int8", "int8 is not calibrated"),
+    for backend, precision, says in [("onnxruntime", "int4", "fp32, bf16 or int8"),
                                      ("tensorrt", "fp32", "is not one of")]:
         with pytest.raises(BackendError, match=says) as err:
             use_runtime(det, folder, backend, precision)
@@ -144,5 +186,5 @@ def test_cli_backend_choice(tmp_path, fab) -> None:
         scores[backend] = pd.read_csv(out)["score"].to_numpy()
     np.testing.assert_allclose(scores["onnxruntime"], scores["torch"], rtol=1e-4, atol=1e-5)
     res = runner.invoke(app, ["anomaly", "predict", str(folder), str(fab), "-o", str(tmp_path / "x.csv"),
-                              "--precision", "int8"])
-    assert isinstance(res.exception, BackendError) and "int8" in str(res.exception)
+                              "--precision", "int4"])
+    assert isinstance(res.exception, BackendError) and "int4" in str(res.exception)

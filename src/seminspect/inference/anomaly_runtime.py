@@ -1,4 +1,4 @@
-"""Where PatchCore predicts: its patch embedding in torch, ONNX Runtime or OpenVINO; its bank search in fp32 or bf16.
+"""Where PatchCore predicts: its patch embedding in torch, ONNX Runtime or OpenVINO; its bank search in fp32/bf16/int8.
 
     use_runtime(detector, "runs/pc", backend="onnxruntime", precision="bf16", threads=2)
     result = detector.score(data)          # the same AnomalyResult, computed on the chosen runtime
@@ -8,7 +8,8 @@ exported once per saved model into ``<model folder>/runtime/patchcore-embed-<fir
 SHA-256 of config.json and weights.safetensors>-fp32.onnx`` (the user's cache when the folder is
 read-only), with batch, height and width free. The nearest-bank search stays in torch (blocked
 matrix products, models/anomaly/search.py): ``fp32`` is exact; ``bf16`` finds the nearest row in
-bf16 and measures it in fp32 (and runs OpenVINO's embedding in bf16). STPM, DRAEM and diffusion run in torch.
+bf16 and measures it in fp32 (and runs OpenVINO's embedding in bf16); ``int8`` finds the nearest
+bank block in int8 and searches it in fp32 (the embedding stays fp32). STPM, DRAEM and diffusion run in torch.
 Reads the model folder; writes only that graph.
 """
 
@@ -23,7 +24,7 @@ import torch
 from seminspect.inference.runtime import BackendError, check_choice, graph_or_export, open_graph, threads_text
 from seminspect.models.anomaly import AnomalyDetector
 from seminspect.models.anomaly.patchcore import PatchCoreModel
-from seminspect.models.anomaly.search import bf16_is_fast
+from seminspect.models.anomaly.search import bf16_is_fast, int8_is_fast
 from seminspect.utils.digest import sha256_file
 
 
@@ -77,8 +78,8 @@ def use_runtime(detector: AnomalyDetector, directory: str | Path, backend: str |
 
     None picks ``SEMINSPECT_BACKEND`` or onnxruntime for PatchCore and torch for STPM, DRAEM and diffusion.
     ``bf16`` runs the bank search in bf16 on every backend (and OpenVINO's embedding too); it is
-    refused on a CPU without native bf16, where it would be slower. ``int8`` is refused (no
-    calibration exists for the embedding).
+    refused on a CPU without native bf16, where it would be slower. ``int8`` runs the bank search
+    in int8 (the embedding stays fp32: nothing calibrates it); refused on a CPU without VNNI.
     """
     model = detector.model
     if not isinstance(model, PatchCoreModel):
@@ -86,15 +87,18 @@ def use_runtime(detector: AnomalyDetector, directory: str | Path, backend: str |
             raise BackendError(f"{directory}: only PatchCore runs on other backends or precisions; "
                                f"{detector.config.model} runs in torch fp32 (leave out --backend/--precision)")
         return "torch (fp32)"
-    chosen = check_choice(backend, "fp32")  # bf16 is the search's (on every backend), checked below
-    if precision not in ("fp32", "bf16"):
-        raise BackendError(f"PatchCore runs fp32 or bf16, not {precision!r} (int8 is not calibrated for its embedding)")
+    chosen = check_choice(backend, "fp32")  # bf16 and int8 are the search's (on every backend), checked below
+    if precision not in ("fp32", "bf16", "int8"):
+        raise BackendError(f"PatchCore runs fp32, bf16 or int8, not {precision!r}")
     if precision == "bf16" and not bf16_is_fast():
         raise BackendError("this CPU has no native bf16 (AVX512-BF16 or AMX): use --precision fp32, faster here")
+    if precision == "int8" and not int8_is_fast():
+        raise BackendError("this CPU has no int8 dot products (AVX512-VNNI or AVX-VNNI): use --precision fp32, "
+                           "faster here")
     model.search = precision
     model.embedder = None
     if chosen != "torch":
-        graph_precision = precision if chosen == "openvino" else "fp32"
+        graph_precision = "bf16" if chosen == "openvino" and precision == "bf16" else "fp32"
         run = open_graph(embedding_graph(model, directory), chosen, graph_precision, threads)
         model.embedder = _GraphEmbedder(run, model.conditioning != "none")
     return f"{chosen} ({precision} search{threads_text(threads if chosen != 'torch' else None)})"

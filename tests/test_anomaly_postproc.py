@@ -17,10 +17,24 @@ from scipy import ndimage
 from seminspect.data.imageio import to_uint
 from seminspect.data.sample import Sample, View
 from seminspect.evaluation.pixel_metrics import pixel_auroc
-from seminspect.models.anomaly import AnomalyConfig, AnomalyDetector
-from seminspect.models.anomaly.features import dilate_map
+from seminspect.models.anomaly import AnomalyConfig, AnomalyDetector, features
+from seminspect.models.anomaly.features import dilate_map, gaussian_blur
 
 SIZE = 64
+
+
+@pytest.mark.parametrize(("h", "w"), [(64, 64), (1, 5), (3, 40), (33, 7)])
+@pytest.mark.parametrize("sigma", [0.7, 4.0])
+def test_gaussian_blur_by_matrices_equals_scipy_reflect(h: int, w: int, sigma: float, monkeypatch) -> None:
+    maps = torch.rand(2, 1, h, w, generator=torch.Generator().manual_seed(0))
+    dense = gaussian_blur(maps, sigma)
+    monkeypatch.setattr(features, "DENSE_BLUR_MAX", 0)  # the 1-D convolutions, as for maps over 2,048 px
+    conv = gaussian_blur(maps, sigma)
+    assert dense.shape == maps.shape and torch.allclose(dense, conv, atol=1e-6)
+    if min(h, w) > round(4 * sigma):  # one reflection suffices: scipy's "mirror" mode is the same filter
+        ref = ndimage.gaussian_filter(maps.numpy()[:, 0].astype(np.float64), (0, sigma, sigma), mode="mirror",
+                                      truncate=round(4 * sigma) / sigma)
+        np.testing.assert_allclose(dense.numpy()[:, 0], ref, atol=1e-5)
 
 
 def test_dilate_map_is_a_centred_local_max() -> None:

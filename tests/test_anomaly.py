@@ -103,6 +103,29 @@ def test_greedy_coreset_covers_clusters() -> None:
                           atol=1e-5)
 
 
+@pytest.mark.parametrize("proj_dim", [16, 0])  # projected, and the features as they are
+def test_int8_coreset_covers_like_fp32(proj_dim: int) -> None:
+    gen = torch.Generator().manual_seed(1)
+    centres = torch.randn(40, 32, generator=gen) * 3
+    pts = centres[torch.randint(0, 40, (3000,), generator=gen)] + torch.randn(3000, 32, generator=gen)
+    radius = {}
+    for precision in ("fp32", "int8"):
+        idx = greedy_coreset(pts, 60, proj_dim=proj_dim, chunk=700, precision=precision)
+        assert idx.unique().numel() == 60  # k-center never picks a chosen point again
+        radius[precision] = float(torch.cdist(pts, pts[idx]).min(1).values.max())  # the k-center objective
+    assert radius["int8"] <= 1.1 * radius["fp32"]
+    assert torch.equal(greedy_coreset(pts, 60, proj_dim=proj_dim, chunk=700, precision="int8"),
+                       greedy_coreset(pts, 60, proj_dim=proj_dim, chunk=3000, precision="int8"))  # chunks: same
+    with pytest.raises(ValueError, match="coreset precision"):
+        greedy_coreset(pts, 5, precision="bf16")
+
+
+def test_int8_coreset_in_the_detector(data) -> None:
+    det = AnomalyDetector(tiny_cfg(coreset_precision="int8", max_bank_patches=100)).fit(data["train"])
+    scores, _ = det.predict(data["test"])
+    assert det.model.bank.shape[0] == 100 and np.isfinite(scores).all()
+
+
 def test_save_load_roundtrip(tmp_path, data) -> None:
     det = AnomalyDetector(tiny_cfg(conditioning="reference", embed_dim=24)).fit(data["train"])
     s1, m1 = det.predict(data["test"][:6])

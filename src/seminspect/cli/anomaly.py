@@ -94,7 +94,7 @@ _BACKEND_HELP = ("Where PatchCore's patch embedding runs: onnxruntime (default; 
                  "model folder), openvino (seminspect[openvino]) or torch. STPM, DRAEM and diffusion run in torch.")
 _PRECISION_HELP = ("fp32 (exact nearest-bank search), bf16 (nearest row found in bf16, its distance measured in "
                    "fp32: faster where the CPU has native bf16; OpenVINO's embedding runs bf16 too) or int8 "
-                   "(nearest bank block found in int8, searched in fp32: faster where the CPU has VNNI).")
+                   "(candidate rows found in int8, measured in fp32: faster where the CPU has VNNI).")
 
 
 def _load_detector(model: Path, backend: str | None, precision: str, threads: int | None):  # noqa: ANN202

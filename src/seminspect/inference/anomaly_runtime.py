@@ -8,8 +8,8 @@ exported once per saved model into ``<model folder>/runtime/patchcore-embed-<fir
 SHA-256 of config.json and weights.safetensors>-fp32.onnx`` (the user's cache when the folder is
 read-only), with batch, height and width free. The nearest-bank search stays in torch (blocked
 matrix products, models/anomaly/search.py): ``fp32`` is exact; ``bf16`` finds the nearest row in
-bf16 and measures it in fp32 (and runs OpenVINO's embedding in bf16); ``int8`` finds the nearest
-bank block in int8 and searches it in fp32 (the embedding stays fp32). STPM, DRAEM and diffusion run in torch.
+bf16 and measures it in fp32 (and runs OpenVINO's embedding in bf16); ``int8`` finds a few
+candidate rows in int8 and measures them in fp32 (the embedding stays fp32). STPM, DRAEM and diffusion run in torch.
 Reads the model folder; writes only that graph.
 """
 

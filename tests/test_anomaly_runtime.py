@@ -130,7 +130,7 @@ def test_bf16_search_keeps_the_ranking(tmp_path, fab) -> None:
     assert (got >= ref - 1e-5).all() and np.abs(got - ref).max() < 0.02 * np.abs(ref).max()
 
 
-@pytest.mark.skipif(not int8_is_fast(), reason="this CPU has no int8 dot products (AVX512-VNNI or AVX-VNNI)")
+@pytest.mark.skipif(not int8_is_fast(), reason="this CPU has no int8 dot products that torch reports (AVX512-VNNI)")
 def test_int8_search_keeps_the_ranking(tmp_path, fab) -> None:
     folder, test = _fitted(tmp_path, fab, "reference")
     ref = AnomalyDetector.load(folder).score(test, progress=False)

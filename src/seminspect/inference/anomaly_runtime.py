@@ -93,8 +93,8 @@ def use_runtime(detector: AnomalyDetector, directory: str | Path, backend: str |
     if precision == "bf16" and not bf16_is_fast():
         raise BackendError("this CPU has no native bf16 (AVX512-BF16 or AMX): use --precision fp32, faster here")
     if precision == "int8" and not int8_is_fast():
-        raise BackendError("this CPU has no int8 dot products (AVX512-VNNI or AVX-VNNI): use --precision fp32, "
-                           "faster here")
+        raise BackendError("this CPU has no int8 dot products (AVX512-VNNI) that torch reports: use --precision "
+                           "fp32, faster here")
     model.search = precision
     model.embedder = None
     if chosen != "torch":

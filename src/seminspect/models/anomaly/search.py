@@ -50,7 +50,8 @@ def bf16_is_fast() -> bool:
 
 
 def int8_is_fast() -> bool:
-    """Whether this CPU has int8 dot-product instructions (AVX512-VNNI or AVX-VNNI), as torch reports it."""
+    """Whether this CPU has int8 dot-product instructions as torch reports them (AVX512-VNNI; torch 2.13 does not
+    report AVX-VNNI, so such CPUs are treated as without)."""
     return bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
 
 

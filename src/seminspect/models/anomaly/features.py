@@ -154,14 +154,19 @@ def best_local_match(target: torch.Tensor, reference: torch.Tensor, radius: int 
 DENSE_BLUR_MAX = 2048
 
 
+def _gaussian_kernel(sigma: float, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, int]:
+    """The normalised 1-D Gaussian of :func:`gaussian_blur` (``2 radius + 1`` taps, radius ``round(4 sigma)``)."""
+    radius = max(1, int(round(4 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=dtype)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    return k / k.sum(), radius
+
+
 @functools.lru_cache(maxsize=16)
 def _blur_matrix(n: int, sigma: float) -> torch.Tensor:
     """``(n, n)`` float32 matrix of the 1-D Gaussian of :func:`gaussian_blur` along one axis, reflect borders
     folded in (the taps that fall outside are added to the pixel they reflect onto)."""
-    radius = max(1, int(round(4 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
+    k, radius = _gaussian_kernel(sigma, torch.float64)
     pad = min(radius, n - 1)
     k = k[radius - pad: radius + pad + 1]
     rows = torch.arange(n)[:, None].expand(n, 2 * pad + 1)
@@ -184,10 +189,8 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     if max(h, w) <= DENSE_BLUR_MAX:
         ky, kx = _blur_matrix(h, float(sigma)), _blur_matrix(w, float(sigma))
         return ky.to(maps) @ maps @ kx.to(maps).t()
-    radius = max(1, int(round(4 * sigma)))
-    x = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
+    k, radius = _gaussian_kernel(sigma, maps.dtype)
+    k = k.to(maps.device)
     pad_y, pad_x = min(radius, h - 1), min(radius, w - 1)
     out = F.pad(maps, (0, 0, pad_y, pad_y), mode="reflect") if pad_y else maps
     ky = k[radius - pad_y: radius + pad_y + 1]

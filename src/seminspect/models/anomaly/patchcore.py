@@ -34,7 +34,7 @@ from seminspect.models.anomaly.features import (
     freeze,
     patch_embedding,
 )
-from seminspect.models.anomaly.search import QUERY_BLOCK, Blocks, bank_blocks, min_distance
+from seminspect.models.anomaly.search import QUERY_BLOCK, Blocks, bank_blocks, int8_scale, min_distance, quantise_int8
 from seminspect.models.anomaly.search import chunked_min_distance as chunked_min_distance  # re-exported
 
 CONDITIONINGS = ("none", "reference", "difference")
@@ -98,13 +98,13 @@ def greedy_coreset(features: torch.Tensor, n_select: int, proj_dim: int = 128, s
 def _greedy_int8(reduced_t: torch.Tensor, selected: torch.Tensor, chunk: int, progress: bool) -> torch.Tensor:
     """:func:`greedy_coreset`'s steps on the int8 pool: squared distances exact in int32 on the quantised values."""
     dim, n = reduced_t.shape
-    scale = float(reduced_t.abs().max()) / 127.0 or 1.0
+    scale = int8_scale(reduced_t)
     pool = torch.empty(n, dim, dtype=torch.int8)  # (N, D) rows: the int8 product reads them as one stream
     sq_norms = torch.empty(n, dtype=torch.int32)  # <= D * 127^2: int32 while D < 33,000
     for s in range(0, n, chunk):
-        block = (reduced_t[:, s:s + chunk].t() / scale).round_().clamp_(-127, 127)
-        pool[s:s + block.shape[0]] = block.to(torch.int8)
-        sq_norms[s:s + block.shape[0]] = block.pow(2).sum(1).to(torch.int32)
+        block = quantise_int8(reduced_t[:, s:s + chunk].t(), scale)
+        pool[s:s + block.shape[0]] = block
+        sq_norms[s:s + block.shape[0]] = block.to(torch.int32).pow(2).sum(1, dtype=torch.int32)
     min_d = torch.full((n,), torch.iinfo(torch.int32).max, dtype=torch.int32)
     steps = range(1, selected.shape[0] + 1)
     if progress:

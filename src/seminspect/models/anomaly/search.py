@@ -60,6 +60,11 @@ def int8_scale(x: torch.Tensor) -> float:
     return float(x.abs().max()) / 127.0 or 1.0
 
 
+def quantise_int8(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """``x / scale`` rounded to int8 (symmetric, clamped to +-127)."""
+    return (x / scale).round_().clamp_(-127, 127).to(torch.int8)
+
+
 def bank_blocks(bank: torch.Tensor, search: str = "fp32", bank_chunk: int | None = None) -> Blocks:
     """The bank cut into ``(rows transposed, squared norms, first row)`` blocks in the search's dtype.
 
@@ -69,7 +74,7 @@ def bank_blocks(bank: torch.Tensor, search: str = "fp32", bank_chunk: int | None
     if search == "int8":
         bank_chunk = -(-(bank_chunk or INT8_BANK_BLOCK) // INT8_GROUP) * INT8_GROUP
         pad = -bank.shape[0] % bank_chunk  # padded rows: zero, infinitely far (never the best)
-        quant = torch.cat([(bank / int8_scale(bank)).round_().clamp_(-127, 127).to(torch.int8),
+        quant = torch.cat([quantise_int8(bank, int8_scale(bank)),
                            torch.zeros(pad, bank.shape[1], dtype=torch.int8)])
         norms = torch.cat([bank.pow(2).sum(1), torch.full((pad,), math.inf)])
         return [(quant[start:start + bank_chunk].t(), norms[start:start + bank_chunk], start)
@@ -131,7 +136,7 @@ def _int8_group_search(q: torch.Tensor, bank: torch.Tensor, blocks: Blocks, bank
     to_units = 1.0 / (2.0 * bank_scale * scale) if scale else math.inf
     if bank.shape[1] * (127.0 * bank_scale) ** 2 * to_units > _INT8_BIAS_LIMIT:  # the largest |b|^2 possible
         return None
-    q8 = (q / scale).round_().clamp_(-127, 127).to(torch.int8)
+    q8 = quantise_int8(q, scale)
     maxima = []
     for b_t, norms, _ in blocks:
         score = torch._int_mm(q8, b_t)  # q.b in units of both scales
@@ -151,4 +156,4 @@ def chunked_min_distance(queries: torch.Tensor, bank: torch.Tensor, chunk: int =
 
 
 __all__ = ["BANK_BLOCK", "QUERY_BLOCK", "SEARCHES", "bank_blocks", "bf16_is_fast", "chunked_min_distance",
-           "int8_is_fast", "min_distance"]
+           "int8_is_fast", "int8_scale", "min_distance", "quantise_int8"]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,13 @@ from seminspect.training.config import ADCConfig
 from seminspect.training.feature_cache import FeatureSet
 from seminspect.training.options import fit_heads  # noqa: F401  (re-exported for the benchmark scripts)
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_env  # noqa: E402
+
 
 def machine() -> str:
-    load = os.getloadavg()
-    return (f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU; load average at end "
-            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f} (other helpers' jobs running concurrently)")
+    """The CPU model, core count and the load when called (result files call it at the end)."""
+    return f"{bench_env.machine()}; load average at end {bench_env.load()}"
 
 
 def cached_splits(cfg: ADCConfig, cache_dir: Path) -> dict[str, Any]:

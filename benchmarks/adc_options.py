@@ -269,7 +269,7 @@ def main(config: str, cache: str) -> None:
 
 - command: `nice -n 10 python benchmarks/adc_options.py {config} {cache}`
 - date: {time.strftime('%Y-%m-%d', time.gmtime())}; machine: x86_64, 2-core CPU, no GPU, torch 1 thread; load average (1/5/15 min) at start
-  {load_start}, when this file was written {load()} (the lead's depth training ran concurrently)
+  {load_start}, when this file was written {load()}
 - wall time so far: {time.perf_counter() - t_all:.0f} s
 - data: {cfg.data.path} (DeepPCB patch pairs: tested patch = target, template = reference; 6 defect types + normal
   patches): {len(tr_all)} train patches (of the {cfg.data.max_train} used in benchmarks/results/adc_deeppcb.md; env

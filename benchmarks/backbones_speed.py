@@ -11,7 +11,6 @@ and a ``.json`` beside it.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import multiprocessing as mp
 import os
@@ -25,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_env  # noqa: E402
 
 
 def _time_fn(fn, warmup: int, iters: int) -> float:
@@ -122,12 +123,11 @@ def main() -> None:
     lines = [
         "# Backbone CPU speed",
         "",
-        f"- Command: `nice -n 10 env PYTHONPATH=src python benchmarks/backbones_speed.py {' '.join(sys.argv[1:])}`",
-        f"- Date: {dt.date(2026, 11, 22).isoformat()} (run at {dt.datetime.now().strftime('%H:%M')} local)",
-        f"- Machine: {os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), no GPU; "
-        f"torch {torch.__version__}, Python {platform.python_version()}",
-        f"- Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f}: other helpers' jobs "
-        "were running on the same 2 cores, so figures are lower and noisier than on an idle machine.",
+        f"- Command: `{bench_env.command()}`",
+        f"- Date: {bench_env.now()} (end of the run)",
+        f"- Machine: {bench_env.machine()}; torch {torch.__version__}, Python {platform.python_version()}",
+        f"- Load average (1 min) before/after: {load_before[0]:.1f} / {load_after[0]:.1f} (above 2: the run "
+        "shared its 2 cores with other work, so its figures are lower and noisier than on an idle machine).",
         f"- Settings: batch {args.batch}, {args.threads} threads (torch and onnxruntime intra-op), 1-channel input, "
         f"default out_indices (1, 2, 3); median of {args.iters} timed batches after {args.warmup} warm-up.",
         f"- Wall time: {wall:.0f} s",

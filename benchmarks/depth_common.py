@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -20,19 +19,13 @@ import numpy as np
 
 from seminspect.utils.io import atomic_write_json, atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_env  # noqa: E402
+
 
 def machine() -> str:
     """The CPU model, core count and load: epoch times depend on them."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()
-    return f"{model}, {os.cpu_count()} cores, no GPU; load average {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}"
+    return f"{bench_env.machine()}; load average {bench_env.load()}"
 
 
 def train_one(config: Path, run: Path, data_path: str | None, split: str | None = None) -> None:

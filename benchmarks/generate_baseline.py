@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from sklearn.metrics import roc_auc_score
 
 from seminspect.data.synth import DEFECT_TYPES, FabConfig, generate_sample
 from seminspect.data.synth.generator import sample_seed
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_env  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "generate_baseline.md"
 
@@ -100,11 +104,10 @@ def main() -> None:
     lines = [
         "# Virtual-fab difficulty baseline: |target - reference| image AUROC",
         "",
-        "Command: `nice -n 10 env PYTHONPATH=src python benchmarks/generate_baseline.py "
-        f"--per-type {args.per_type} --normals {args.normals}`",
+        f"Command: `{bench_env.command()}`",
         "",
-        f"Date: 2026-11-22. Machine: 2-core CPU, no GPU, shared with other helpers' jobs (load average "
-        f"about {os.getloadavg()[0]:.0f} at the end). Wall time {wall:.0f} s for {len(jobs)} sites.",
+        f"Date: {bench_env.now()} (end of the run). Machine: {bench_env.machine()}; load average at the end "
+        f"{bench_env.load()}. Wall time {wall:.0f} s for {len(jobs)} sites.",
         "",
         "Per difficulty: "
         f"{args.per_type} sites per defect type and {args.normals} normal sites; 460x460, one in-lens target view "

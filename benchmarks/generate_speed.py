@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from seminspect.data.synth import FabConfig, generate_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_env  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "generate_speed.md"
 
@@ -44,10 +48,10 @@ def main() -> None:
     lines = [
         "# Virtual-fab generation speed",
         "",
-        f"Command: `nice -n 10 env PYTHONPATH=src python benchmarks/generate_speed.py --n {args.n}`",
+        f"Command: `{bench_env.command()}`",
         "",
-        f"Date: 2026-11-22. Machine: 2-core CPU (os.cpu_count() = {os.cpu_count()}), no GPU, shared with the "
-        f"other helpers' jobs: load average {load_before[0]:.1f} before and {load_after[0]:.1f} after the run "
+        f"Date: {bench_env.now()} (end of the run). Machine: {bench_env.machine()}; load average "
+        f"{load_before[0]:.1f} before and {load_after[0]:.1f} after the run "
         "(a load above 2 means this run did not have both cores to itself).",
         "",
         f"Task: {args.n} samples x 10 views (5 target + 5 reference, 460x460, 8-bit PNG), half abnormal "

@@ -7,38 +7,16 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> str:
-    return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, no GPU"
-
-
-def load() -> str:
-    a, b, c = os.getloadavg()
-    return f"{a:.2f}/{b:.2f}/{c:.2f}"
-
-
-def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_env import cpu_model, load, machine, now  # noqa: E402,F401  (re-exported for the scripts)
 
 
 def header(title: str, argv: list[str]) -> list[str]:

@@ -16,8 +16,6 @@ of single-view :class:`~seminspect.data.sample.Sample` (one target view, no refe
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import random
 import resource
 import sys
@@ -30,6 +28,9 @@ import numpy as np
 
 from seminspect.data.imageio import read_image
 from seminspect.data.sample import Role, Sample, View
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_env  # noqa: E402
 
 
 def elpv_split(root: str | Path) -> tuple[list[Sample], list[Sample]]:
@@ -133,11 +134,7 @@ def peak_rss_mib() -> float:
 
 def machine_line() -> str:
     """CPU model, core count, load average and date for a result file's header."""
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
-    load = Path("/proc/loadavg").read_text().split()[:3]
-    return (f"{cpu}, {os.cpu_count()} cores, load average {' '.join(load)}, "
-            f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
+    return f"{bench_env.machine()}, load average {bench_env.load()}, {bench_env.now()}"
 
 
 def set_threads(n: int | None) -> None:

@@ -34,3 +34,18 @@ def test_random_normals_come_from_every_pair_and_keep_the_abnormal_draw() -> Non
     assert [s.sample_id for s in again] == [s.sample_id for s in rand]  # seeded: the same draw
     with pytest.raises(ValueError, match="normals must be one of"):
         anomaly_deeppcb.balanced_selection(crops, 40, np.random.default_rng(0), "last")
+
+
+def test_no_benchmark_script_writes_a_fixed_date_into_its_result() -> None:
+    """Result files carry the day they ran (bench_env.now), never a date literal in a header line."""
+    import re
+    from datetime import UTC, datetime
+
+    import bench_env
+
+    literal = re.compile(r"""(?i)["'`(]\s*-?\s*date:\s*20\d\d-\d\d-\d\d|dt\.date\(20\d\d""")
+    offenders = [p.name for p in sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.py"))
+                 if literal.search(p.read_text())]
+    assert offenders == []
+    assert bench_env.now().startswith(datetime.now(UTC).strftime("%Y-%m-%d"))
+    assert bench_env.cpu_model() and "cores" in bench_env.machine()

@@ -10,7 +10,7 @@ files, ``seminspect predict`` (PNG on disk -> Parquet) with:
 - the artefact as trained (its crop and crop centre) on ``--backend torch`` (eager; and with two
   reader threads), ``onnxruntime`` fp32 (without reader threads, and with predict's default)
   and, when ``seminspect optimise`` made one, int8; with OpenVINO installed, ``openvino`` fp32,
-  bf16 (and int8);
+  bf16 (only where the CPU has bf16 instructions, `bf16_is_fast`) and int8;
 - the same weights with ``crop: null`` (every view whole, 460 px, native resolution, sub-pixel
   registration as the inspector does without a crop) on torch and onnxruntime, on the first
   ``--n-whole`` sites only (it is slow): what looking at the whole field at full resolution costs.
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from predict_common import header, load, predict_child  # noqa: E402
 from predict_throughput import gemm_gflops  # noqa: E402
 
+from seminspect.models.anomaly.search import bf16_is_fast  # noqa: E402
 from seminspect.utils.io import atomic_write_text, read_yaml_mapping  # noqa: E402
 
 
@@ -122,7 +123,7 @@ def adc_alone(artefact: Path, data: Path, n: int = 50) -> list[str]:
     choices = [("torch eager", "torch", "fp32"), ("torch.compile", "torch", "fp32"),
                ("onnxruntime", "onnxruntime", "fp32")]
     if importlib.util.find_spec("openvino") is not None:
-        choices += [("openvino", "openvino", "fp32"), ("openvino", "openvino", "bf16")]
+        choices += [("openvino", "openvino", "fp32"), *((("openvino", "openvino", "bf16"),) if bf16_is_fast() else ())]
     rows, ref, base_ms = [], None, None
     for label, backend, precision in choices:
         judge = Inspector.load(artefact, threads=torch.get_num_threads(), backend=backend, precision=precision,
@@ -152,9 +153,9 @@ def predict_rows(a: argparse.Namespace, data: Path, data_whole: Path, whole: Pat
     runs = [("as trained", a.artefact, *r) for r in trained]
     if int8:
         runs.append(("as trained", a.artefact, "onnxruntime", "int8", None))
-    if importlib.util.find_spec("openvino") is not None:
+    if importlib.util.find_spec("openvino") is not None:  # bf16 only where the CPU has it (else it runs fp32)
         runs += [("as trained", a.artefact, "openvino", p, None)
-                 for p in ("fp32", "bf16", *(("int8",) if int8 else ()))]
+                 for p in ("fp32", *(("bf16",) if bf16_is_fast() else ()), *(("int8",) if int8 else ()))]
     runs += [("whole views, 460 px", whole, "torch", "fp32", None),
              ("whole views, 460 px", whole, "onnxruntime", "fp32", None)]
     seen: dict[int, list[tuple[float, float, float, str, str]]] = {i: [] for i in range(len(runs))}

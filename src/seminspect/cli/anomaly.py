@@ -11,7 +11,8 @@ import typer
 
 from seminspect.cli._common import console, err_console
 
-anomaly_app = typer.Typer(help="Anomaly detection trained on normal samples only (PatchCore, STPM).",
+anomaly_app = typer.Typer(help="Anomaly detection trained on normal samples only "
+                               "(PatchCore, STPM, DRAEM, diffusion + student).",
                           no_args_is_help=True)
 
 

@@ -25,9 +25,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def gpus() -> str:
+    """``no GPU``, or how many NVIDIA GPUs the driver lists (``/proc/driver/nvidia/gpus``)."""
+    found = Path("/proc/driver/nvidia/gpus")
+    n = len(list(found.iterdir())) if found.is_dir() else 0
+    return "no GPU" if n == 0 else f"{n} NVIDIA GPU{'s' if n > 1 else ''}"
+
+
 def machine() -> str:
-    """``<CPU model>, <n> cores, <OS> <release>, no GPU``."""
-    return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, no GPU"
+    """``<CPU model>, <n> cores, <OS> <release>, <GPUs>``."""
+    return f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, {gpus()}"
 
 
 def load() -> str:
@@ -46,4 +53,4 @@ def command() -> str:
     return "python " + " ".join(sys.argv)
 
 
-__all__ = ["command", "cpu_model", "load", "machine", "now"]
+__all__ = ["command", "cpu_model", "gpus", "load", "machine", "now"]

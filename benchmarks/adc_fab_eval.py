@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from adc_common import fit_heads  # noqa: E402
 from adc_virtual_fab import HEADER, Clock, concat, evaluate_calibrated, headline, row  # noqa: E402
+from bench_env import load  # noqa: E402
 
 from seminspect.data.dataset import SampleDataset  # noqa: E402
 from seminspect.data.manifest import DatasetInfo, write_manifest  # noqa: E402
@@ -98,7 +98,7 @@ def main() -> None:
         return
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"argv": sys.argv, "load_at_start": "{:.2f}/{:.2f}/{:.2f}".format(*os.getloadavg()),
+    summary: dict[str, Any] = {"argv": sys.argv, "load_at_start": load(),
                                "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                                "artefact": str(artefact), "test_data": str(data), "stages": {}}
     parts, order = [], []
@@ -146,7 +146,7 @@ def main() -> None:
         rows.append(row(f"trained (same {len(tr)} + {len(va)} sites) and tested without {role} views", mv, secs))
         atomic_write_json(out / "summary.json", summary)
         atomic_write_text(out / "rows.md", HEADER + "\n" + "\n".join(rows) + "\n")
-    summary["load_at_end"] = "{:.2f}/{:.2f}/{:.2f}".format(*os.getloadavg())
+    summary["load_at_end"] = load()
     summary["finished_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(out / "rows.md", HEADER + "\n" + "\n".join(rows) + "\n")

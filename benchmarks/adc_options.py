@@ -48,6 +48,9 @@ from seminspect.training.config import ADCConfig
 from seminspect.training.feature_cache import FeatureSet
 from seminspect.training.options import cross_validate, fit_heads, predict_ensemble, train_ensemble
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_env import load  # noqa: E402
+
 # ADC_OPTIONS_DEST: write elsewhere (smoke runs on a copy)
 DEST = Path(os.environ.get("ADC_OPTIONS_DEST", Path(__file__).parent / "results" / "adc_options.md"))
 K_FOLDS = int(os.environ.get("K_FOLDS", 3))
@@ -62,11 +65,6 @@ ONLY_BACKBONES = os.environ.get("ONLY_BACKBONES") == "1"
 BB_START, BB_END = "<!-- backbones: written by adc_options.py -->", "<!-- /backbones -->"
 HEADER = ("| option | AUROC | recall @ P >= 99 % [95 % CI] | recall where the 95 % lower bound of P >= 99 % | "
           "6-type macro-F1 | type accuracy | training s | note |\n|---|---|---|---|---|---|---|---|")
-
-
-def load() -> str:
-    a, b, c = os.getloadavg()
-    return f"{a:.2f}/{b:.2f}/{c:.2f}"
 
 
 def metrics(pred: dict[str, Any], fs: FeatureSet, tax: Any) -> dict[str, Any]:

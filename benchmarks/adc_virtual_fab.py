@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from adc_common import fit_heads  # noqa: E402
+from bench_env import load  # noqa: E402
 
 from seminspect.data.dataset import SampleDataset  # noqa: E402
 from seminspect.data.synth import FabConfig, generate_dataset  # noqa: E402
@@ -61,11 +62,6 @@ SEEDS = {"test": 2027, "calib": 2028}
 TRAIN_SEED0 = 2030
 
 
-def _load() -> str:
-    a, b, c = os.getloadavg()
-    return f"{a:.2f}/{b:.2f}/{c:.2f}"
-
-
 class Clock:
     """Wall and CPU seconds (this process and its finished children) and the load at the end."""
 
@@ -75,7 +71,7 @@ class Clock:
     def done(self, **extra: Any) -> dict[str, Any]:
         t = os.times()
         cpu = sum(getattr(t, k) - getattr(self.t, k) for k in ("user", "system", "children_user", "children_system"))
-        return {"wall_s": round(time.perf_counter() - self.w, 1), "cpu_s": round(cpu, 1), "load_at_end": _load(),
+        return {"wall_s": round(time.perf_counter() - self.w, 1), "cpu_s": round(cpu, 1), "load_at_end": load(),
                 "utc_end": time.strftime("%H:%M:%S", time.gmtime()), **extra}
 
 
@@ -177,7 +173,7 @@ def main() -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     summary_path = out / "summary.json"
-    summary: dict[str, Any] = {"argv": sys.argv, "load_at_start": _load(),
+    summary: dict[str, Any] = {"argv": sys.argv, "load_at_start": load(),
                                "started_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "stages": {}}
     if summary_path.is_file():  # a resumed run keeps the first run's stage timings (resumed stages add "_resumed")
         previous = json.loads(summary_path.read_text())
@@ -331,7 +327,7 @@ def main() -> None:
         print(rows[-1], flush=True)
         save()
         atomic_write_text(out / "rows.md", HEADER + "\n" + "\n".join(rows) + "\n")
-    summary["load_at_end"] = _load()
+    summary["load_at_end"] = load()
     summary["finished_utc"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
     save()
     print(HEADER + "\n" + "\n".join(rows))

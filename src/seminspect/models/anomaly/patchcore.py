@@ -22,7 +22,7 @@ target's pattern is -- the classic die-to-die comparison, learned.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,12 +79,7 @@ def greedy_coreset(features: torch.Tensor, n_select: int, proj_dim: int = 128, s
         torch.cat([reduced_t[:, s:s + chunk].pow(2).sum(0) for s in range(0, n, chunk)])
     min_d = torch.full((n,), math.inf)
     d = torch.empty(n)
-    steps = range(1, n_select + 1)
-    if progress:
-        from seminspect.utils.progress import track
-
-        steps = track(steps, "coreset", total=n_select)
-    for k in steps:
+    for k in _coreset_steps(n_select, progress):
         c_idx = int(selected[k - 1])
         centre = reduced_t[:, c_idx].contiguous()
         torch.addmv(sq_norms, reduced_t.t(), centre, alpha=-2.0, out=d)
@@ -93,6 +88,16 @@ def greedy_coreset(features: torch.Tensor, n_select: int, proj_dim: int = 128, s
         if k < n_select:
             selected[k] = int(torch.argmax(min_d))
     return selected
+
+
+def _coreset_steps(n_select: int, progress: bool) -> Iterable[int]:
+    """Steps ``1 .. n_select`` of the greedy coreset, behind a progress bar when asked."""
+    steps = range(1, n_select + 1)
+    if not progress:
+        return steps
+    from seminspect.utils.progress import track
+
+    return track(steps, "coreset", total=n_select)
 
 
 def _greedy_int8(reduced_t: torch.Tensor, selected: torch.Tensor, chunk: int, progress: bool) -> torch.Tensor:
@@ -106,12 +111,7 @@ def _greedy_int8(reduced_t: torch.Tensor, selected: torch.Tensor, chunk: int, pr
         pool[s:s + block.shape[0]] = block
         sq_norms[s:s + block.shape[0]] = block.to(torch.int32).pow(2).sum(1, dtype=torch.int32)
     min_d = torch.full((n,), torch.iinfo(torch.int32).max, dtype=torch.int32)
-    steps = range(1, selected.shape[0] + 1)
-    if progress:
-        from seminspect.utils.progress import track
-
-        steps = track(steps, "coreset", total=selected.shape[0])
-    for k in steps:
+    for k in _coreset_steps(selected.shape[0], progress):
         c_idx = int(selected[k - 1])
         d = torch._int_mm(pool, pool[c_idx].view(dim, 1)).view(n)  # x.c
         d.mul_(-2).add_(sq_norms).add_(sq_norms[c_idx])  # |x - c|^2 = |x|^2 - 2 x.c + |c|^2

@@ -9,11 +9,16 @@ OpenVINO bf16 as well (where the CPU offers it). Per row: image
 AUROC, recall at 99 % precision (threshold chosen on the set itself: the usual optimistic figure)
 with its 95 % interval, type macro-F1, the share of sites the artefact's calibrated triage
 automates and the precision of its automatic decisions; for int8, the share of sites whose route
-is the same as fp32's (with ``--checked``, also with the fp32 check of sites near a threshold).
+is the same as fp32's (with ``--checked``, also with the fp32 check of sites near a threshold); and the
+recall, at the same threshold, of the defects whose centre lies beyond where a window clamped inside
+the field can centre (more than (size - crop) / 2 - max_shift px from the centre along an axis: 158 px
+for a 128 px crop of a 460 px view): the sites whose defect lies off the window's centre even when the
+window is placed on it.
 No setting is chosen here: each artefact was trained and calibrated on its
 own training and calibration splits. Writes ``benchmarks/results/fov_recall.md`` (or ``--result``).
 The two fresh sets come from ``python benchmarks/fov_recall.py --make ROOT`` (seed 5000, 600 sites
-each, ``site_offset`` 0.08 as the main job and 0.4: anywhere in the inner 80 % of the field).
+each, ``site_offset`` 0.08 as the main job and 0.4: anywhere in the inner 80 % of the field); a
+validation pair to choose settings on: ``--make ROOT --make-n 300 --make-seed 6000``.
 """
 
 from __future__ import annotations
@@ -39,11 +44,27 @@ def make_sets(root: Path, n: int = 600, seed: int = 5000) -> None:
         generate_dataset(root / name, n, fab, abnormal_fraction=0.5, seed=seed, workers=None, splits={"test": 1.0})
 
 
+def beyond_reach(samples: list, crop: int | None, max_shift: float) -> np.ndarray:
+    """Per site: True where the defect mask's centre (all target views) lies beyond a clamped window's reach."""
+    from seminspect.data.sample import Role
+
+    out = np.zeros(len(samples), bool)
+    for k, s in enumerate(samples):
+        masks = [v.mask for v in s.views if v.role == Role.TARGET and v.mask is not None and v.mask.any()]
+        if not masks or crop is None:
+            continue
+        ys, xs = np.nonzero(np.logical_or.reduce(masks))
+        h, w = masks[0].shape
+        room_y, room_x = (h - crop) // 2 - int(np.ceil(max_shift)), (w - crop) // 2 - int(np.ceil(max_shift))
+        out[k] = abs(ys.mean() - h / 2) > room_y or abs(xs.mean() - w / 2) > room_x
+    return out
+
+
 def judge(artefact: Path, data: str, precision: str,
-          check: bool = False) -> tuple[object, np.ndarray, np.ndarray, str]:
+          check: bool = False) -> tuple[object, np.ndarray, np.ndarray, str, np.ndarray]:
     """The inspector's judgement of ``data`` (``FOLDER[:SPLIT]``), with abnormal and type labels; ``check``:
     bf16 / int8 sites near a threshold judged again in fp32 (the margins of `seminspect optimise --precision`),
-    whose note comes last (empty without it)."""
+    whose note comes fourth (empty without it); last, the sites whose defect is beyond a clamped window's reach."""
     from seminspect.data.dataset import SampleDataset
     from seminspect.inference.inspector import Inspector
 
@@ -58,10 +79,13 @@ def judge(artefact: Path, data: str, precision: str,
     y = np.array([int(bool(s.is_abnormal)) for s in samples])
     ti = np.array([tax.leaf_index(s.defect_type) if s.is_abnormal and s.defect_type in tax else -1 for s in samples])
     res = insp.inspect(samples, progress=f"{artefact.name} {precision} {Path(root).name}")
-    return res, y, ti, insp.runtime.note() if check else ""
+    im = insp.artefact.image
+    far = beyond_reach(samples, im.crop, im.max_shift)
+    return res, y, ti, insp.runtime.note() if check else "", far
 
 
-def row(name: str, data: str, precision: str, res, y: np.ndarray, ti: np.ndarray, same: float | None) -> str:
+def row(name: str, data: str, precision: str, res, y: np.ndarray, ti: np.ndarray, same: float | None,
+        far: np.ndarray) -> str:
     from sklearn.metrics import f1_score, roc_auc_score
 
     from seminspect.evaluation.metrics import recall_at_precision
@@ -74,15 +98,20 @@ def row(name: str, data: str, precision: str, res, y: np.ndarray, ti: np.ndarray
     auto = route != "review"
     right = ((route == "auto_abnormal") & (y == 1)) | ((route == "auto_normal") & (y == 0))
     lo, hi = r.recall_ci
+    edge = (y == 1) & far
+    edge_recall = f"{(res.abnormal[edge] >= r.threshold).mean():.3f} of {int(edge.sum())}" if edge.any() else "-"
     return (f"| {name} | {data} | {precision} | {len(y)} | {roc_auc_score(y, res.abnormal):.4f} | "
             f"{r.recall:.3f} ({lo:.3f}-{hi:.3f}) | {f1:.3f} | {auto.mean():.3f} | "
             f"{right[auto].mean() if auto.any() else float('nan'):.4f} | "
-            f"{'' if same is None else f'{same:.4f}'} |")
+            f"{'' if same is None else f'{same:.4f}'} | {edge_recall} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--make", type=Path, help="only generate the two fresh sets under this folder")
+    ap.add_argument("--make-n", type=int, default=600, help="sites per generated set")
+    ap.add_argument("--make-seed", type=int, default=5000, help="generator seed of the sets (another seed: "
+                    "a validation pair to choose settings on, e.g. 6000)")
     ap.add_argument("--artefact", action="append", default=[], help="NAME=FOLDER")
     ap.add_argument("--data", action="append", default=[], help="NAME=FOLDER[:SPLIT]")
     ap.add_argument("--result", type=Path, default=Path(__file__).parent / "results" / "fov_recall.md")
@@ -91,28 +120,29 @@ def main() -> None:
                     "(needs `seminspect optimise --precision` first)")
     a = ap.parse_args()
     if a.make:
-        make_sets(a.make)
+        make_sets(a.make, a.make_n, a.make_seed)
         return
     t0 = time.perf_counter()
     lines = header("Whole field of view: recall at 99 % precision, centred and off-centre defects", sys.argv)
     lines += ["| artefact | data | precision | sites | AUROC | recall at 99 % precision (95 % CI) | type macro-F1 "
-              "| automated | correct among automated | routes as fp32 |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| automated | correct among automated | routes as fp32 | recall beyond a clamped window's reach |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for spec in a.artefact:
         name, _, folder = spec.partition("=")
         art = Path(folder)
         has_int8 = any((art / "runtime").glob("*-int8.onnx"))
         for dspec in a.data:
             dname, _, data = dspec.partition("=")
-            fp, y, ti, _ = judge(art, data, "fp32")
-            lines.append(row(name, dname, "fp32", fp, y, ti, None))
+            fp, y, ti, _, far = judge(art, data, "fp32")
+            lines.append(row(name, dname, "fp32", fp, y, ti, None, far))
             print(lines[-1], flush=True)
             for low in (["int8"] if has_int8 else []) + (["bf16"] if a.bf16 else []):
                 checks = [False, True] if a.checked else [False]
                 for check in checks:
-                    q, _, _, note = judge(art, data, low, check)
+                    q, _, _, note, _ = judge(art, data, low, check)
                     label = ("bf16 (OpenVINO)" if low == "bf16" else low) + (
                         f", {note.split(' (')[0]}" if check else "")
-                    lines.append(row(name, dname, label, q, y, ti, float((q.route == fp.route).mean())))
+                    lines.append(row(name, dname, label, q, y, ti, float((q.route == fp.route).mean()), far))
                     print(lines[-1], flush=True)
     lines += ["", f"Load average at the end: {load()}; whole run {time.perf_counter() - t0:.0f} s."]
     atomic_write_text(a.result, "\n".join(lines) + "\n")

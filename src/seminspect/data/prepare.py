@@ -118,10 +118,14 @@ class PrepareSample:
     ``centre="image"`` crops around the image centre; ``"difference"`` (integer / joint
     registration only) around the strongest target-reference difference over the whole field
     (:mod:`seminspect.data.locate`), so an off-centre defect stays in the window.
+
+    ``jitter`` (training only): the window of the target and reference views is moved further by up to
+    ``jitter`` px along each axis, by a draw fixed by ``seed`` and the site's id, and kept inside the
+    field; a classifier that saw only windows centred on the defect then learns off-centre ones too.
     """
 
     def __init__(self, crop: int | None = 224, register: bool = True, method: str = "integer",
-                 max_shift: float = 24.0, centre: str = "image") -> None:
+                 max_shift: float = 24.0, centre: str = "image", jitter: int = 0, seed: int = 0) -> None:
         if method not in METHODS:
             raise ValueError(f"registration method {method!r} is not one of {METHODS}")
         if centre not in CENTRES:
@@ -129,7 +133,11 @@ class PrepareSample:
         if centre == "difference" and (crop is None or not register or method not in ("integer", "joint")):
             raise ValueError("crop centre 'difference' needs a crop and integer or joint registration")
         self.crop, self.register, self.method, self.max_shift = crop, register, method, max_shift
-        self.centre = centre
+        if jitter < 0:
+            raise ValueError(f"window jitter must be >= 0 px, got {jitter}")
+        if jitter and register and method not in ("integer", "joint"):  # a sub-pixel reference is centre-cropped
+            raise ValueError("window jitter needs integer or joint registration (or none)")
+        self.centre, self.jitter, self.seed = centre, int(jitter), int(seed)
 
     @property
     def margin(self) -> int:
@@ -183,10 +191,25 @@ class PrepareSample:
             return 0, 0
         return difference_offset(pairs, self.crop, self.margin)
 
+    def _jittered(self, sample: Sample, offset: tuple[int, int]) -> tuple[int, int]:
+        """``offset`` moved by this site's seeded draw in ``[-jitter, jitter]`` px, kept where every
+        target and reference window (references moved by up to the margin) stays inside its view."""
+        import zlib
+
+        rng = np.random.default_rng([self.seed, zlib.crc32(sample.sample_id.encode())])
+        dy, dx = (int(d) for d in rng.integers(-self.jitter, self.jitter + 1, 2))
+        shapes = [v.image.shape for v in sample.views if v.role != Role.ZOOM]
+        room_y = max(0, min(h for h, _ in shapes) - self.crop) // 2 - self.margin  # type: ignore[operator]
+        room_x = max(0, min(w for _, w in shapes) - self.crop) // 2 - self.margin  # type: ignore[operator]
+        return (int(np.clip(offset[0] + dy, -max(room_y, 0), max(room_y, 0))),
+                int(np.clip(offset[1] + dx, -max(room_x, 0), max(room_x, 0))))
+
     def apply(self, sample: Sample, alignment: dict[int, Alignment]) -> Sample:
         """The prepared copy of ``sample``: references moved by ``alignment``, every view cropped."""
         views: list[View] = []
         offset = self.crop_offset(sample, alignment)
+        if self.jitter and self.crop is not None:
+            offset = self._jittered(sample, offset)
         for v in sample.views:
             oy, ox = (0, 0) if v.role == Role.ZOOM else offset  # zooms are always centre-cropped
             a = alignment.get(v.index) if v.role == Role.REFERENCE else None

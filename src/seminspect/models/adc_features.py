@@ -26,6 +26,8 @@ from seminspect.models.adc import MultiViewADC
 from seminspect.utils.modules import eval_mode
 from seminspect.utils.progress import make_progress
 
+MOVED = 8  # a feature slice's op is ``op + MOVED`` when it was encoded from training's jittered window
+
 
 def dihedral(images: torch.Tensor, op: int) -> torch.Tensor:
     """Apply dihedral op ``0..7`` (``op % 4`` quarter turns, then a horizontal flip if ``op >= 4``)
@@ -52,7 +54,8 @@ class FeatureSet:
         feats: ``(T, N, V, C, g, g)`` float16, one slice per dihedral op in ``ops``.
         roles, indices: ``(N, V)`` int64 (-1 padding). view_mask: ``(N, V)`` bool.
         is_abnormal, type_index: ``(N,)`` int64.
-        sample_ids: list of ids. ops: dihedral ops of the slices.
+        sample_ids: list of ids. ops: dihedral ops of the slices (``op + MOVED``: from the jittered
+            training window of ``compute_features(moved=...)``).
     """
 
     feats: torch.Tensor
@@ -91,19 +94,27 @@ def compute_features(
     batch_size: int = 16,
     resize: int | None = None,
     description: str = "encoding views",
+    moved: PrepareSample | None = None,
 ) -> FeatureSet:
-    """Encode every real view of every sample once per dihedral op (backbone in eval mode)."""
+    """Encode every real view of every sample once per dihedral op (backbone in eval mode).
+
+    ``moved``: a second preparation (training's jittered window, ``PrepareSample(jitter=...)``); every op
+    is then encoded again from it, as the slices ``op + 8`` after those of ``prepare``.
+    """
     n = len(dataset)
-    chunks: list[list[torch.Tensor]] = [[] for _ in ops]
+    slices = list(ops) + ([op + MOVED for op in ops] if moved is not None else [])
+    chunks: list[list[torch.Tensor]] = [[] for _ in slices]
     roles, indices, masks, ab, ti, ids = [], [], [], [], [], []
     encoded_at: list[int] = []  # dataset position of each encoded sample, in encoding order
     vmax = 0
     with eval_mode(model), make_progress() as progress:
         task = progress.add_task(description, total=n)
         for start in range(0, n, batch_size):
-            samples = [dataset[i] for i in range(start, min(n, start + batch_size))]
-            if prepare is not None:
-                samples = [prepare(s) for s in samples]
+            raw = [dataset[i] for i in range(start, min(n, start + batch_size))]
+            # one registration per site, shared by the moved windows (same registration settings)
+            aligned = [(s, (prepare or moved).align(s)) for s in raw] if prepare or moved else []
+            samples = [prepare.apply(s, a) for s, a in aligned] if prepare is not None else raw
+            shifted = [moved.apply(s, a) for s, a in aligned] if moved is not None else None
             # collate pads every view to the largest view of the batch, and padding changes pooled
             # features: encode samples of equal size together so that a sample's features never
             # depend on its batch neighbours (mixed-size data such as DeepPCB patches).
@@ -114,6 +125,13 @@ def compute_features(
                 for k, op in enumerate(ops):
                     chunks[k].append(model.encode_views(dihedral(images, op), batch.view_mask, batch.roles,
                                                          batch.indices).to(torch.float16))
+                if shifted is not None:
+                    other = collate([shifted[i] for i in group], taxonomy)
+                    moved_images = resize_batch(other.images, resize)
+                    for k, op in enumerate(ops):
+                        chunks[len(ops) + k].append(model.encode_views(
+                            dihedral(moved_images, op), other.view_mask, other.roles, other.indices
+                        ).to(torch.float16))
                 vmax = max(vmax, batch.roles.shape[1])
                 roles.append(batch.roles)
                 indices.append(batch.indices)
@@ -132,7 +150,7 @@ def compute_features(
 
     feats = torch.stack([torch.cat([pad(c, 0) for c in ch]) for ch in chunks])
     fs = FeatureSet(feats, torch.cat([pad(r, -1) for r in roles]), torch.cat([pad(r, -1) for r in indices]),
-                    torch.cat([pad(m, 0) for m in masks]).bool(), torch.cat(ab), torch.cat(ti), ids, list(ops))
+                    torch.cat([pad(m, 0) for m in masks]).bool(), torch.cat(ab), torch.cat(ti), ids, slices)
     if encoded_at != sorted(encoded_at):  # groups reordered samples inside a batch: back to the dataset's order
         fs = fs.subset(np.argsort(np.asarray(encoded_at), kind="stable"))
     return fs

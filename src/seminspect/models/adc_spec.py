@@ -67,6 +67,7 @@ def build_adc(m: ModelConfig, taxonomy: Taxonomy, pretrained: bool | None = None
     )
 
 
-def make_prepare(im: ImageConfig) -> PrepareSample:
+def make_prepare(im: ImageConfig, jitter: int = 0, seed: int = 0) -> PrepareSample:
+    """The site preparation of ``im``; ``jitter`` / ``seed``: training's moved windows (``PrepareSample``)."""
     return PrepareSample(crop=im.crop, register=im.registration, method=im.registration_method,
-                         max_shift=im.max_shift, centre=im.crop_centre)
+                         max_shift=im.max_shift, centre=im.crop_centre, jitter=jitter, seed=seed)

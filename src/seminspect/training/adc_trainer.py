@@ -99,8 +99,11 @@ def _labels(ds: SampleDataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 def features_for(model: MultiViewADC, ds: SampleDataset, cfg: ADCConfig, ops: Sequence[int],
                  cache_dir: str | Path | None, description: str,
-                 log: Callable[[str], None] | None = None) -> FeatureSet:
+                 log: Callable[[str], None] | None = None, jitter: bool = False) -> FeatureSet:
     """Encode a dataset's views (reusing an on-disk cache when the backbone is the pretrained one).
+
+    ``jitter`` (the training split): with ``train.window_jitter`` > 0, every op is encoded a second time
+    from windows moved by the jitter, as slices ``op + 8`` after the unmoved ones.
 
     The cache is reused only for the same sites and image files (their sizes and modification
     times) it was computed from; otherwise it is re-encoded and ``log`` (default: stderr) gets one
@@ -113,6 +116,10 @@ def features_for(model: MultiViewADC, ds: SampleDataset, cfg: ADCConfig, ops: Se
              "ops": list(ops), "roles": sorted(r.value for r in ds.roles) if ds.roles else None}
     if cfg.model.weights_path:  # weights replaced in place give other features
         parts["weights_file"] = file_identity(cfg.model.weights_path)
+    moved = None
+    if jitter and cfg.train.window_jitter:
+        parts["jitter"] = [cfg.train.window_jitter, cfg.seed]
+        moved = make_prepare(cfg.image, cfg.train.window_jitter, cfg.seed)
     path = fingerprint = None
     if cache_dir is not None and cfg.model.pretrained:
         path = Path(cache_dir) / f"feats_{cache_key(ds.root, ds.sample_ids, parts)}.safetensors"
@@ -122,7 +129,7 @@ def features_for(model: MultiViewADC, ds: SampleDataset, cfg: ADCConfig, ops: Se
             fs.is_abnormal, fs.type_index = _labels(ds)
             return fs
     fs = compute_features(model, ds, ds.taxonomy, prepare_for(cfg), ops=ops, batch_size=cfg.train.encode_batch,
-                          resize=cfg.image.resize, description=description)
+                          resize=cfg.image.resize, description=description, moved=moved)
     if path is not None:
         save_features(fs, path, fingerprint)
     return fs
@@ -211,7 +218,7 @@ def _train(cfg: ADCConfig, out: Path, log: Callable[[str], None] | None, distrib
     model = build_model(cfg, taxonomy)
     cache_dir = cfg.train.cache_dir or (out / "cache")
     t0 = time.perf_counter()
-    train_fs = _features(model, train_ds, cfg, cfg.train.augment, cache_dir, "encoding train views", log)
+    train_fs = _features(model, train_ds, cfg, cfg.train.augment, cache_dir, "encoding train views", log, jitter=True)
     if val_ds is None:
         train_fs, val_fs = split_validation(train_fs, cfg.data.val_fraction, cfg.seed)
     else:
@@ -239,11 +246,12 @@ def _train(cfg: ADCConfig, out: Path, log: Callable[[str], None] | None, distrib
 
 
 def _features(model: MultiViewADC, ds: SampleDataset, cfg: ADCConfig, ops: Sequence[int],
-              cache_dir: str | Path | None, description: str, log: Callable[[str], None] | None) -> FeatureSet:
+              cache_dir: str | Path | None, description: str, log: Callable[[str], None] | None,
+              jitter: bool = False) -> FeatureSet:
     """:func:`features_for` in every process: with a cache, its writer encodes first and the others read it."""
     if cache_dir is None or not cfg.model.pretrained or not dist.active():
-        return features_for(model, ds, cfg, ops, cache_dir, description, log)
-    return dist.writers_first(lambda: features_for(model, ds, cfg, ops, cache_dir, description, log))
+        return features_for(model, ds, cfg, ops, cache_dir, description, log, jitter)
+    return dist.writers_first(lambda: features_for(model, ds, cfg, ops, cache_dir, description, log, jitter))
 
 
 def _check_world(cfg: ADCConfig) -> None:

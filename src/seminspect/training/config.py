@@ -66,6 +66,10 @@ class TrainConfig(_Strict):
     cache_dir: str | None = None  # default: <output>/cache
     augment: list[Op] = Field(default_factory=lambda: [0], min_length=1)  # dihedral ops cached/sampled
     tta: list[Op] = Field(default_factory=lambda: [0], min_length=1)  # dihedral ops averaged at evaluation
+    # > 0: the training sites are encoded a second time with the classifier's window moved by up to this
+    # many px per axis (a seeded draw per site; data/prepare.py), one more augmentation slice beside each
+    # op of ``augment``; validation, calibration and inference keep the unmoved window
+    window_jitter: int = Field(0, ge=0)
     epochs: int = Field(30, ge=0)
     finetune_epochs: int = Field(0, ge=0)  # then unfreeze the last backbone stages and train live
     finetune_stages: int = Field(1, ge=0)
@@ -127,6 +131,14 @@ class ADCConfig(_Strict):
     seed: int = 0
     output: str = "runs/adc"
     threads: int | None = None
+
+    @model_validator(mode="after")
+    def _jitter_needs_a_movable_window(self) -> ADCConfig:
+        im = self.image
+        if self.train.window_jitter and (im.crop is None or (
+                im.registration and im.registration_method not in ("integer", "joint"))):
+            raise ValueError("train.window_jitter needs image.crop and integer or joint registration (or none)")
+        return self
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ADCConfig:

@@ -96,7 +96,7 @@ def test_moved_windows_are_extra_slices_after_the_unmoved_ones() -> None:
     assert not torch.allclose(both.feats[2], both.feats[0])  # the moved windows see other pixels
 
 
-def test_training_with_jitter_caches_both_windows_and_validates_on_the_unmoved(tmp_path) -> None:
+def test_training_with_jitter_caches_both_windows_and_calibrates_on_the_unmoved(tmp_path) -> None:
     import json
 
     from seminspect.training.feature_cache import load_features

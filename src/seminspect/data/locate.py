@@ -42,6 +42,13 @@ def difference_map(pairs: Sequence[tuple[np.ndarray, np.ndarray, int, int]], mar
     return out
 
 
+def window_room(shape: tuple[int, int], crop: int, margin: int) -> tuple[int, int]:
+    """``(room_y, room_x)``: how far a ``crop`` window's centre may move from the centre of a view of
+    ``shape`` while the window, and a reference window moved by up to ``margin``, stay inside it."""
+    h, w = shape
+    return max(0, (h - crop) // 2 - margin), max(0, (w - crop) // 2 - margin)
+
+
 def difference_offset(pairs: Sequence[tuple[np.ndarray, np.ndarray, int, int]], crop: int,
                       margin: int) -> tuple[int, int]:
     """``(oy, ox)``: how far the crop centre moves from the image centre to sit on the strongest
@@ -50,7 +57,7 @@ def difference_offset(pairs: Sequence[tuple[np.ndarray, np.ndarray, int, int]], 
     from scipy.ndimage import uniform_filter
 
     h, w = pairs[0][0].shape
-    room_y, room_x = max(0, (h - crop) // 2 - margin), max(0, (w - crop) // 2 - margin)
+    room_y, room_x = window_room((h, w), crop, margin)
     if room_y == 0 and room_x == 0:
         return 0, 0
     score = uniform_filter(difference_map(pairs, margin), size=SMOOTH_PX, mode="nearest")

@@ -191,25 +191,25 @@ class PrepareSample:
             return 0, 0
         return difference_offset(pairs, self.crop, self.margin)
 
-    def _jittered(self, sample: Sample, offset: tuple[int, int]) -> tuple[int, int]:
+    def _jittered(self, sample: Sample, offset: tuple[int, int], crop: int) -> tuple[int, int]:
         """``offset`` moved by this site's seeded draw in ``[-jitter, jitter]`` px, kept where every
         target and reference window (references moved by up to the margin) stays inside its view."""
         import zlib
 
+        from seminspect.data.locate import window_room
+
         rng = np.random.default_rng([self.seed, zlib.crc32(sample.sample_id.encode())])
         dy, dx = (int(d) for d in rng.integers(-self.jitter, self.jitter + 1, 2))
         shapes = [v.image.shape for v in sample.views if v.role != Role.ZOOM]
-        room_y = max(0, min(h for h, _ in shapes) - self.crop) // 2 - self.margin  # type: ignore[operator]
-        room_x = max(0, min(w for _, w in shapes) - self.crop) // 2 - self.margin  # type: ignore[operator]
-        return (int(np.clip(offset[0] + dy, -max(room_y, 0), max(room_y, 0))),
-                int(np.clip(offset[1] + dx, -max(room_x, 0), max(room_x, 0))))
+        room_y, room_x = window_room((min(h for h, _ in shapes), min(w for _, w in shapes)), crop, self.margin)
+        return int(np.clip(offset[0] + dy, -room_y, room_y)), int(np.clip(offset[1] + dx, -room_x, room_x))
 
     def apply(self, sample: Sample, alignment: dict[int, Alignment]) -> Sample:
         """The prepared copy of ``sample``: references moved by ``alignment``, every view cropped."""
         views: list[View] = []
         offset = self.crop_offset(sample, alignment)
         if self.jitter and self.crop is not None:
-            offset = self._jittered(sample, offset)
+            offset = self._jittered(sample, offset, self.crop)
         for v in sample.views:
             oy, ox = (0, 0) if v.role == Role.ZOOM else offset  # zooms are always centre-cropped
             a = alignment.get(v.index) if v.role == Role.REFERENCE else None

@@ -121,17 +121,15 @@ def compute_features(
             for group in _same_size_groups(samples):
                 encoded_at.extend(start + i for i in group)
                 batch = collate([samples[i] for i in group], taxonomy)
-                images = resize_batch(batch.images, resize)
-                for k, op in enumerate(ops):
-                    chunks[k].append(model.encode_views(dihedral(images, op), batch.view_mask, batch.roles,
-                                                         batch.indices).to(torch.float16))
+                # the unmoved windows fill slices 0 .. len(ops) - 1, the moved ones the next len(ops)
+                windows = [(batch, 0)]
                 if shifted is not None:
-                    other = collate([shifted[i] for i in group], taxonomy)
-                    moved_images = resize_batch(other.images, resize)
+                    windows.append((collate([shifted[i] for i in group], taxonomy), len(ops)))
+                for b, first in windows:
+                    images = resize_batch(b.images, resize)
                     for k, op in enumerate(ops):
-                        chunks[len(ops) + k].append(model.encode_views(
-                            dihedral(moved_images, op), other.view_mask, other.roles, other.indices
-                        ).to(torch.float16))
+                        chunks[first + k].append(model.encode_views(dihedral(images, op), b.view_mask, b.roles,
+                                                                     b.indices).to(torch.float16))
                 vmax = max(vmax, batch.roles.shape[1])
                 roles.append(batch.roles)
                 indices.append(batch.indices)

@@ -69,6 +69,21 @@ def test_normal_samples_have_no_mask_and_zooms_centre_on_site():
     assert s.metadata["zoom_mags"] == "2,4"
 
 
+
+def test_zooms_centre_on_a_defect_near_the_field_edge():
+    """With the defect anywhere in the inner 80 % of the field, each zoom is still centred on it (a
+    review SEM centres its zoom on the located defect): the canvas grows, the zoom is not clamped.
+    With the canvas of the default offset, far defects sat up to ~37 px off the zoom's centre."""
+    cfg = _cfg(image_size=128, n_angles=1, n_zooms=2, site_offset=0.4)
+    far = 0
+    for seed in range(12):
+        s = generate_sample(cfg, "small_particle", seed, "x")
+        far += max(abs(float(s.metadata["site_y"]) - 64), abs(float(s.metadata["site_x"]) - 64)) > 32
+        for z in s.zooms:
+            ys, xs = np.nonzero(z.mask)
+            assert max(abs(ys.mean() - 64), abs(xs.mean() - 64)) < 6, (seed, z.index)
+    assert far >= 3  # the check saw defects whose zoom window would have left the old canvas
+
 @pytest.mark.parametrize(
     ("kw", "roles"),
     [

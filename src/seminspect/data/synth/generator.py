@@ -49,6 +49,7 @@ from seminspect.utils.io import atomic_write_json
 from seminspect.utils.leftovers import remove_leftover_temps
 
 ZOOM_MAGS = (2, 4, 3, 6, 8)
+ZOOM_SLACK_PX = 12  # a defect's mask centroid may lie this far beyond its drawn site
 # Review tools differ slightly (beam blur factor, gain factor, offset): a realistic domain shift.
 TOOLS = (("SEM-A", 1.0, 1.0, 0.0), ("SEM-B", 1.15, 0.95, 0.015), ("SEM-C", 0.9, 1.05, -0.01))
 DEFECT_TYPES = tuple(INJECTORS)  # sem_default; the long-tail fab adds the variants of .longtail
@@ -59,9 +60,20 @@ class GenerationError(SeminspectError, RuntimeError):
 
 
 def _geometry(config: FabConfig) -> tuple[int, int, float]:
-    """Image size S, canvas margin M (room for the reference shift), feature scale."""
+    """Image size S, canvas margin M, feature scale.
+
+    The margin holds the reference's shift and, with zoom views, the widest zoom window (``S / 2`` at
+    2x) centred on a defect as far off centre as ``site_offset`` allows (+ slack for the defect's
+    centroid): a review SEM centres each zoom on the defect it located, wherever it lies in the field.
+    At the default ``site_offset`` the zoom windows fit anyway and the margin is the shift's alone.
+    """
+    size = config.image_size
     margin = int(math.ceil(config.max_misalignment_px)) + 2
-    return config.image_size, margin, feature_scale(config.image_size)
+    if config.n_zooms:
+        widest = math.ceil(size / min(ZOOM_MAGS[: config.n_zooms]))
+        reach = config.site_offset * size + widest / 2 - size / 2 + ZOOM_SLACK_PX
+        margin = max(margin, int(math.ceil(reach)))
+    return size, margin, feature_scale(size)
 
 
 def _render(state: DieState, config: FabConfig, scale: float, mag: int = 1) -> DieRender:

@@ -18,7 +18,10 @@ No setting is chosen here: each artefact was trained and calibrated on its
 own training and calibration splits. Writes ``benchmarks/results/fov_recall.md`` (or ``--result``).
 The two fresh sets come from ``python benchmarks/fov_recall.py --make ROOT`` (seed 5000, 600 sites
 each, ``site_offset`` 0.08 as the main job and 0.4: anywhere in the inner 80 % of the field); a
-validation pair to choose settings on: ``--make ROOT --make-n 300 --make-seed 6000``.
+validation pair to choose settings on: ``--make ROOT --make-n 300 --make-seed 6000``; the 2,000-site sets
+of ``results/fov_recall_zoom.md``: ``--make ROOT --make-n 2000 --make-seed 7000``. Off-centre sets made before
+2026-12-07's fix of the virtual fab's zoom views (docs/virtual_fab.md) had zooms not centred on defects near
+the edge, and every result file written on them understates off-centre recall (docs/fast.md).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from bench_env import load  # noqa: E402
 
 from seminspect.data.dataset import SampleDataset  # noqa: E402
 from seminspect.data.manifest import DatasetInfo, write_manifest  # noqa: E402
-from seminspect.data.synth.generator import _done_rows, plan_dataset  # noqa: E402
+from seminspect.data.synth.dataset import _done_rows, plan_dataset  # noqa: E402
 from seminspect.inference import load_artefact  # noqa: E402
 from seminspect.training.adc_trainer import features_for, split_validation  # noqa: E402
 from seminspect.training.config import ADCConfig  # noqa: E402

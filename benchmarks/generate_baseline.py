@@ -23,7 +23,7 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 from seminspect.data.synth import DEFECT_TYPES, FabConfig, generate_sample
-from seminspect.data.synth.generator import sample_seed
+from seminspect.data.synth.dataset import sample_seed
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_env  # noqa: E402

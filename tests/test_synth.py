@@ -239,7 +239,7 @@ def test_split_quotas_hold_for_defects_and_normals(n):
     """Per-type rounding must not starve the small splits of defects (60 sites once gave test 0 defects)."""
     from collections import Counter
 
-    from seminspect.data.synth.generator import plan_dataset
+    from seminspect.data.synth.dataset import plan_dataset
 
     fractions = {"train": 0.6, "calib": 0.2, "test": 0.2}
     plan = plan_dataset(n, 0.5, 0, fractions)

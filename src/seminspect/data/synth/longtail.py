@@ -15,7 +15,7 @@ the variant listed beside its base type). Three kinds of change:
 :func:`draw_type_counts` is the pure, seeded draw of how many defects each type gets (a
 Zipf law over a seeded random rank order, one defect per type at least), :func:`pick_holdout`
 chooses the types kept out of train / calib, and :func:`plan_longtail_dataset` makes the
-per-sample plan of :func:`~seminspect.data.synth.generator.generate_dataset`.
+per-sample plan of :func:`~seminspect.data.synth.dataset.generate_dataset`.
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ def plan_longtail_dataset(n_samples: int, abnormal_fraction: float, seed: int, s
     held-out type goes to ``test`` (which must be a split), all other types and the normal
     sites are stratified over ``splits`` as in the balanced plan.
     """
-    from seminspect.data.synth.generator import _stratified_split_counts, sample_seed
+    from seminspect.data.synth.dataset import _stratified_split_counts, sample_seed
 
     if holdout and "test" not in splits:
         raise ValueError(f"held-out types need a 'test' split, splits are {list(splits)}")

@@ -49,6 +49,7 @@ def make_sets(root: Path, n: int = 600, seed: int = 5000) -> None:
 
 def beyond_reach(samples: list, crop: int | None, max_shift: float) -> np.ndarray:
     """Per site: True where the defect mask's centre (all target views) lies beyond a clamped window's reach."""
+    from seminspect.data.locate import window_room
     from seminspect.data.sample import Role
 
     out = np.zeros(len(samples), bool)
@@ -58,7 +59,7 @@ def beyond_reach(samples: list, crop: int | None, max_shift: float) -> np.ndarra
             continue
         ys, xs = np.nonzero(np.logical_or.reduce(masks))
         h, w = masks[0].shape
-        room_y, room_x = (h - crop) // 2 - int(np.ceil(max_shift)), (w - crop) // 2 - int(np.ceil(max_shift))
+        room_y, room_x = window_room((h, w), crop, int(np.ceil(max_shift)))  # where the inspector can move it
         out[k] = abs(ys.mean() - h / 2) > room_y or abs(xs.mean() - w / 2) > room_x
     return out
 

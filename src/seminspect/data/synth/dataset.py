@@ -74,6 +74,16 @@ def _stratified_split_counts(group_sizes: list[int], splits: dict[str, float]) -
     return out
 
 
+def assign_splits(groups: list[list[int]], splits: dict[str, float], rng: np.random.Generator,
+                  split_of: list[str]) -> None:
+    """Set ``split_of[i]`` for every sample index ``i`` of ``groups`` (one group per defect type, then the
+    normals): the stratified quotas of :func:`_stratified_split_counts`, shuffled within each group by ``rng``."""
+    for idx, counts in zip(groups, _stratified_split_counts([len(g) for g in groups], splits), strict=True):
+        labels = [s for s, c in counts.items() for _ in range(c)]
+        labels = [labels[i] for i in rng.permutation(len(labels))]
+        for i, s in zip(idx, labels, strict=True):
+            split_of[i] = s
+
 def plan_dataset(n_samples: int, abnormal_fraction: float, seed: int,
                  splits: dict[str, float]) -> list[tuple[str, str | None, int, str]]:
     """``(sample_id, defect_type, sample_seed, split)`` for every sample, stratified by type."""
@@ -84,12 +94,7 @@ def plan_dataset(n_samples: int, abnormal_fraction: float, seed: int,
     order = rng.permutation(n_samples)
     types = [types[i] for i in order]
     split_of: list[str] = [""] * n_samples
-    groups = [[i for i, x in enumerate(types) if x == t] for t in [*DEFECT_TYPES, None]]
-    for idx, counts in zip(groups, _stratified_split_counts([len(g) for g in groups], splits), strict=True):
-        labels = [s for s, c in counts.items() for _ in range(c)]
-        labels = [labels[i] for i in rng.permutation(len(labels))]
-        for i, s in zip(idx, labels, strict=True):
-            split_of[i] = s
+    assign_splits([[i for i, x in enumerate(types) if x == t] for t in [*DEFECT_TYPES, None]], splits, rng, split_of)
     return [(f"s{i:06d}", types[i], sample_seed(seed, i), split_of[i]) for i in range(n_samples)]
 
 

@@ -211,7 +211,7 @@ def plan_longtail_dataset(n_samples: int, abnormal_fraction: float, seed: int, s
     held-out type goes to ``test`` (which must be a split), all other types and the normal
     sites are stratified over ``splits`` as in the balanced plan.
     """
-    from seminspect.data.synth.dataset import _stratified_split_counts, sample_seed
+    from seminspect.data.synth.dataset import assign_splits, sample_seed
 
     if holdout and "test" not in splits:
         raise ValueError(f"held-out types need a 'test' split, splits are {list(splits)}")
@@ -226,10 +226,5 @@ def plan_longtail_dataset(n_samples: int, abnormal_fraction: float, seed: int, s
     split_of = ["test"] * n_samples
     held = set(holdout)
     keys: list[str | None] = [t for t in counts if t not in held] + [None]
-    groups = [[i for i, x in enumerate(types) if x == t] for t in keys]
-    for idx, quota in zip(groups, _stratified_split_counts([len(g) for g in groups], splits), strict=True):
-        labels = [s for s, c in quota.items() for _ in range(c)]
-        labels = [labels[i] for i in rng.permutation(len(labels))]
-        for i, s in zip(idx, labels, strict=True):
-            split_of[i] = s
+    assign_splits([[i for i, x in enumerate(types) if x == t] for t in keys], splits, rng, split_of)
     return [(f"s{i:06d}", types[i], sample_seed(seed, i), split_of[i]) for i in range(n_samples)]

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from seminspect.cli import app
 from seminspect.data.stream import iter_sites
+from seminspect.inference.inspector import Inspector
 from seminspect.inference.predict import PredictError, predict
 from test_inference import make_shifted_dataset, tiny_config
 
@@ -94,23 +95,39 @@ def test_csv_output_maps_and_rerun(trained, tmp_path):
         predict(art, ds, tmp_path / "m.parquet", maps=tmp_path / "maps", log=None)
 
 
-def _run(art: Path, ds: Path, out: Path) -> subprocess.Popen:
+def _run(art: Path, ds: Path, out: Path, processes: int = 1) -> subprocess.Popen:
     env = {**os.environ, "SEMINSPECT_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", "from seminspect.cli import main; main()", "predict", str(art), str(ds),
-           "--out", str(out), "--part-size", "6", "--threads", "1"]
+           "--out", str(out), "--part-size", "6", "--threads", "1", "--processes", str(processes)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_kill_9_at_random_points_loses_and_duplicates_nothing(trained, tmp_path):
-    """Three ``kill -9`` while parts are being written; the resumed output equals an uninterrupted run."""
+def _children(pid: int) -> set[int]:
+    try:
+        return {int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()}
+    except OSError:
+        return set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_kill_9_at_random_points_loses_and_duplicates_nothing(trained, tmp_path, processes):
+    """Three ``kill -9`` while parts are being written; the resumed output equals an uninterrupted run.
+    With worker processes, the workers of a killed run end too (none is left running)."""
     ds, art = trained
-    ref = predict(art, ds, tmp_path / "ref.parquet", part_size=6, log=None)
+    ref = predict(art, ds, tmp_path / "ref.parquet", part_size=6, threads=1, log=None)
     out = tmp_path / "killed.parquet"
     parts = out.with_name(out.name + ".parts")
     rng = random.Random(0)
-    kills = 0
+    kills, orphans = 0, set()
     for _ in range(3):
-        proc = _run(art, ds, out)
+        proc = _run(art, ds, out, processes)
         start = len(list(parts.glob("part-*.parquet"))) if parts.exists() else 0
         deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None:
@@ -119,11 +136,18 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(trained, tmp_path)
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
+            orphans |= _children(proc.pid)
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
     assert kills >= 2  # the run takes long enough to be interrupted mid-way
-    proc = _run(art, ds, out)
+    if processes > 1:
+        assert len(orphans) >= processes
+        deadline = time.time() + 15
+        while time.time() < deadline and any(map(_alive, orphans)):
+            time.sleep(0.1)
+        assert not any(map(_alive, orphans)), "worker processes outlived their killed run"
+    proc = _run(art, ds, out, processes)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()
     a, b = pd.read_parquet(tmp_path / "ref.parquet"), pd.read_parquet(out)
@@ -196,3 +220,24 @@ def test_a_site_can_be_loaded_twice(trained):
     first, second = load_site(ds, rows), load_site(ds, rows)  # a Ray retry loads the same rows again
     assert first.error is None and second.error is None
     assert [v.index for v in first.sample.views] == [v.index for v in second.sample.views]
+
+
+def test_worker_processes_change_no_decision_and_no_error_row(trained, tmp_path):
+    ds, art = trained
+    bad = _damaged_copy(ds, tmp_path / "bad")
+    runs = {}
+    for processes in (1, 2):  # one runtime thread each way, so the arithmetic is the same
+        out = tmp_path / f"d{processes}.parquet"
+        summary = predict(art, bad, out, processes=processes, threads=1, part_size=10, log=None)
+        if processes > 1:
+            assert summary.notes[-1] == "sites judged by 2 worker processes"
+            assert "1 thread(s) per process" in summary.notes[-2]
+        runs[processes] = (pd.read_parquet(out), pd.read_parquet(tmp_path / f"d{processes}.errors.parquet"))
+    pd.testing.assert_frame_equal(runs[1][0], runs[2][0])
+    pd.testing.assert_frame_equal(runs[1][1], runs[2][1])
+    assert len(runs[2][0]) == 92 and list(runs[2][1]["site"]) == [3, 7, 11, 15]
+    with pytest.raises(PredictError, match="processes must be >= 1"):
+        predict(art, ds, tmp_path / "x.parquet", processes=0, log=None)
+    with pytest.raises(PredictError, match="needs the artefact's folder"):
+        predict(Inspector.load(art), ds, tmp_path / "y.parquet", processes=2, log=None)
+

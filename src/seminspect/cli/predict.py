@@ -24,6 +24,10 @@ def predict(
     prefetch: int | None = typer.Option(None, min=0, help="Threads that read and align the next sites while one "
                                         "is judged (default: one per core, up to 4, on onnxruntime/openvino; "
                                         "0 on torch). Decisions do not depend on it."),
+    processes: int = typer.Option(1, min=1, help="Worker processes, each judging whole sites with its own copy of "
+                                  "the model and --threads (default 1) runtime threads; 2 on 2 cores is faster "
+                                  "on large runs (benchmarks/results/predict_processes.md). Decisions do not "
+                                  "depend on it."),
     backend: str | None = typer.Option(None, help="Where the ADC runs: onnxruntime (default; the whole model as "
                                        "one graph), openvino (seminspect[openvino]) or torch (eager). Env "
                                        "SEMINSPECT_BACKEND sets the default."),
@@ -59,7 +63,8 @@ def predict(
 
             summary = run_predict(artefact, data, out, maps=maps, part_size=part_size, overwrite=overwrite,
                                   threads=threads, log=console.print, progress=tick, backend=backend,
-                                  precision=precision, prefetch=prefetch, fp32_check=fp32_check)
+                                  precision=precision, prefetch=prefetch, fp32_check=fp32_check,
+                                  processes=processes)
     for note in summary.notes:
         console.print(f"[yellow]note:[/] {note}", highlight=False)
     r = summary.routes

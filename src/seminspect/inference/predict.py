@@ -19,6 +19,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from seminspect.data.model_inputs import check_inputs, check_taxonomy, describe_
 from seminspect.data.stream import Site, SiteRows, iter_site_rows, load_site, manifest_of
 from seminspect.errors import SeminspectError
 from seminspect.inference.inspector import Inspector, PreparedSite
+from seminspect.inference.pool import InspectorSpec, Judged, JudgePool
 from seminspect.inference.prefetch import default_workers, prefetched
 from seminspect.inference.runtime import DEFAULT_BACKEND
 from seminspect.inference.schema import DECISION_SCHEMA, ERROR_SCHEMA, errors_frame, to_table
@@ -166,16 +168,16 @@ def _judge(inspector: Inspector, loaded: Loaded, maps: Path | None, scale: float
     return insp.frame([site.ordinal]), None
 
 
-def _parts_of(sites: Iterator[Loaded], part_size: int) -> Iterator[tuple[int, list[Loaded]]]:
-    buf: list[Loaded] = []
+def _parts_of(results: Iterator[Judged], part_size: int) -> Iterator[tuple[int, list[Judged]]]:
+    buf: list[Judged] = []
     current = -1
-    for s in sites:
-        k = s.site.ordinal // part_size
+    for r in results:
+        k = r[0] // part_size
         if buf and k != current:
             yield current, buf
             buf = []
         current = k
-        buf.append(s)
+        buf.append(r)
     if buf:
         yield current, buf
 
@@ -251,7 +253,8 @@ def start_run(inspector: Inspector, data: Path, out: str | Path, maps: str | Pat
 def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path, maps: str | Path | None = None,
             part_size: int = 64, overwrite: bool = False, threads: int | None = None,
             log: Callable[[str], None] | None = print, progress: Any = None, backend: str | None = None,
-            precision: str = "fp32", prefetch: int | None = None, fp32_check: bool | None = None) -> PredictSummary:
+            precision: str = "fp32", prefetch: int | None = None, fp32_check: bool | None = None,
+            processes: int = 1) -> PredictSummary:
     """Judge every site of ``data`` with ``artefact``; see the module docstring for files and resume.
 
     ``progress``: optional ``callable(done, total, rate)`` called after each site (the CLI's bar).
@@ -260,9 +263,13 @@ def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path,
     measured).
     ``prefetch``: threads that read and align the next sites while one is judged (0: none; default:
     one per core, at most 4, for a graph runtime, 0 for torch). Decisions do not depend on it.
+    ``processes``: > 1 judges whole sites in that many worker processes (:mod:`seminspect.inference.pool`),
+    each with ``threads`` (default 1) runtime threads and no reader threads; decisions do not depend on it.
     """
-    if part_size < 1:
-        raise PredictError(f"part_size must be >= 1, got {part_size}")
+    if part_size < 1 or processes < 1:
+        raise PredictError(f"part_size and processes must be >= 1, got {part_size}, {processes}")
+    if processes > 1 and isinstance(artefact, Inspector):
+        raise PredictError("processes > 1 needs the artefact's folder (each worker loads its own inspector)")
     t0 = time.perf_counter()
     data = Path(data)
     manifest_of(data)  # a missing DATA path fails here, before the model loads
@@ -284,30 +291,37 @@ def predict(artefact: str | Path | Inspector, data: str | Path, out: str | Path,
     if log and done:
         log(f"resuming: {len(done)} of {n_parts} parts already written")
     finished = sum(min(part_size, n - k * part_size) for k in done)
-    t_run, judged = time.perf_counter(), 0
     rows = (r for r in iter_site_rows(data, start=todo_start) if r.ordinal // part_size not in done)
-    loaded = prefetched(lambda r: load_and_prepare(inspector, data, r), rows, prefetch)
-    for k, sites in _parts_of(loaded, part_size):
-        frames, errors = [], []
-        for site in sites:
-            frame, err = _judge(inspector, site, maps_dir, scale)
-            if frame is not None:
-                frames.append(frame)
-            if err is not None:
-                errors.append(err)
-            judged += 1
-            if progress is not None:
-                progress(finished + judged, n, judged / max(1e-9, time.perf_counter() - t_run))
-        _write_part(parts, k, frames, errors)
+    with ExitStack() as stack:
+        if processes > 1:
+            pool = stack.enter_context(JudgePool(InspectorSpec(str(artefact), backend, precision, fp32_check), data,
+                                                 maps_dir, scale, processes, threads=threads))
+            results, how = pool.judged(rows), f"sites judged by {processes} worker processes"
+        else:
+            loaded = prefetched(lambda r: load_and_prepare(inspector, data, r), rows, prefetch)
+            results = ((s.site.ordinal, *_judge(inspector, s, maps_dir, scale)) for s in loaded)
+            how = f"sites read and aligned ahead by {prefetch} thread(s)" if prefetch else "sites read one at a time"
+        t_run, judged = time.perf_counter(), 0  # after the workers started: model loading is not the run's rate
+        for k, sites in _parts_of(results, part_size):
+            frames, errors = [], []
+            for _, frame, err in sites:
+                if frame is not None:
+                    frames.append(frame)
+                if err is not None:
+                    errors.append(err)
+                judged += 1
+                if progress is not None:
+                    progress(finished + judged, n, judged / max(1e-9, time.perf_counter() - t_run))
+            _write_part(parts, k, frames, errors)
     decided, failed, routes = _finalise(paths, n_parts)
     seconds = time.perf_counter() - t0
     summary = PredictSummary(out=str(out), errors=str(paths["errors"]), n_sites=n, n_decided=decided,
                              n_failed=failed, routes=routes, seconds=round(seconds, 2),
                              sites_per_second=round(judged / max(1e-9, time.perf_counter() - t_run), 3),
                              parts_reused=len(done), model_version=inspector.model_version, finished=utc_now(),
-                             notes=[*inspector.artefact.notes, inspector.runtime_note(),
-                                    f"sites read and aligned ahead by {prefetch} thread(s)" if prefetch
-                                    else "sites read one at a time"])
+                             notes=[*inspector.artefact.notes,
+                                    inspector.runtime_note(f"{threads or 1} thread(s) per process" if processes > 1
+                                                           else None), how])
     atomic_write_json(paths["summary"], {**asdict(summary), "fingerprint": fp})
     shutil.rmtree(parts, ignore_errors=True)
     return summary

@@ -241,3 +241,16 @@ def test_worker_processes_change_no_decision_and_no_error_row(trained, tmp_path)
     with pytest.raises(PredictError, match="needs the artefact's folder"):
         predict(Inspector.load(art), ds, tmp_path / "y.parquet", processes=2, log=None)
 
+
+
+def test_a_worker_that_dies_ends_the_run_with_a_one_line_error(trained):
+    from seminspect.data.stream import iter_site_rows
+    from seminspect.inference.pool import InspectorSpec, JudgePool, PoolError
+
+    ds, art = trained
+    with JudgePool(InspectorSpec(str(art)), ds, None, 1.0, processes=2) as pool:
+        results = pool.judged(iter_site_rows(ds))
+        assert next(results)[0] == 0
+        os.kill(next(iter(pool._pool._processes)), signal.SIGKILL)
+        with pytest.raises(PoolError, match="worker process died .* run the same command again"):
+            list(results)

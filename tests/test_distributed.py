@@ -24,6 +24,7 @@ import pytest
 import torch
 import yaml
 
+from _procs import alive, children
 from seminspect.training import distributed as dist
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
@@ -173,13 +174,6 @@ def test_only_rank_zero_writes_results(runs):
     assert {"weights.safetensors", "checkpoint.pt", "finetune.pt", "metrics.json"} <= written
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
 def test_killed_torchrun_run_resumes_from_rank_zero_checkpoint(runs):
     from safetensors.torch import load_file
 
@@ -189,15 +183,15 @@ def test_killed_torchrun_run_resumes_from_rank_zero_checkpoint(runs):
     proc = subprocess.Popen(_torchrun(cfg, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     deadline = time.monotonic() + TIMEOUT_S
-    workers: list[int] = []
+    workers: set[int] = set()
     while not (out / "finetune.pt").is_file() and proc.poll() is None and time.monotonic() < deadline:
-        workers = _children(proc.pid) or workers
+        workers = children(proc.pid) or workers
         time.sleep(0.02)
     # the way a scheduler stops a job: SIGTERM to torchrun, which terminates its workers
     proc.send_signal(signal.SIGTERM)
     log, _ = proc.communicate(timeout=120)
     for pid in workers:  # nothing of the killed job may still be running (or writing)
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+        assert not alive(pid)
     assert proc.returncode != 0, log[-3000:]
     assert (out / "checkpoint.pt").is_file() and (out / "finetune.pt").is_file()
     assert not (out / "weights.safetensors").exists(), "the run finished before it could be killed"

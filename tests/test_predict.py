@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from _procs import alive, children
 from seminspect.cli import app
 from seminspect.data.stream import iter_sites
 from seminspect.inference.inspector import Inspector
@@ -102,20 +103,6 @@ def _run(art: Path, ds: Path, out: Path, processes: int = 1) -> subprocess.Popen
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _children(pid: int) -> set[int]:
-    try:
-        return {int(c) for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()}
-    except OSError:
-        return set()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("processes", [1, 2])
 def test_kill_9_at_random_points_loses_and_duplicates_nothing(trained, tmp_path, processes):
     """Three ``kill -9`` while parts are being written; the resumed output equals an uninterrupted run.
@@ -136,7 +123,7 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(trained, tmp_path,
             time.sleep(0.02)
         time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
-            orphans |= _children(proc.pid)
+            orphans |= children(proc.pid)
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait()
@@ -144,9 +131,9 @@ def test_kill_9_at_random_points_loses_and_duplicates_nothing(trained, tmp_path,
     if processes > 1:
         assert len(orphans) >= processes
         deadline = time.time() + 15
-        while time.time() < deadline and any(map(_alive, orphans)):
+        while time.time() < deadline and any(map(alive, orphans)):
             time.sleep(0.1)
-        assert not any(map(_alive, orphans)), "worker processes outlived their killed run"
+        assert not any(map(alive, orphans)), "worker processes outlived their killed run"
     proc = _run(art, ds, out, processes)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err.decode()

@@ -6,7 +6,7 @@
 
 Each worker loads the artefact once (``spawn``: no runtime threads are forked) with ``threads``
 runtime threads (default 1), then reads, aligns and judges whole sites with the very code of the
-single-process path (:func:`seminspect.inference.predict.load_and_prepare` and ``_judge``): a
+single-process path (:func:`seminspect.inference.predict.judge_rows`): a
 site's decision never depends on which process judged it or on its neighbours. Sites travel in
 chunks of ``chunk`` and at most ``2 * processes`` chunks are in flight, so memory stays bounded.
 Where threads contend for the GIL and the runtime's threads for the cores, separate processes keep
@@ -90,14 +90,10 @@ def _ready() -> None:
 
 
 def _judge_chunk(chunk: list[SiteRows]) -> list[Judged]:
-    from seminspect.inference.predict import _judge, load_and_prepare
+    from seminspect.inference.predict import judge_rows
 
     insp, data, maps, scale = _WORKER["inspector"], _WORKER["data"], _WORKER["maps"], _WORKER["scale"]
-    out: list[Judged] = []
-    for rows in chunk:
-        frame, err = _judge(insp, load_and_prepare(insp, data, rows), maps, scale)
-        out.append((rows.ordinal, frame, err))
-    return out
+    return [(rows.ordinal, *judge_rows(insp, data, rows, maps, scale)) for rows in chunk]
 
 
 # ----- in the parent -----------------------------------------------------------------------------
@@ -108,10 +104,10 @@ class JudgePool:
                  threads: int | None = None, chunk: int = 4) -> None:
         if processes < 1 or chunk < 1 or (threads is not None and threads < 1):
             raise PoolError(f"processes, chunk and threads must be >= 1, got {processes}, {chunk}, {threads}")
-        self.processes, self.chunk, self.threads = processes, chunk, threads or 1
+        self.processes, self.chunk = processes, chunk
         ctx = mp.get_context("spawn")
         self._pool = ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init,
-                                         initargs=(spec, self.threads, str(data), None if maps is None else str(maps),
+                                         initargs=(spec, threads or 1, str(data), None if maps is None else str(maps),
                                                    scale, ctx.Barrier(processes)))
 
     def __enter__(self) -> JudgePool:

@@ -168,6 +168,13 @@ def _judge(inspector: Inspector, loaded: Loaded, maps: Path | None, scale: float
     return insp.frame([site.ordinal]), None
 
 
+def judge_rows(inspector: Inspector, data: str | Path, rows: SiteRows, maps: Path | None, scale: float
+               ) -> tuple[pd.DataFrame | None, tuple[int, str, str | None, str | None] | None]:
+    """Read, prepare and judge one site from its manifest rows (what a worker process or a Ray actor does per
+    site): its decision rows, or its error row."""
+    return _judge(inspector, load_and_prepare(inspector, data, rows), maps, scale)
+
+
 def _parts_of(results: Iterator[Judged], part_size: int) -> Iterator[tuple[int, list[Judged]]]:
     buf: list[Judged] = []
     current = -1

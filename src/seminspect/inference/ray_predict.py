@@ -6,7 +6,7 @@
 The driver groups the manifest's rows into sites (streamed, no image read) and writes them as
 ``<out>.parts/sites.parquet``; Ray Data reads that file as a dataset, an actor pool of ``workers``
 :class:`SiteJudge` actors (each loads the artefact once) judges the sites with the very code of the
-single-process path (:func:`seminspect.inference.predict._judge`, per site, no batch neighbours) and
+single-process path (:func:`seminspect.inference.predict.judge_rows`, per site, no batch neighbours) and
 Ray writes the results as Parquet under ``<out>.parts/ray/``. The driver then sorts them by site and
 writes the same output files as :func:`seminspect.inference.predict.predict` (decisions, errors,
 summary), so the two runs are interchangeable. On a cluster the artefact, the dataset and the output
@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from seminspect.data.stream import SiteRows, iter_site_rows, manifest_of
 from seminspect.errors import SeminspectError
 from seminspect.inference.inspector import Inspector
-from seminspect.inference.predict import PredictError, PredictSummary, _finalise, _judge, load_and_prepare, start_run
+from seminspect.inference.predict import PredictError, PredictSummary, _finalise, judge_rows, start_run
 from seminspect.inference.schema import DECISION_SCHEMA, ERROR_SCHEMA, errors_frame, to_table
 from seminspect.utils.io import atomic_path, atomic_write_json
 from seminspect.utils.provenance import utc_now
@@ -78,8 +78,7 @@ class SiteJudge:
         for r in batch.to_pylist():
             rows = SiteRows(int(r["ordinal"]), r["sample_id"], json.loads(r["rows"]), json.loads(r["lines"]),
                             r["error"], r["file"])
-            frame, err = _judge(self.inspector, load_and_prepare(self.inspector, self.data, rows), self.maps,
-                                self.scale)
+            frame, err = judge_rows(self.inspector, self.data, rows, self.maps, self.scale)
             if frame is not None:
                 frames.append(to_table(frame, DECISION_SCHEMA))
             if err is not None:
